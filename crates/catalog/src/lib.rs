@@ -1,0 +1,18 @@
+//! The catalog of log slices: what each slice's rows hold, in which ClickHouse types,
+//! which fields may be filtered and exported by default; plus the validation of ingest
+//! values and export requests against it. No I/O beyond reading schema files.
+
+pub mod ingest;
+pub mod schema;
+pub mod spec;
+pub mod time;
+pub mod types;
+pub mod value;
+
+pub use schema::{Catalog, Field, Partition, SchemaError, Slice, TENANT_COLUMN};
+pub use spec::{
+    Compression, DateDimension, ExportRequest, ExportSpec, Filter, FilterOp, Format, SpecError,
+    SpecLimits,
+};
+pub use types::{ColumnType, TypeFamily};
+pub use value::Value;

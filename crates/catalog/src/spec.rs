@@ -1,0 +1,722 @@
+//! Export requests: the JSON a client sends, and the validated spec a worker runs.
+//!
+//! Validation happens here, against the catalog, before a job is stored: a spec that
+//! passes names only catalog fields, carries typed filter values, and has a half-open
+//! UTC time range `[since, until)`. The job store keeps the (normalised) request, and
+//! the worker validates it again, so a catalog change can never run a stale spec.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::schema::{Catalog, Slice};
+use crate::time::{self, Zone};
+use crate::types::TypeFamily;
+use crate::value::Value;
+
+/// Most values an `in`/`not_in` filter may list.
+pub const MAX_IN_VALUES: usize = 10_000;
+/// Most filters one request may carry.
+pub const MAX_FILTERS: usize = 100;
+
+/// What went wrong with a request, and which member of it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    /// The body is not JSON of the right shape (400).
+    #[error("{detail}")]
+    Malformed { field: Option<String>, detail: String },
+    /// The slice does not exist (404).
+    #[error("unknown slice `{0}`")]
+    UnknownSlice(String),
+    /// Well-formed but not acceptable (422).
+    #[error("{field}: {detail}")]
+    Invalid { field: String, detail: String },
+}
+
+impl SpecError {
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        SpecError::Invalid {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            SpecError::Malformed { field, .. } => field.as_deref(),
+            SpecError::UnknownSlice(_) => Some("slice"),
+            SpecError::Invalid { field, .. } => Some(field),
+        }
+    }
+}
+
+/// The body of `POST /v1/exports` (and of evaluate and preview).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    pub slice: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<u64>,
+    pub date_since: String,
+    pub date_until: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_dimension: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    #[serde(default)]
+    pub filters: Vec<FilterRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_max_rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterRequest {
+    pub field: String,
+    pub op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<Json>>,
+}
+
+impl ExportRequest {
+    /// Parses a request body, naming the offending member on error.
+    pub fn from_json(body: &[u8]) -> Result<Self, SpecError> {
+        parse_json_body(body)
+    }
+}
+
+/// Deserialises a JSON body into `T`, turning serde's message into a problem with the
+/// path of the offending member (`filters[0].op`).
+pub fn parse_json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, SpecError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+        // The path already ends in the member for unknown-field errors.
+        let syntax = matches!(
+            inner.classify(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+        );
+        if syntax {
+            return SpecError::Malformed {
+                field: None,
+                detail: format!("the body is not valid JSON: {msg}"),
+            };
+        }
+        let field = (path != "." && !path.is_empty()).then_some(path);
+        let detail = msg;
+        SpecError::Malformed { field, detail }
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DateDimension {
+    /// `event_time`: when it happened.
+    Event,
+    /// `received_time`: when Logport received it.
+    Received,
+}
+
+impl DateDimension {
+    pub fn column(self) -> &'static str {
+        match self {
+            DateDimension::Event => "event_time",
+            DateDimension::Received => "received_time",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Tsv,
+    Jsonl,
+    Json,
+    Parquet,
+}
+
+impl Format {
+    pub const ALL: [(&'static str, Format); 5] = [
+        ("csv", Format::Csv),
+        ("tsv", Format::Tsv),
+        ("jsonl", Format::Jsonl),
+        ("json", Format::Json),
+        ("parquet", Format::Parquet),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("csv")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub const ALL: [(&'static str, Compression); 3] = [
+        ("none", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("zstd", Compression::Zstd),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, c)| *c == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("none")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterOp {
+    Eq,
+    Ne,
+    In,
+    NotIn,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+    Between,
+    Prefix,
+    Contains,
+    IsNull,
+    NotNull,
+}
+
+impl FilterOp {
+    pub const ALL: [(&'static str, FilterOp); 13] = [
+        ("eq", FilterOp::Eq),
+        ("ne", FilterOp::Ne),
+        ("in", FilterOp::In),
+        ("not_in", FilterOp::NotIn),
+        ("lt", FilterOp::Lt),
+        ("lte", FilterOp::Lte),
+        ("gt", FilterOp::Gt),
+        ("gte", FilterOp::Gte),
+        ("between", FilterOp::Between),
+        ("prefix", FilterOp::Prefix),
+        ("contains", FilterOp::Contains),
+        ("is_null", FilterOp::IsNull),
+        ("not_null", FilterOp::NotNull),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, o)| *o == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("eq")
+    }
+
+    /// The operators that make sense for a field's type.
+    pub fn valid_for(ty: &crate::types::ColumnType) -> Vec<FilterOp> {
+        use FilterOp::*;
+        let mut ops = vec![Eq, Ne, In, NotIn];
+        match ty.family() {
+            TypeFamily::Text => ops.extend([Lt, Lte, Gt, Gte, Between, Prefix, Contains]),
+            TypeFamily::Unsigned
+            | TypeFamily::Signed
+            | TypeFamily::Float
+            | TypeFamily::Date
+            | TypeFamily::DateTime => ops.extend([Lt, Lte, Gt, Gte, Between]),
+            TypeFamily::Uuid | TypeFamily::Enum => {}
+        }
+        if ty.is_nullable() {
+            ops.extend([IsNull, NotNull]);
+        }
+        ops
+    }
+}
+
+/// A validated filter: a catalog field, an operator fit for its type, typed values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub field: String,
+    pub op: FilterOp,
+    pub values: Vec<Value>,
+}
+
+/// A validated export: everything a worker needs, nothing it must re-check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportSpec {
+    pub slice: String,
+    pub app_id: Option<u64>,
+    pub dimension: DateDimension,
+    /// Inclusive lower bound, Unix seconds.
+    pub since: i64,
+    /// Exclusive upper bound, Unix seconds.
+    pub until: i64,
+    pub fields: Vec<String>,
+    pub filters: Vec<Filter>,
+    pub format: Format,
+    pub compression: Compression,
+    pub part_max_rows: Option<u64>,
+    pub limit: Option<u64>,
+}
+
+/// Server-side bounds on what one request may ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct SpecLimits {
+    /// Longest date range, in days.
+    pub max_range_days: u32,
+    /// Formats this build can write.
+    pub parquet: bool,
+}
+
+impl Default for SpecLimits {
+    fn default() -> Self {
+        SpecLimits {
+            max_range_days: 366,
+            parquet: false,
+        }
+    }
+}
+
+impl ExportRequest {
+    /// Fills every defaulted member, so the stored request says exactly what ran.
+    pub fn normalized(&self, catalog: &Catalog) -> ExportRequest {
+        let mut r = self.clone();
+        if r.fields.is_none() {
+            if let Some(slice) = catalog.slice(&r.slice) {
+                r.fields = Some(slice.default_fields().map(|f| f.name.clone()).collect());
+            }
+        }
+        r.date_dimension.get_or_insert_with(|| "event".into());
+        r.timezone.get_or_insert_with(|| "UTC".into());
+        r.format.get_or_insert_with(|| "csv".into());
+        r.compression.get_or_insert_with(|| "none".into());
+        r
+    }
+
+    pub fn validate(&self, catalog: &Catalog, limits: &SpecLimits) -> Result<ExportSpec, SpecError> {
+        let slice = catalog
+            .slice(&self.slice)
+            .ok_or_else(|| SpecError::UnknownSlice(self.slice.clone()))?;
+
+        let zone = Zone::parse(self.timezone.as_deref().unwrap_or("UTC"))
+            .map_err(|d| SpecError::invalid("timezone", d))?;
+        let since = parse_bound(&self.date_since, &zone, false)
+            .map_err(|d| SpecError::invalid("date_since", d))?;
+        let until = parse_bound(&self.date_until, &zone, true)
+            .map_err(|d| SpecError::invalid("date_until", d))?;
+        if since >= until {
+            return Err(SpecError::invalid(
+                "date_until",
+                format!(
+                    "date_since ({}) must not be after date_until ({})",
+                    self.date_since, self.date_until
+                ),
+            ));
+        }
+        let max = i64::from(limits.max_range_days) * 86_400;
+        if until - since > max {
+            return Err(SpecError::invalid(
+                "date_until",
+                format!("the date range may cover at most {} days", limits.max_range_days),
+            ));
+        }
+
+        let dimension = match self.date_dimension.as_deref().unwrap_or("event") {
+            "event" => DateDimension::Event,
+            "received" => DateDimension::Received,
+            other => {
+                return Err(SpecError::invalid(
+                    "date_dimension",
+                    format!("`{other}` is not one of event, received"),
+                ))
+            }
+        };
+
+        let fields = match &self.fields {
+            None => slice.default_fields().map(|f| f.name.clone()).collect(),
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(SpecError::invalid("fields", "name at least one field"));
+                }
+                let mut out: Vec<String> = Vec::with_capacity(list.len());
+                for (i, name) in list.iter().enumerate() {
+                    if slice.field(name).is_none() {
+                        return Err(unknown_field(slice, &format!("fields[{i}]"), name));
+                    }
+                    if out.contains(name) {
+                        return Err(SpecError::invalid(
+                            format!("fields[{i}]"),
+                            format!("`{name}` is listed twice"),
+                        ));
+                    }
+                    out.push(name.clone());
+                }
+                out
+            }
+        };
+
+        if self.filters.len() > MAX_FILTERS {
+            return Err(SpecError::invalid(
+                "filters",
+                format!("at most {MAX_FILTERS} filters"),
+            ));
+        }
+        let filters = self
+            .filters
+            .iter()
+            .enumerate()
+            .map(|(i, f)| validate_filter(slice, i, f))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let format = pick(&Format::ALL, self.format.as_deref().unwrap_or("csv"), "format")?;
+        if format == Format::Parquet && !limits.parquet {
+            return Err(SpecError::invalid(
+                "format",
+                "parquet is not available on this server yet",
+            ));
+        }
+        let compression = pick(
+            &Compression::ALL,
+            self.compression.as_deref().unwrap_or("none"),
+            "compression",
+        )?;
+        if format == Format::Parquet && compression != Compression::None {
+            return Err(SpecError::invalid(
+                "compression",
+                "Parquet compresses inside the file; use compression none",
+            ));
+        }
+        if self.part_max_rows == Some(0) {
+            return Err(SpecError::invalid("part_max_rows", "must be at least 1"));
+        }
+        if self.limit == Some(0) {
+            return Err(SpecError::invalid("limit", "must be at least 1"));
+        }
+
+        Ok(ExportSpec {
+            slice: slice.name.clone(),
+            app_id: self.app_id,
+            dimension,
+            since,
+            until,
+            fields,
+            filters,
+            format,
+            compression,
+            part_max_rows: self.part_max_rows,
+            limit: self.limit,
+        })
+    }
+}
+
+fn pick<T: Copy>(all: &[(&str, T)], name: &str, field: &str) -> Result<T, SpecError> {
+    all.iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<_> = all.iter().map(|(n, _)| *n).collect();
+            SpecError::invalid(field, format!("`{name}` is not one of {}", names.join(", ")))
+        })
+}
+
+fn unknown_field(slice: &Slice, at: &str, name: &str) -> SpecError {
+    SpecError::invalid(
+        at,
+        format!("`{name}` is not a field of slice `{}`", slice.name),
+    )
+}
+
+/// A date means a whole local day: `date_since` its start, `date_until` its end.
+/// A timestamp is taken as given, and `date_until` includes its second.
+fn parse_bound(text: &str, zone: &Zone, upper: bool) -> Result<i64, String> {
+    let t = text.trim();
+    if t.len() == 10 {
+        let date = time::parse_date(t)?;
+        let day = if upper {
+            date.succ_opt().ok_or("date out of range")?
+        } else {
+            date
+        };
+        return Ok(zone.start_of_day(day));
+    }
+    // A timestamp without an offset is read in the request's time zone.
+    let has_offset = t.ends_with('Z') || t.ends_with('z') || t.rfind(['+', '-']).is_some_and(|i| i > 10);
+    let secs = if has_offset || t.bytes().all(|b| b.is_ascii_digit()) {
+        time::parse_timestamp(t)?
+    } else {
+        let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
+            .ok_or_else(|| {
+                format!("`{t}` is not a date (YYYY-MM-DD) or timestamp (RFC 3339)")
+            })?;
+        time::check_timestamp(zone.local_to_utc(naive))?
+    };
+    Ok(if upper { secs + 1 } else { secs })
+}
+
+fn validate_filter(slice: &Slice, i: usize, f: &FilterRequest) -> Result<Filter, SpecError> {
+    let at = |k: &str| format!("filters[{i}].{k}");
+    let field = slice
+        .field(&f.field)
+        .ok_or_else(|| unknown_field(slice, &at("field"), &f.field))?;
+    if !field.filterable {
+        return Err(SpecError::invalid(
+            at("field"),
+            format!("`{}` cannot be filtered on", f.field),
+        ));
+    }
+    let op = pick(&FilterOp::ALL, &f.op, &at("op"))?;
+    let valid = FilterOp::valid_for(&field.ty);
+    if !valid.contains(&op) {
+        let names: Vec<_> = valid.iter().map(|o| o.name()).collect();
+        return Err(SpecError::invalid(
+            at("op"),
+            format!(
+                "`{}` does not apply to `{}` ({}); use one of {}",
+                op.name(),
+                field.name,
+                field.ty,
+                names.join(", ")
+            ),
+        ));
+    }
+    let typed = |k: String, v: &Json| -> Result<Value, SpecError> {
+        if v.is_null() {
+            return Err(SpecError::invalid(
+                k,
+                "null is not a filter value; use is_null or not_null",
+            ));
+        }
+        Value::from_json(&field.ty, v).map_err(|d| SpecError::invalid(k, d))
+    };
+    let values = match op {
+        FilterOp::IsNull | FilterOp::NotNull => {
+            if f.value.is_some() || f.values.is_some() {
+                return Err(SpecError::invalid(
+                    at("value"),
+                    format!("`{}` takes no value", op.name()),
+                ));
+            }
+            Vec::new()
+        }
+        FilterOp::In | FilterOp::NotIn | FilterOp::Between => {
+            if f.value.is_some() {
+                return Err(SpecError::invalid(
+                    at("value"),
+                    format!("`{}` takes `values` (a list), not `value`", op.name()),
+                ));
+            }
+            let list = f.values.as_ref().ok_or_else(|| {
+                SpecError::invalid(at("values"), format!("`{}` needs `values`", op.name()))
+            })?;
+            let ok = match op {
+                FilterOp::Between => list.len() == 2,
+                _ => !list.is_empty() && list.len() <= MAX_IN_VALUES,
+            };
+            if !ok {
+                return Err(SpecError::invalid(
+                    at("values"),
+                    match op {
+                        FilterOp::Between => "`between` needs exactly two values [low, high]".into(),
+                        _ => format!("give between 1 and {MAX_IN_VALUES} values"),
+                    },
+                ));
+            }
+            list.iter()
+                .enumerate()
+                .map(|(j, v)| typed(format!("filters[{i}].values[{j}]"), v))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        _ => {
+            if f.values.is_some() {
+                return Err(SpecError::invalid(
+                    at("values"),
+                    format!("`{}` takes one `value`, not `values`", op.name()),
+                ));
+            }
+            let v = f.value.as_ref().ok_or_else(|| {
+                SpecError::invalid(at("value"), format!("`{}` needs a `value`", op.name()))
+            })?;
+            vec![typed(at("value"), v)?]
+        }
+    };
+    Ok(Filter {
+        field: field.name.clone(),
+        op,
+        values,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SCHEMA: &str = r#"
+name = "clicks"
+description = "Clicks"
+group = "ad_tracking"
+partition = "day"
+
+[[fields]]
+name = "country"
+type = "LowCardinality(String)"
+description = "Country"
+filterable = true
+default = true
+
+[[fields]]
+name = "cost"
+type = "Float64"
+description = "Cost"
+filterable = true
+default = true
+
+[[fields]]
+name = "lp_click_time"
+type = "Nullable(DateTime)"
+description = "LP click"
+filterable = true
+default = false
+
+[[fields]]
+name = "user_agent"
+type = "String"
+description = "UA"
+filterable = false
+default = false
+"#;
+
+    fn catalog() -> Catalog {
+        Catalog::from_files([("clicks.toml".into(), SCHEMA.into())]).unwrap()
+    }
+
+    fn req(v: Json) -> Result<ExportSpec, SpecError> {
+        let r = ExportRequest::from_json(v.to_string().as_bytes())?;
+        r.validate(&catalog(), &SpecLimits::default())
+    }
+
+    fn base() -> Json {
+        json!({"slice": "clicks", "date_since": "2026-11-01", "date_until": "2026-11-07"})
+    }
+
+    fn with(extra: Json) -> Json {
+        let mut b = base();
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    }
+
+    fn err_field(v: Json) -> String {
+        req(v).unwrap_err().field().unwrap_or("-").to_string()
+    }
+
+    #[test]
+    fn defaults_and_date_bounds() {
+        let s = req(base()).unwrap();
+        assert_eq!(s.fields, ["app_id", "event_time", "country", "cost"]);
+        assert_eq!(s.since, 1_793_491_200); // 2026-11-01T00:00:00Z
+        assert_eq!(s.until, 1_793_491_200 + 7 * 86_400);
+        assert_eq!(s.format, Format::Csv);
+        assert_eq!(s.dimension, DateDimension::Event);
+
+        let s = req(with(json!({"date_since": "2026-11-01T10:00:00Z",
+            "date_until": "2026-11-01 11:00:00", "timezone": "+01:00"})))
+        .unwrap();
+        assert_eq!(s.since, 1_793_491_200 + 10 * 3600);
+        assert_eq!(s.until, 1_793_491_200 + 10 * 3600 + 1);
+    }
+
+    #[test]
+    fn every_filter_op() {
+        let f = json!([
+            {"field": "country", "op": "eq", "value": "US"},
+            {"field": "country", "op": "ne", "value": "x'); DROP TABLE t; --"},
+            {"field": "country", "op": "in", "values": ["US", "DE"]},
+            {"field": "country", "op": "not_in", "values": ["RU"]},
+            {"field": "cost", "op": "lt", "value": 5},
+            {"field": "cost", "op": "lte", "value": "5.5"},
+            {"field": "cost", "op": "gt", "value": 0},
+            {"field": "cost", "op": "gte", "value": 0},
+            {"field": "cost", "op": "between", "values": [0, 10]},
+            {"field": "country", "op": "prefix", "value": "U"},
+            {"field": "country", "op": "contains", "value": "S"},
+            {"field": "lp_click_time", "op": "is_null"},
+            {"field": "lp_click_time", "op": "not_null"},
+            {"field": "event_time", "op": "gte", "value": "2026-11-02T00:00:00Z"}
+        ]);
+        let s = req(with(json!({ "filters": f }))).unwrap();
+        assert_eq!(s.filters.len(), 14);
+        assert_eq!(s.filters[4].values, [Value::Float(5.0)]);
+    }
+
+    #[test]
+    fn errors_name_the_member() {
+        assert_eq!(err_field(with(json!({"fields": ["nope"]}))), "fields[0]");
+        assert_eq!(err_field(with(json!({"fields": []}))), "fields");
+        assert_eq!(err_field(with(json!({"fields": ["cost", "cost"]}))), "fields[1]");
+        assert_eq!(err_field(with(json!({"date_since": "2026-13-01"}))), "date_since");
+        assert_eq!(err_field(with(json!({"date_since": "2026-11-09"}))), "date_until");
+        assert_eq!(err_field(with(json!({"date_until": "2030-01-01"}))), "date_until");
+        assert_eq!(err_field(with(json!({"date_dimension": "x"}))), "date_dimension");
+        assert_eq!(err_field(with(json!({"timezone": "Nowhere"}))), "timezone");
+        assert_eq!(err_field(with(json!({"format": "xls"}))), "format");
+        assert_eq!(err_field(with(json!({"format": "parquet"}))), "format");
+        assert_eq!(err_field(with(json!({"compression": "rar"}))), "compression");
+        assert_eq!(err_field(with(json!({"part_max_rows": 0}))), "part_max_rows");
+        assert_eq!(err_field(with(json!({"limit": 0}))), "limit");
+        assert_eq!(err_field(with(json!({"colour": 1}))), "colour");
+        assert_eq!(err_field(with(json!({"app_id": "x"}))), "app_id");
+        assert_eq!(err_field(with(json!({"app_id": -1}))), "app_id");
+        let fe = |f: Json| err_field(with(json!({ "filters": [f] })));
+        assert_eq!(fe(json!({"field": "nope", "op": "eq", "value": 1})), "filters[0].field");
+        assert_eq!(fe(json!({"field": "user_agent", "op": "eq", "value": "x"})), "filters[0].field");
+        assert_eq!(fe(json!({"field": "cost", "op": "like", "value": 1})), "filters[0].op");
+        assert_eq!(fe(json!({"field": "cost", "op": "prefix", "value": "1"})), "filters[0].op");
+        assert_eq!(fe(json!({"field": "cost", "op": "is_null"})), "filters[0].op");
+        assert_eq!(fe(json!({"field": "cost", "op": "eq", "value": "abc"})), "filters[0].value");
+        assert_eq!(fe(json!({"field": "cost", "op": "eq"})), "filters[0].value");
+        assert_eq!(fe(json!({"field": "cost", "op": "eq", "value": null})), "filters[0].value");
+        assert_eq!(fe(json!({"field": "cost", "op": "in", "values": []})), "filters[0].values");
+        assert_eq!(fe(json!({"field": "cost", "op": "in", "value": 1})), "filters[0].value");
+        assert_eq!(fe(json!({"field": "cost", "op": "between", "values": [1]})), "filters[0].values");
+        assert_eq!(fe(json!({"field": "cost", "op": "in", "values": [1, "x"]})), "filters[0].values[1]");
+        assert_eq!(fe(json!({"field": "cost", "op": "eq", "value": 1, "extra": 2})), "filters[0].extra");
+        assert!(matches!(req(with(json!({"slice": "nope"}))), Err(SpecError::UnknownSlice(_))));
+        assert!(matches!(
+            ExportRequest::from_json(b"{\"slice\": "),
+            Err(SpecError::Malformed { field: None, .. })
+        ));
+        assert!(matches!(ExportRequest::from_json(b"[1]"), Err(SpecError::Malformed { .. })));
+    }
+
+    #[test]
+    fn normalized_fills_defaults() {
+        let r: ExportRequest = serde_json::from_value(base()).unwrap();
+        let n = r.normalized(&catalog());
+        assert_eq!(n.format.as_deref(), Some("csv"));
+        assert_eq!(n.fields.as_ref().unwrap().len(), 4);
+        assert_eq!(n.validate(&catalog(), &SpecLimits::default()), r.validate(&catalog(), &SpecLimits::default()));
+    }
+}

@@ -1,0 +1,132 @@
+//! ClickHouse failures, classified once: callers decide retry-or-fail from
+//! [`StoreError::is_retryable`] and nothing else.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The server answered with an exception.
+    #[error("ClickHouse error {code}: {message}")]
+    Server { code: u32, message: String },
+    /// No answer: connection refused, reset, DNS.
+    #[error("ClickHouse is unreachable: {0}")]
+    Unreachable(String),
+    #[error("ClickHouse did not answer in time")]
+    Timeout,
+    /// Anything else (a malformed response, an encoding bug).
+    #[error("ClickHouse client error: {0}")]
+    Client(String),
+}
+
+/// Exception codes a later attempt can succeed past (overload, timeouts, network,
+/// replicas). Everything else (syntax, unknown table or column, access, limits) is a
+/// property of the request and fails the same way every time.
+const RETRYABLE_CODES: &[u32] = &[
+    3,   // UNEXPECTED_END_OF_FILE
+    159, // TIMEOUT_EXCEEDED
+    160, // TOO_SLOW
+    164, // READONLY (a replica restarting)
+    202, // TOO_MANY_SIMULTANEOUS_QUERIES
+    203, // NO_FREE_CONNECTION
+    209, // SOCKET_TIMEOUT
+    210, // NETWORK_ERROR
+    225, // NO_ZOOKEEPER
+    241, // MEMORY_LIMIT_EXCEEDED (other queries may have finished)
+    242, // TABLE_IS_READ_ONLY
+    252, // TOO_MANY_PARTS
+    285, // TOO_FEW_LIVE_REPLICAS
+    319, // UNKNOWN_STATUS_OF_INSERT
+    425, // SYSTEM_ERROR
+    999, // KEEPER_EXCEPTION
+];
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Server { code, .. } => RETRYABLE_CODES.contains(code),
+            StoreError::Unreachable(_) | StoreError::Timeout => true,
+            StoreError::Client(_) => false,
+        }
+    }
+
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            StoreError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Parses an exception text of any server version: `Code: 60, e.displayText() =
+    /// DB::Exception: ...` (18.x) or `Code: 60. DB::Exception: ...` (current).
+    pub fn from_exception_text(text: &str) -> StoreError {
+        let code = text
+            .find("Code: ")
+            .map(|i| &text[i + 6..])
+            .and_then(|rest| {
+                let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+                digits.parse().ok()
+            });
+        match code {
+            Some(code) => StoreError::Server {
+                code,
+                message: text.trim().to_string(),
+            },
+            None => StoreError::Client(text.trim().to_string()),
+        }
+    }
+}
+
+impl From<clickhouse::error::Error> for StoreError {
+    fn from(e: clickhouse::error::Error) -> Self {
+        use clickhouse::error::Error as E;
+        match e {
+            E::BadResponse(text) => StoreError::from_exception_text(&text),
+            E::Network(inner) => StoreError::Unreachable(inner.to_string()),
+            E::TimedOut => StoreError::Timeout,
+            other => StoreError::Client(other.to_string()),
+        }
+    }
+}
+
+/// Detects an exception that an old server (18.x) appended to a response it had
+/// already started with `200 OK`. Output formats we request never begin a record with
+/// `Code: ` (CSV quotes strings, JSON rows start with `{`), so a last record that does
+/// is the server's error text, not data.
+pub fn trailing_exception(last_record: &[u8]) -> Option<StoreError> {
+    let text = std::str::from_utf8(last_record).ok()?;
+    if text.starts_with("Code: ") && text.contains("DB::Exception") {
+        Some(StoreError::from_exception_text(text))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_codes_of_both_generations() {
+        let old = StoreError::from_exception_text(
+            "Code: 60, e.displayText() = DB::Exception: Table x.y doesn't exist., e.what() = DB::Exception\n",
+        );
+        assert_eq!(old.code(), Some(60));
+        assert!(!old.is_retryable());
+        let new = StoreError::from_exception_text(
+            "Code: 202. DB::Exception: Too many simultaneous queries. (TOO_MANY_SIMULTANEOUS_QUERIES) (version 24.8.1.1)",
+        );
+        assert_eq!(new.code(), Some(202));
+        assert!(new.is_retryable());
+        assert!(StoreError::Unreachable("refused".into()).is_retryable());
+        assert!(!StoreError::Client("garbage".into()).is_retryable());
+    }
+
+    #[test]
+    fn detects_trailing_exceptions_only() {
+        assert!(trailing_exception(
+            b"Code: 241, e.displayText() = DB::Exception: Memory limit exceeded, e.what() = DB::Exception\n"
+        )
+        .is_some());
+        assert!(trailing_exception(b"\"Code: 241, e.displayText() = DB::Exception\"\n").is_none());
+        assert!(trailing_exception(b"{\"a\":\"Code: 1 DB::Exception\"}\n").is_none());
+        assert!(trailing_exception(b"1,2,3\n").is_none());
+    }
+}
