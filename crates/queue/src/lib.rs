@@ -1,1 +1,333 @@
+//! Durable export jobs.
+//!
+//! A job is stored before the API answers 202, claimed by one worker at a time under
+//! a lease, and moves only along the edges of [`JobStatus::allows`]. Every write a
+//! worker makes after claiming is fenced by its [`Lease`] (job, owner, attempt): a
+//! worker that lost its lease can no longer record parts, progress or completion.
+//! Time is passed in (`now`, Unix milliseconds) so tests move a clock instead of
+//! sleeping. Backends: SQLite (embedded, the default) and PostgreSQL.
 
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use sqlite::SqliteJobStore;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+    Expired,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Canceled,
+        JobStatus::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Canceled => "canceled",
+            JobStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// The state machine, in one place:
+    /// `queued → running → succeeded | failed | canceled`, `running → queued` (retry or
+    /// lost lease), `queued → canceled`, `succeeded → expired`.
+    pub fn allows(self, to: JobStatus) -> bool {
+        use JobStatus::*;
+        matches!(
+            (self, to),
+            (Queued, Running)
+                | (Queued, Canceled)
+                | (Running, Succeeded)
+                | (Running, Failed)
+                | (Running, Canceled)
+                | (Running, Queued)
+                | (Succeeded, Expired)
+        )
+    }
+
+    /// States from which `to` may be entered.
+    pub fn predecessors(to: JobStatus) -> Vec<JobStatus> {
+        JobStatus::ALL
+            .into_iter()
+            .filter(|from| from.allows(to))
+            .collect()
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Canceled | JobStatus::Expired
+        )
+    }
+}
+
+/// Why a job failed, for clients (`error.code` is stable, `message` is prose).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+}
+
+/// One finished file of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Part {
+    pub n: u32,
+    /// Object-store key; never shown to clients.
+    #[serde(skip)]
+    pub key: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    pub rows: u64,
+    pub bytes: u64,
+    pub parts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub tenant: String,
+    pub slice: String,
+    pub status: JobStatus,
+    /// The normalised export request, as the client will see it.
+    pub request: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    /// Rows received after this Unix second are not exported (the ingest watermark).
+    pub watermark: i64,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub progress: Progress,
+    pub error: Option<JobError>,
+    /// Parts of the published attempt once succeeded; of the running attempt before.
+    pub parts: Vec<Part>,
+    pub manifest_key: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+}
+
+impl Job {
+    /// The fencing token of the attempt this job is in.
+    pub fn lease(&self) -> Option<Lease> {
+        Some(Lease {
+            job_id: self.id.clone(),
+            owner: self.lease_owner.clone()?,
+            attempt: self.attempts,
+        })
+    }
+}
+
+/// A worker's claim on one attempt of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub job_id: String,
+    pub owner: String,
+    pub attempt: u32,
+}
+
+/// What a new job carries.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub tenant: String,
+    pub slice: String,
+    pub request: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    pub max_attempts: u32,
+}
+
+/// The result of `create`: a new job, or the one an earlier request with the same
+/// idempotency key made.
+#[derive(Debug, Clone)]
+pub enum Created {
+    New(Job),
+    Existing(Job),
+}
+
+impl Created {
+    pub fn job(&self) -> &Job {
+        match self {
+            Created::New(j) | Created::Existing(j) => j,
+        }
+    }
+}
+
+/// What the lease holder learns from a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// Still ours; lease extended.
+    Held,
+    /// Someone canceled the job: stop, clean up, write nothing more.
+    Canceled,
+    /// The lease is gone (expired and requeued, or taken): stop at once.
+    Lost,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub status: Option<JobStatus>,
+    pub slice: Option<String>,
+    pub limit: u32,
+    /// Jobs strictly older than this `(created_at, id)`.
+    pub before: Option<(i64, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("job store error: {0}")]
+    Backend(String),
+    /// The idempotency key was used before with a different request body.
+    #[error("idempotency key reused with a different request")]
+    IdempotencyConflict,
+    #[error("unsupported job store URL `{0}`; use sqlite://PATH or postgres://…")]
+    BadUrl(String),
+}
+
+impl From<sqlx::Error> for QueueError {
+    fn from(e: sqlx::Error) -> Self {
+        QueueError::Backend(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for QueueError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        QueueError::Backend(e.to_string())
+    }
+}
+
+/// Storage of jobs. Every backend passes the same conformance suite.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Stores a queued job, or returns the existing one for the same tenant and
+    /// idempotency key (an error if its request differs).
+    async fn create(&self, new: NewJob, now: i64) -> Result<Created, QueueError>;
+
+    /// One of the tenant's jobs; `None` for another tenant's id.
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<Job>, QueueError>;
+
+    /// The tenant's jobs, newest first.
+    async fn list(&self, tenant: &str, q: &ListQuery) -> Result<Vec<Job>, QueueError>;
+
+    /// Takes the next runnable job under a lease until `now + lease_ms`.
+    async fn claim(&self, owner: &str, lease_ms: i64, now: i64) -> Result<Option<Job>, QueueError>;
+
+    /// Extends the lease and records progress.
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        progress: Progress,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Heartbeat, QueueError>;
+
+    /// Records a finished part of the lease's attempt.
+    async fn add_part(&self, lease: &Lease, part: &Part, now: i64) -> Result<bool, QueueError>;
+
+    /// Marks the attempt succeeded with its manifest; its parts become the job's parts.
+    async fn succeed(
+        &self,
+        lease: &Lease,
+        manifest_key: &str,
+        progress: Progress,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, QueueError>;
+
+    /// Fails the job for good.
+    async fn fail(&self, lease: &Lease, error: &JobError, now: i64) -> Result<bool, QueueError>;
+
+    /// Puts the job back in the queue after a retryable error, runnable from
+    /// `run_after`; fails it instead when no attempts are left.
+    async fn retry(
+        &self,
+        lease: &Lease,
+        error: &JobError,
+        run_after: i64,
+        now: i64,
+    ) -> Result<JobStatus, QueueError>;
+
+    /// Requeues (or fails, when out of attempts) running jobs whose lease ran out.
+    async fn reap_expired_leases(&self, now: i64) -> Result<u64, QueueError>;
+
+    /// Cancels a queued or running job of the tenant. Returns the job as it is now.
+    async fn cancel(&self, tenant: &str, id: &str, now: i64) -> Result<Option<Job>, QueueError>;
+
+    /// Is the store answering?
+    async fn ping(&self) -> Result<(), QueueError>;
+}
+
+/// Opens the job store a URL names: `sqlite://PATH` (created when missing).
+pub async fn open(url: &str) -> Result<Arc<dyn JobStore>, QueueError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(SqliteJobStore::open(path).await?));
+    }
+    Err(QueueError::BadUrl(url.to_string()))
+}
+
+/// A stable digest of a request body, for idempotency comparisons.
+pub fn request_hash(request: &serde_json::Value) -> String {
+    use sha2::Digest;
+    // serde_json's maps are ordered (BTreeMap) unless preserve_order is on, so the
+    // text of equal values is equal.
+    hex::encode(sha2::Sha256::digest(request.to_string().as_bytes()))
+}
+
+/// Milliseconds since the epoch, from the system clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_machine() {
+        use JobStatus::*;
+        assert!(Queued.allows(Running));
+        assert!(Running.allows(Queued));
+        assert!(Succeeded.allows(Expired));
+        assert!(!Succeeded.allows(Running));
+        assert!(!Canceled.allows(Queued));
+        assert!(!Failed.allows(Running));
+        assert!(!Expired.allows(Succeeded));
+        assert_eq!(JobStatus::predecessors(Canceled), [Queued, Running]);
+        for s in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(s.as_str()), Some(s));
+        }
+    }
+}

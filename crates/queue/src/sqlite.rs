@@ -1,0 +1,430 @@
+//! The embedded job store: one SQLite file in WAL mode.
+//!
+//! SQLite serialises writers, so a claim (`UPDATE … WHERE id = (SELECT …) RETURNING`)
+//! is atomic without row locks; several worker tasks of one process share the file.
+//! For several processes use PostgreSQL.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Row, SqlitePool};
+
+use crate::{
+    Created, Heartbeat, Job, JobError, JobStatus, JobStore, Lease, ListQuery, NewJob, Part,
+    Progress, QueueError,
+};
+
+pub struct SqliteJobStore {
+    pool: SqlitePool,
+}
+
+/// `'a', 'b'` for an SQL `IN` list of states (constants, never input).
+fn states(list: &[JobStatus]) -> String {
+    list.iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const FENCE: &str = "id = ? AND lease_owner = ? AND attempts = ? AND status = 'running'";
+
+impl SqliteJobStore {
+    pub async fn open(path: &str) -> Result<Self, QueueError> {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    QueueError::Backend(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+        }
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an acknowledged job survives power loss, not just a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteJobStore { pool })
+    }
+
+    async fn load_parts(&self, job: &mut Job, attempt: u32) -> Result<(), QueueError> {
+        let rows = sqlx::query(
+            "SELECT n, key, rows, bytes, sha256 FROM parts WHERE job_id = ? AND attempt = ? ORDER BY n",
+        )
+        .bind(&job.id)
+        .bind(attempt as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        job.parts = rows
+            .iter()
+            .map(|r| {
+                Ok(Part {
+                    n: r.try_get::<i64, _>("n")? as u32,
+                    key: r.try_get("key")?,
+                    rows: r.try_get::<i64, _>("rows")? as u64,
+                    bytes: r.try_get::<i64, _>("bytes")? as u64,
+                    sha256: r.try_get("sha256")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(())
+    }
+
+    async fn with_parts(&self, row: &SqliteRow) -> Result<Job, QueueError> {
+        let mut job = job_from_row(row)?;
+        let published: Option<i64> = row.try_get("published_attempt")?;
+        let attempt = published.map(|a| a as u32).unwrap_or(job.attempts);
+        self.load_parts(&mut job, attempt).await?;
+        Ok(job)
+    }
+
+    async fn get_any(&self, id: &str) -> Result<Option<Job>, QueueError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(Some(self.with_parts(&r).await?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn job_from_row(r: &SqliteRow) -> Result<Job, QueueError> {
+    let status: String = r.try_get("status")?;
+    let status = JobStatus::parse(&status)
+        .ok_or_else(|| QueueError::Backend(format!("unknown job status `{status}` in store")))?;
+    let request: String = r.try_get("request")?;
+    let code: Option<String> = r.try_get("error_code")?;
+    let message: Option<String> = r.try_get("error_message")?;
+    let progress = Progress {
+        rows: r.try_get::<i64, _>("progress_rows")? as u64,
+        bytes: r.try_get::<i64, _>("progress_bytes")? as u64,
+        parts: 0,
+    };
+    Ok(Job {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        slice: r.try_get("slice")?,
+        status,
+        request: serde_json::from_str(&request)
+            .map_err(|e| QueueError::Backend(format!("stored request is not JSON: {e}")))?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        expires_at: r.try_get("expires_at")?,
+        watermark: r.try_get("watermark")?,
+        attempts: r.try_get::<i64, _>("attempts")? as u32,
+        max_attempts: r.try_get::<i64, _>("max_attempts")? as u32,
+        progress,
+        error: code.map(|code| JobError {
+            code,
+            message: message.unwrap_or_default(),
+        }),
+        parts: Vec::new(),
+        manifest_key: r.try_get("manifest_key")?,
+        lease_owner: r.try_get("lease_owner")?,
+        lease_until: r.try_get("lease_until")?,
+    })
+}
+
+fn fenced<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    lease: &'q Lease,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    q.bind(&lease.job_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt as i64)
+}
+
+#[async_trait]
+impl JobStore for SqliteJobStore {
+    async fn create(&self, new: NewJob, now: i64) -> Result<Created, QueueError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let hash = crate::request_hash(&new.request);
+        let request = new.request.to_string();
+        // A unique index on (tenant, idempotency_key) decides races between duplicates.
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, tenant, slice, status, request, request_hash, idempotency_key,
+                 created_at, updated_at, run_after, watermark, attempts, max_attempts)
+             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&id)
+        .bind(&new.tenant)
+        .bind(&new.slice)
+        .bind(&request)
+        .bind(&hash)
+        .bind(&new.idempotency_key)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(now.div_euclid(1000))
+        .bind(new.max_attempts as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            let job = self
+                .get_any(&id)
+                .await?
+                .ok_or_else(|| QueueError::Backend("inserted job vanished".into()))?;
+            return Ok(Created::New(job));
+        }
+        let key = new
+            .idempotency_key
+            .as_deref()
+            .ok_or_else(|| QueueError::Backend("job id collision".into()))?;
+        let row = sqlx::query("SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?")
+            .bind(&new.tenant)
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?;
+        let existing_hash: String = row.try_get("request_hash")?;
+        if existing_hash != hash {
+            return Err(QueueError::IdempotencyConflict);
+        }
+        Ok(Created::Existing(self.with_parts(&row).await?))
+    }
+
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<Job>, QueueError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE tenant = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(Some(self.with_parts(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self, tenant: &str, q: &ListQuery) -> Result<Vec<Job>, QueueError> {
+        let (before_at, before_id) = match &q.before {
+            Some((at, id)) => (Some(*at), Some(id.clone())),
+            None => (None, None),
+        };
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE tenant = ?
+               AND (? IS NULL OR status = ?)
+               AND (? IS NULL OR slice = ?)
+               AND (? IS NULL OR created_at < ? OR (created_at = ? AND id < ?))
+             ORDER BY created_at DESC, id DESC LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(q.status.map(|s| s.as_str()))
+        .bind(q.status.map(|s| s.as_str()))
+        .bind(q.slice.as_deref())
+        .bind(q.slice.as_deref())
+        .bind(before_at)
+        .bind(before_at)
+        .bind(before_at)
+        .bind(before_id.as_deref())
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn claim(&self, owner: &str, lease_ms: i64, now: i64) -> Result<Option<Job>, QueueError> {
+        let row = sqlx::query(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?,
+                 lease_until = ?, started_at = COALESCE(started_at, ?), updated_at = ?,
+                 progress_rows = 0, progress_bytes = 0
+             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= ?
+                         ORDER BY run_after, created_at, id LIMIT 1)
+               AND status = 'queued'
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Some(self.with_parts(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        progress: Progress,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Heartbeat, QueueError> {
+        let sql = format!(
+            "UPDATE jobs SET lease_until = ?, progress_rows = ?, progress_bytes = ?, updated_at = ?
+             WHERE {FENCE}"
+        );
+        let q = sqlx::query(AssertSqlSafe(sql))
+            .bind(now + lease_ms)
+            .bind(progress.rows as i64)
+            .bind(progress.bytes as i64)
+            .bind(now);
+        if fenced(q, lease).execute(&self.pool).await?.rows_affected() == 1 {
+            return Ok(Heartbeat::Held);
+        }
+        let row = sqlx::query(
+            "SELECT status FROM jobs WHERE id = ? AND lease_owner = ? AND attempts = ?",
+        )
+        .bind(&lease.job_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        let status: Option<String> = row.map(|r| r.try_get("status")).transpose()?;
+        Ok(match status.as_deref() {
+            Some("canceled") => Heartbeat::Canceled,
+            _ => Heartbeat::Lost,
+        })
+    }
+
+    async fn add_part(&self, lease: &Lease, part: &Part, now: i64) -> Result<bool, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!("UPDATE jobs SET updated_at = ? WHERE {FENCE}");
+        let held = fenced(sqlx::query(AssertSqlSafe(sql)).bind(now), lease)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !held {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT OR REPLACE INTO parts (job_id, attempt, n, key, rows, bytes, sha256)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&lease.job_id)
+        .bind(lease.attempt as i64)
+        .bind(i64::from(part.n))
+        .bind(&part.key)
+        .bind(part.rows as i64)
+        .bind(part.bytes as i64)
+        .bind(&part.sha256)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn succeed(
+        &self,
+        lease: &Lease,
+        manifest_key: &str,
+        progress: Progress,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, QueueError> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'succeeded', manifest_key = ?, published_attempt = attempts,
+                 progress_rows = ?, progress_bytes = ?, expires_at = ?, finished_at = ?,
+                 updated_at = ?, lease_until = NULL, error_code = NULL, error_message = NULL
+             WHERE {FENCE}"
+        );
+        let q = sqlx::query(AssertSqlSafe(sql))
+            .bind(manifest_key)
+            .bind(progress.rows as i64)
+            .bind(progress.bytes as i64)
+            .bind(expires_at)
+            .bind(now)
+            .bind(now);
+        Ok(fenced(q, lease).execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn fail(&self, lease: &Lease, error: &JobError, now: i64) -> Result<bool, QueueError> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'failed', error_code = ?, error_message = ?, finished_at = ?,
+                 updated_at = ?, lease_until = NULL
+             WHERE {FENCE}"
+        );
+        let q = sqlx::query(AssertSqlSafe(sql))
+            .bind(&error.code)
+            .bind(&error.message)
+            .bind(now)
+            .bind(now);
+        Ok(fenced(q, lease).execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn retry(
+        &self,
+        lease: &Lease,
+        error: &JobError,
+        run_after: i64,
+        now: i64,
+    ) -> Result<JobStatus, QueueError> {
+        let sql = format!(
+            "UPDATE jobs SET
+                 status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+                 finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END,
+                 run_after = ?, error_code = ?, error_message = ?, updated_at = ?,
+                 lease_owner = NULL, lease_until = NULL
+             WHERE {FENCE}
+             RETURNING status"
+        );
+        let q = sqlx::query(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(run_after)
+            .bind(&error.code)
+            .bind(&error.message)
+            .bind(now);
+        let row = fenced(q, lease).fetch_optional(&self.pool).await?;
+        let status: Option<String> = row.map(|r| r.try_get("status")).transpose()?;
+        Ok(status
+            .as_deref()
+            .and_then(JobStatus::parse)
+            .unwrap_or(JobStatus::Running))
+    }
+
+    async fn reap_expired_leases(&self, now: i64) -> Result<u64, QueueError> {
+        let n = sqlx::query(
+            "UPDATE jobs SET
+                 status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+                 finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END,
+                 error_code = 'lease_expired',
+                 error_message = 'the worker running this job stopped answering',
+                 lease_owner = NULL, lease_until = NULL, updated_at = ?
+             WHERE status = 'running' AND lease_until < ?",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n)
+    }
+
+    async fn cancel(&self, tenant: &str, id: &str, now: i64) -> Result<Option<Job>, QueueError> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'canceled', finished_at = ?, updated_at = ?,
+                 error_code = NULL, error_message = NULL
+             WHERE tenant = ? AND id = ? AND status IN ({})",
+            states(&JobStatus::predecessors(JobStatus::Canceled))
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(now)
+            .bind(tenant)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.get(tenant, id).await
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
