@@ -1,1 +1,67 @@
+//! Logport's REST API (actix-web): thin handlers that validate, then hand work to the
+//! store (ingest, previews, estimates) or the queue (exports). Every data route takes
+//! a [`auth::Caller`] and scopes what it reads or writes to the caller's tenant.
 
+pub mod auth;
+pub mod error;
+mod routes;
+mod views;
+
+use std::sync::Arc;
+
+use actix_web::web;
+use logport_catalog::{Catalog, SpecLimits};
+use logport_export::Files;
+use logport_queue::JobStore;
+use logport_store::Store;
+use tokio::sync::Notify;
+
+pub use auth::Tokens;
+pub use error::ApiError;
+
+/// Request-size limits.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Largest ingest body after decompression.
+    pub ingest_max_bytes: usize,
+    /// Longest single NDJSON line.
+    pub ingest_max_line_bytes: usize,
+    /// Most rows one ingest request may carry (one INSERT must stay atomic).
+    pub ingest_max_rows: usize,
+    /// Largest JSON request body (exports, evaluate, preview).
+    pub json_max_bytes: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            ingest_max_bytes: 64 << 20,
+            ingest_max_line_bytes: 1 << 20,
+            ingest_max_rows: 1_000_000,
+            json_max_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Everything handlers share.
+pub struct AppState {
+    pub catalog: Arc<Catalog>,
+    pub store: Store,
+    pub jobs: Arc<dyn JobStore>,
+    pub files: Files,
+    pub tokens: Tokens,
+    pub limits: ApiLimits,
+    pub spec_limits: SpecLimits,
+    /// Attempts an export gets before it fails for good.
+    pub max_attempts: u32,
+    /// Wakes an idle worker when a job is queued.
+    pub wake: Arc<Notify>,
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    routes::configure(cfg);
+}
+
+/// The App's default service: a problem+json 404 for unknown paths.
+pub use routes::not_found;

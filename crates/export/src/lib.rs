@@ -1,1 +1,79 @@
+//! The export pipeline and the workers that run it.
+//!
+//! The only crate that knows file formats. A worker claims a job from the queue,
+//! streams the rows from ClickHouse into parts in object storage, records each part
+//! as it completes, writes the manifest last, and only then marks the job succeeded.
 
+pub mod files;
+pub mod pipeline;
+pub mod scan;
+pub mod worker;
+
+pub use files::{Files, FilesError};
+pub use pipeline::{Counters, Exporter, Outcome};
+pub use worker::{WorkerConfig, Workers};
+
+use logport_queue::QueueError;
+use logport_store::StoreError;
+
+/// Why an attempt did not finish. [`ExportError::is_retryable`] alone decides whether
+/// the job is requeued or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The stored request no longer validates (the catalog changed): never retried.
+    #[error("the export request is invalid: {0}")]
+    InvalidRequest(String),
+    #[error("format {0} is not supported by this build")]
+    Unsupported(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("object store: {0}")]
+    Files(String),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// ClickHouse's response ended inside a record.
+    #[error("the result stream from ClickHouse ended early")]
+    Truncated,
+    #[error("the export was canceled")]
+    Canceled,
+    #[error("the worker lost its lease on the job")]
+    LeaseLost,
+}
+
+impl From<FilesError> for ExportError {
+    fn from(e: FilesError) -> Self {
+        ExportError::Files(e.to_string())
+    }
+}
+
+impl From<object_store::Error> for ExportError {
+    fn from(e: object_store::Error) -> Self {
+        ExportError::Files(e.to_string())
+    }
+}
+
+impl ExportError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ExportError::InvalidRequest(_) | ExportError::Unsupported(_) => false,
+            ExportError::Store(e) => e.is_retryable(),
+            ExportError::Files(_) | ExportError::Queue(_) | ExportError::Truncated => true,
+            ExportError::Canceled | ExportError::LeaseLost => false,
+        }
+    }
+
+    /// The stable `error.code` clients see.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExportError::InvalidRequest(_) => "invalid_request",
+            ExportError::Unsupported(_) => "unsupported_format",
+            ExportError::Store(e) if e.is_retryable() => "clickhouse_unavailable",
+            ExportError::Store(_) => "clickhouse_error",
+            ExportError::Files(_) => "object_store_error",
+            ExportError::Queue(_) => "job_store_error",
+            ExportError::Truncated => "truncated_result",
+            ExportError::Canceled => "canceled",
+            ExportError::LeaseLost => "lease_lost",
+        }
+    }
+}

@@ -99,6 +99,15 @@ pub fn trailing_exception(last_record: &[u8]) -> Option<StoreError> {
     }
 }
 
+/// [`trailing_exception`] for a whole buffer of newline-framed records (JSONEachRow):
+/// the exception starts at the last line that begins with `Code: `.
+pub fn exception_in_lines(buf: &[u8]) -> Option<StoreError> {
+    let start = (0..buf.len())
+        .rev()
+        .find(|&i| (i == 0 || buf[i - 1] == b'\n') && buf[i..].starts_with(b"Code: "))?;
+    trailing_exception(&buf[start..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +137,8 @@ mod tests {
         assert!(trailing_exception(b"\"Code: 241, e.displayText() = DB::Exception\"\n").is_none());
         assert!(trailing_exception(b"{\"a\":\"Code: 1 DB::Exception\"}\n").is_none());
         assert!(trailing_exception(b"1,2,3\n").is_none());
+        let multi = b"{\"a\":1}\nCode: 62, e.displayText() = DB::Exception: Syntax error\n. Expected x, e.what() = DB::Exception\n";
+        assert_eq!(exception_in_lines(multi).and_then(|e| e.code()), Some(62));
+        assert!(exception_in_lines(b"{\"a\":\"Code: 1 DB::Exception\"}\n").is_none());
     }
 }

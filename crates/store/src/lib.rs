@@ -131,7 +131,7 @@ impl Store {
     /// Is the server answering?
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.client
-            .query_raw("SELECT 1 AS rows")
+            .query_raw("SELECT toUInt64(1) AS rows")
             .fetch_one::<CountRow>()
             .await?;
         Ok(())
@@ -250,15 +250,33 @@ impl Store {
         )
     }
 
-    /// Writes validated rows (values in the slice's field order) for one tenant as one
-    /// INSERT. Returns once the server has committed them.
-    pub async fn insert(
-        &self,
+    /// Appends one validated row (values in the slice's field order) for a tenant to
+    /// a RowBinary buffer, the form [`Store::insert_rowbinary`] sends.
+    pub fn encode_row(
         slice: &Slice,
         tenant: &str,
-        rows: &[Vec<Value>],
+        row: &[Value],
+        out: &mut Vec<u8>,
     ) -> Result<(), StoreError> {
-        if rows.is_empty() {
+        if row.len() != slice.fields.len() {
+            return Err(StoreError::Client(format!(
+                "row has {} values for {} fields",
+                row.len(),
+                slice.fields.len()
+            )));
+        }
+        rowbinary::write_value(out, &ColumnType::String, &Value::Str(tenant.into()))
+            .map_err(StoreError::Client)?;
+        for (field, v) in slice.fields.iter().zip(row) {
+            rowbinary::write_value(out, &field.ty, v).map_err(StoreError::Client)?;
+        }
+        Ok(())
+    }
+
+    /// Sends rows encoded by [`Store::encode_row`] as one INSERT. Returns once the
+    /// server has committed them; one INSERT into one partition is atomic.
+    pub async fn insert_rowbinary(&self, slice: &Slice, data: Bytes) -> Result<(), StoreError> {
+        if data.is_empty() {
             return Ok(());
         }
         let mut columns = vec![ident(TENANT_COLUMN)];
@@ -268,35 +286,61 @@ impl Store {
             self.table(&slice.name),
             columns.join(", ")
         );
-        let mut tenant_bytes = Vec::new();
-        rowbinary::write_value(&mut tenant_bytes, &ColumnType::String, &Value::Str(tenant.into()))
-            .map_err(StoreError::Client)?;
-
-        const CHUNK: usize = 1 << 20;
         let mut insert = self.client.insert_formatted_with(sql);
-        let mut buf = Vec::with_capacity(CHUNK + 4096);
-        for row in rows {
-            buf.extend_from_slice(&tenant_bytes);
-            if row.len() != slice.fields.len() {
-                return Err(StoreError::Client(format!(
-                    "row has {} values for {} fields",
-                    row.len(),
-                    slice.fields.len()
-                )));
-            }
-            for (field, v) in slice.fields.iter().zip(row) {
-                rowbinary::write_value(&mut buf, &field.ty, v).map_err(StoreError::Client)?;
-            }
-            if buf.len() >= CHUNK {
-                insert.send(Bytes::from(std::mem::take(&mut buf))).await?;
-                buf.reserve(CHUNK + 4096);
-            }
-        }
-        if !buf.is_empty() {
-            insert.send(Bytes::from(buf)).await?;
+        const CHUNK: usize = 1 << 20;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let chunk = rest.split_to(rest.len().min(CHUNK));
+            insert.send(chunk).await?;
         }
         insert.end().await?;
         Ok(())
+    }
+
+    /// Average uncompressed bytes per row of the given columns, from table statistics.
+    pub async fn bytes_per_row(&self, slice: &str, fields: &[String]) -> Result<f64, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Stats {
+            bytes: u64,
+            rows: u64,
+        }
+        let names = fields
+            .iter()
+            .map(|f| quote_string(f))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT toUInt64(sum(data_uncompressed_bytes)) AS bytes, \
+             toUInt64((SELECT count() FROM {})) AS rows \
+             FROM system.columns WHERE database = {} AND table = {} AND name IN ({})",
+            self.table(slice),
+            quote_string(&self.database),
+            quote_string(slice),
+            if names.is_empty() { "''".to_string() } else { names }
+        );
+        let s = self.client.query_raw(&sql).fetch_one::<Stats>().await?;
+        Ok(if s.rows == 0 {
+            0.0
+        } else {
+            s.bytes as f64 / s.rows as f64
+        })
+    }
+
+    /// Runs a preview SELECT and returns its JSONEachRow text.
+    pub async fn fetch_json_rows(&self, sql: &str, settings: &[(&str, &str)]) -> Result<Vec<u8>, StoreError> {
+        let mut q = self.client.query_raw(sql);
+        for (k, v) in settings {
+            q = q.with_setting(*k, *v);
+        }
+        let mut cursor = q.fetch_bytes("JSONEachRow")?;
+        let mut out = Vec::new();
+        while let Some(chunk) = cursor.next().await? {
+            out.extend_from_slice(&chunk);
+        }
+        if let Some(e) = error::exception_in_lines(&out) {
+            return Err(e);
+        }
+        Ok(out)
     }
 
     /// Streams a SELECT in a ClickHouse output format. `query_id` lets a canceller

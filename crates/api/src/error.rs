@@ -1,0 +1,218 @@
+//! Every error the API answers, mapped to HTTP in one place.
+//!
+//! Bodies are RFC 9457 `application/problem+json`: `type`, `title`, `status`, `detail`,
+//! and `field` naming the offending member when there is one. Internal failures are
+//! logged in full and answered with an opaque 500; a backend that is down (ClickHouse,
+//! the job store) is a 503 with `Retry-After`.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use logport_catalog::SpecError;
+use logport_queue::QueueError;
+use logport_store::StoreError;
+use serde::Serialize;
+
+/// One rejected line of an ingest body.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LineProblem {
+    pub line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("unknown slice `{0}`")]
+    UnknownSlice(String),
+    #[error("{detail}")]
+    BadRequest { field: Option<String>, detail: String },
+    #[error("{detail}")]
+    Invalid {
+        field: Option<String>,
+        detail: String,
+        errors: Vec<LineProblem>,
+    },
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// A dependency is down or overloaded; the client should retry.
+    #[error("{detail}")]
+    Unavailable { detail: String, retry_after: u32 },
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(field: Option<&str>, detail: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            field: field.map(String::from),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            field: Some(field.to_string()),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ApiError::NotFound { what: what.into() }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Missing or invalid token"),
+            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
+            NotFound { .. } => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            UnknownSlice(_) => (StatusCode::NOT_FOUND, "unknown-slice", "Unknown slice"),
+            BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad-request", "Malformed request"),
+            Invalid { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-request",
+                "The request is not acceptable",
+            ),
+            TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request too large"),
+            UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Gone(_) => (StatusCode::GONE, "gone", "Gone"),
+            MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            Unavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Temporarily unavailable",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [LineProblem],
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, slug, title) = self.parts();
+        let (field, errors): (Option<&str>, &[LineProblem]) = match self {
+            ApiError::BadRequest { field, .. } => (field.as_deref(), &[]),
+            ApiError::Invalid { field, errors, .. } => (field.as_deref(), errors),
+            ApiError::UnknownSlice(_) => (Some("slice"), &[]),
+            _ => (None, &[]),
+        };
+        let detail = match self {
+            ApiError::Internal(inner) => {
+                tracing::error!(error = %inner, "internal error");
+                "the server failed to handle the request; it has been logged".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = Problem {
+            kind: format!("/problems/{slug}"),
+            title,
+            status: status.as_u16(),
+            detail,
+            field,
+            errors,
+        };
+        let mut resp = HttpResponse::build(status);
+        resp.content_type("application/problem+json");
+        match self {
+            ApiError::Unauthorized(_) => {
+                resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"logport\""));
+            }
+            ApiError::Unavailable { retry_after, .. } => {
+                resp.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+            }
+            _ => {}
+        }
+        resp.body(serde_json::to_string(&body).unwrap_or_default())
+    }
+}
+
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> Self {
+        match e {
+            SpecError::Malformed { field, detail } => ApiError::BadRequest { field, detail },
+            SpecError::UnknownSlice(s) => ApiError::UnknownSlice(s),
+            SpecError::Invalid { field, detail } => ApiError::Invalid {
+                field: Some(field),
+                detail,
+                errors: Vec::new(),
+            },
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_retryable() {
+            tracing::warn!(error = %e, "clickhouse unavailable");
+            ApiError::Unavailable {
+                detail: "the event store is temporarily unavailable; retry later".into(),
+                retry_after: 5,
+            }
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::IdempotencyConflict => ApiError::Conflict(
+                "this Idempotency-Key was already used with a different request body".into(),
+            ),
+            other => {
+                tracing::warn!(error = %other, "job store unavailable");
+                ApiError::Unavailable {
+                    detail: "the job store is temporarily unavailable; retry later".into(),
+                    retry_after: 2,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Export jobs: create (stored before the 202), poll, list, cancel, download; plus the
+//! synchronous neighbours `evaluate` and `preview` that share the request body.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use logport_catalog::{ExportRequest, ExportSpec};
+use logport_export::files;
+use logport_queue::{Created, JobStatus, ListQuery, NewJob};
+use logport_store::Selection;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{param, read_body};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::views::job_view;
+use crate::AppState;
+
+/// Longest accepted `Idempotency-Key`.
+const MAX_KEY_LEN: usize = 255;
+/// Most rows a preview may return.
+const MAX_PREVIEW_ROWS: u64 = 1000;
+
+async fn read_request(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(ExportRequest, ExportSpec), ApiError> {
+    let body = read_body(req, payload, state.limits.json_max_bytes).await?;
+    let request = ExportRequest::from_json(&body)?;
+    let spec = request.validate(&state.catalog, &state.spec_limits)?;
+    Ok((request, spec))
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(v) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN && k.chars().all(|c| c.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                Some("Idempotency-Key"),
+                format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} printable ASCII characters"),
+            )
+        })?;
+    Ok(Some(key.to_string()))
+}
+
+pub async fn create(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let (request, spec) = read_request(&req, payload, &state).await?;
+    let normalized = serde_json::to_value(request.normalized(&state.catalog))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let created = state
+        .jobs
+        .create(
+            NewJob {
+                tenant: caller.tenant.clone(),
+                slice: spec.slice.clone(),
+                request: normalized,
+                idempotency_key: key,
+                max_attempts: state.max_attempts,
+            },
+            logport_queue::now_ms(),
+        )
+        .await?;
+    let job = created.job();
+    let location = format!("/v1/exports/{}", job.id);
+    let mut resp = match created {
+        Created::New(_) => {
+            state.wake.notify_one();
+            tracing::info!(tenant = %caller.tenant, job_id = %job.id, slice = %job.slice, "export queued");
+            HttpResponse::Accepted()
+        }
+        Created::Existing(_) => {
+            let mut r = HttpResponse::Ok();
+            r.insert_header(("Idempotent-Replayed", "true"));
+            r
+        }
+    };
+    Ok(resp
+        .insert_header((header::LOCATION, location))
+        .json(job_view(job)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    status: Option<String>,
+    slice: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let p = web::Query::<ListParams>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request(None, format!("bad query string: {e}")))?
+        .into_inner();
+    let status = match p.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(
+                Some("status"),
+                "status must be one of queued, running, succeeded, failed, canceled, expired",
+            )
+        })?),
+    };
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(Some("limit"), "limit must be 1 to 1000"));
+    }
+    let before = match p.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(parse_cursor(c).ok_or_else(|| {
+            ApiError::bad_request(Some("cursor"), "cursor is not one this API returned")
+        })?),
+    };
+    let jobs = state
+        .jobs
+        .list(
+            &caller.tenant,
+            &ListQuery {
+                status,
+                slice: p.slice.filter(|s| !s.is_empty()),
+                limit,
+                before,
+            },
+        )
+        .await?;
+    let next_cursor = (jobs.len() == limit as usize)
+        .then(|| jobs.last().map(|j| format!("{}-{}", j.created_at, j.id)))
+        .flatten();
+    let views: Vec<_> = jobs.iter().map(job_view).collect();
+    Ok(HttpResponse::Ok().json(json!({"exports": views, "next_cursor": next_cursor})))
+}
+
+fn parse_cursor(c: &str) -> Option<(i64, String)> {
+    let (at, id) = c.split_once('-')?;
+    let valid_id = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    valid_id.then_some(())?;
+    Some((at.parse().ok()?, id.to_string()))
+}
+
+async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<logport_queue::Job, ApiError> {
+    // Ids are 32 hex digits; anything else cannot exist, and is not sent to the store.
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::not_found(format!("export {id}")));
+    }
+    state
+        .jobs
+        .get(&caller.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("export {id}")))
+}
+
+pub async fn get(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let job = load(&state, &caller, param(&req, "id")).await?;
+    Ok(HttpResponse::Ok().json(job_view(&job)))
+}
+
+pub async fn cancel(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let job = load(&state, &caller, param(&req, "id")).await?;
+    if job.status.is_terminal() && job.status != JobStatus::Canceled {
+        return Err(ApiError::Conflict(format!(
+            "export {} is already {} and cannot be canceled",
+            job.id,
+            job.status.as_str()
+        )));
+    }
+    let job = state
+        .jobs
+        .cancel(&caller.tenant, &job.id, logport_queue::now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("export {}", job.id)))?;
+    tracing::info!(tenant = %caller.tenant, job_id = %job.id, "export canceled");
+    Ok(HttpResponse::Ok().json(job_view(&job)))
+}
+
+pub async fn manifest(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let job = load(&state, &caller, param(&req, "id")).await?;
+    let key = match (&job.status, &job.manifest_key) {
+        (JobStatus::Succeeded, Some(k)) => k.clone(),
+        (JobStatus::Expired, _) => return Err(ApiError::Gone(format!("export {} has expired", job.id))),
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "manifest of export {} (it is {})",
+                job.id,
+                job.status.as_str()
+            )))
+        }
+    };
+    let body = state.files.read(&key).await.map_err(|e| {
+        if e.is_not_found() {
+            ApiError::Gone(format!("the files of export {} are gone", job.id))
+        } else {
+            ApiError::Unavailable {
+                detail: format!("object store: {e}"),
+                retry_after: 5,
+            }
+        }
+    })?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}
+
+pub async fn part(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let job = load(&state, &caller, param(&req, "id")).await?;
+    let raw_n = param(&req, "n");
+    let n: u32 = raw_n
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("part {raw_n} of export {}", job.id)))?;
+    if job.status == JobStatus::Expired {
+        return Err(ApiError::Gone(format!("export {} has expired", job.id)));
+    }
+    let part = job
+        .parts
+        .iter()
+        .find(|p| p.n == n)
+        .ok_or_else(|| ApiError::not_found(format!("part {n} of export {}", job.id)))?;
+    let etag = format!("\"{}\"", part.sha256);
+    if let Some(inm) = req.headers().get(header::IF_NONE_MATCH) {
+        let matches = inm
+            .to_str()
+            .map(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+            .unwrap_or(false);
+        if matches {
+            return Ok(HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish());
+        }
+    }
+    let (size, stream) = state.files.open(&part.key).await.map_err(|e| {
+        if e.is_not_found() {
+            ApiError::Gone(format!("the files of export {} are gone", job.id))
+        } else {
+            ApiError::Unavailable {
+                detail: format!("object store: {e}"),
+                retry_after: 5,
+            }
+        }
+    })?;
+    let file = part.key.rsplit('/').next().unwrap_or("part");
+    // Job ids are hex and part names are ours, so the filename needs no escaping.
+    let disposition = format!("attachment; filename=\"{}-{file}\"", job.id);
+    Ok(HttpResponse::Ok()
+        .content_type(files::content_type(&part.key))
+        .insert_header((header::CONTENT_DISPOSITION, disposition))
+        .insert_header((header::ETAG, etag))
+        .no_chunking(size)
+        .streaming(stream))
+}
+
+pub async fn evaluate(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (_, spec) = read_request(&req, payload, &state).await?;
+    let slice = state
+        .catalog
+        .slice(&spec.slice)
+        .ok_or_else(|| ApiError::UnknownSlice(spec.slice.clone()))?;
+    let sel = Selection {
+        database: state.store.database(),
+        slice,
+        tenant: &caller.tenant,
+        spec: &spec,
+        watermark: None,
+    };
+    let mut rows = state.store.count(&sel.count_sql()).await?;
+    if let Some(limit) = spec.limit {
+        rows = rows.min(limit);
+    }
+    let per_row = state.store.bytes_per_row(&spec.slice, &spec.fields).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "possible": true,
+        "estimated_rows": rows,
+        "estimated_bytes": (per_row * rows as f64).round() as u64,
+        "reason": null,
+    })))
+}
+
+pub async fn preview(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let name = param(&req, "slice").to_string();
+    let body = read_body(&req, payload, state.limits.json_max_bytes).await?;
+    let mut value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(None, format!("the body is not valid JSON: {e}")))?;
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request(None, "the body must be a JSON object"))?;
+    match obj.get("slice") {
+        None => {
+            obj.insert("slice".into(), json!(name));
+        }
+        Some(s) if s == &json!(name) => {}
+        Some(_) => {
+            return Err(ApiError::invalid("slice", "the body's slice differs from the path's"))
+        }
+    }
+    let request = ExportRequest::from_json(value.to_string().as_bytes())?;
+    let spec = request.validate(&state.catalog, &state.spec_limits)?;
+    let limit = spec.limit.unwrap_or(100);
+    if limit > MAX_PREVIEW_ROWS {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("a preview returns at most {MAX_PREVIEW_ROWS} rows"),
+        ));
+    }
+    let slice = state
+        .catalog
+        .slice(&spec.slice)
+        .ok_or_else(|| ApiError::UnknownSlice(spec.slice.clone()))?;
+    let sel = Selection {
+        database: state.store.database(),
+        slice,
+        tenant: &caller.tenant,
+        spec: &spec,
+        watermark: None,
+    };
+    let text = state
+        .store
+        .fetch_json_rows(
+            &sel.preview_sql(limit),
+            &[
+                ("output_format_json_quote_64bit_integers", "0"),
+                ("output_format_json_escape_forward_slashes", "0"),
+                ("max_execution_time", "15"),
+            ],
+        )
+        .await?;
+    let rows: Vec<serde_json::Value> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(serde_json::from_slice)
+        .collect::<Result<_, _>>()
+        .map_err(|e| ApiError::Internal(format!("preview rows: {e}")))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "slice": spec.slice,
+        "fields": spec.fields,
+        "rows": rows.len(),
+        "data": rows,
+    })))
+}

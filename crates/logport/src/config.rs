@@ -1,0 +1,325 @@
+//! The one configuration type: defaults < `logport.toml` < `LOGPORT_*` environment <
+//! command-line flags. Parsing stops at the first bad value and names its key or
+//! variable; what comes out has been validated and cannot be half-set.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `logport` can be told, as the file spells it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: String,
+    pub clickhouse_url: String,
+    pub clickhouse_user: Option<String>,
+    pub clickhouse_password: Option<String>,
+    pub clickhouse_database: String,
+    /// `file:///dir` (default: `./data/exports`, made absolute).
+    pub object_store_url: Option<String>,
+    pub job_store_url: String,
+    pub workers: usize,
+    /// How long finished export files stay (`7d`, `12h`, `30m`).
+    pub export_ttl: String,
+    /// `token@tenant[,token@tenant…]`: bootstrap tokens for development and tests.
+    pub static_tokens: Option<String>,
+    /// Load slices from this directory instead of the catalog built into the binary.
+    pub schema_dir: Option<PathBuf>,
+    pub ingest_max_bytes: usize,
+    pub ingest_max_line_bytes: usize,
+    pub ingest_max_rows: usize,
+    pub json_max_bytes: usize,
+    pub max_range_days: u32,
+    pub max_attempts: u32,
+    pub lease: String,
+    pub heartbeat: String,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            clickhouse_url: "http://127.0.0.1:8123".into(),
+            clickhouse_user: None,
+            clickhouse_password: None,
+            clickhouse_database: "logport".into(),
+            object_store_url: None,
+            job_store_url: "sqlite://./data/jobs.db".into(),
+            workers: 2,
+            export_ttl: "7d".into(),
+            static_tokens: None,
+            schema_dir: None,
+            ingest_max_bytes: 64 << 20,
+            ingest_max_line_bytes: 1 << 20,
+            ingest_max_rows: 1_000_000,
+            json_max_bytes: 1 << 20,
+            max_range_days: 366,
+            max_attempts: 5,
+            lease: "30s".into(),
+            heartbeat: "5s".into(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// A configuration that passed validation.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub raw: Config,
+    pub object_store_url: String,
+    pub export_ttl: Duration,
+    pub lease: Duration,
+    pub heartbeat: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    File(String),
+    #[error("{key}: {message}")]
+    Value { key: String, message: String },
+}
+
+fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Value {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `12h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{t}` needs a unit: ms, s, m, h or d"))?;
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{t}` is not a duration like 30s or 7d"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("`{t}`: unit must be ms, s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+impl Config {
+    /// Reads `path` if given (it must exist), else `./logport.toml` if present.
+    pub fn from_file(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("logport.toml"), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| ConfigError::File(format!("{}: {e}", path.display()))),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(ConfigError::File(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Applies `LOGPORT_*` variables (and nothing else) from `env`.
+    pub fn apply_env(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+            v.trim()
+                .parse()
+                .map_err(|_| bad(key, format!("`{v}` is not a valid number")))
+        }
+        let get = |k: &str| env(k).filter(|v| !v.is_empty());
+        if let Some(v) = get("LOGPORT_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = get("LOGPORT_CLICKHOUSE_URL") {
+            self.clickhouse_url = v;
+        }
+        if let Some(v) = get("LOGPORT_CLICKHOUSE_USER") {
+            self.clickhouse_user = Some(v);
+        }
+        if let Some(v) = get("LOGPORT_CLICKHOUSE_PASSWORD") {
+            self.clickhouse_password = Some(v);
+        }
+        if let Some(v) = get("LOGPORT_CLICKHOUSE_DATABASE") {
+            self.clickhouse_database = v;
+        }
+        if let Some(v) = get("LOGPORT_OBJECT_STORE_URL") {
+            self.object_store_url = Some(v);
+        }
+        if let Some(v) = get("LOGPORT_JOB_STORE_URL") {
+            self.job_store_url = v;
+        }
+        if let Some(v) = get("LOGPORT_WORKERS") {
+            self.workers = num("LOGPORT_WORKERS", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_EXPORT_TTL") {
+            self.export_ttl = v;
+        }
+        if let Some(v) = get("LOGPORT_STATIC_TOKENS") {
+            self.static_tokens = Some(v);
+        }
+        if let Some(v) = get("LOGPORT_SCHEMA_DIR") {
+            self.schema_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("LOGPORT_INGEST_MAX_BYTES") {
+            self.ingest_max_bytes = num("LOGPORT_INGEST_MAX_BYTES", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_INGEST_MAX_LINE_BYTES") {
+            self.ingest_max_line_bytes = num("LOGPORT_INGEST_MAX_LINE_BYTES", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_INGEST_MAX_ROWS") {
+            self.ingest_max_rows = num("LOGPORT_INGEST_MAX_ROWS", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_JSON_MAX_BYTES") {
+            self.json_max_bytes = num("LOGPORT_JSON_MAX_BYTES", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_MAX_RANGE_DAYS") {
+            self.max_range_days = num("LOGPORT_MAX_RANGE_DAYS", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_MAX_ATTEMPTS") {
+            self.max_attempts = num("LOGPORT_MAX_ATTEMPTS", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_LEASE") {
+            self.lease = v;
+        }
+        if let Some(v) = get("LOGPORT_HEARTBEAT") {
+            self.heartbeat = v;
+        }
+        if let Some(v) = get("LOGPORT_LOG_FORMAT") {
+            self.log_format = v;
+        }
+        Ok(())
+    }
+
+    /// Checks every value and resolves defaults that depend on the environment.
+    pub fn validate(self, cwd: &Path) -> Result<Settings, ConfigError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad("listen", format!("`{}` is not an address like 127.0.0.1:8080", self.listen)));
+        }
+        if !(self.clickhouse_url.starts_with("http://") || self.clickhouse_url.starts_with("https://")) {
+            return Err(bad("clickhouse_url", "must start with http:// or https://"));
+        }
+        if !logport_store::sql::is_safe_ident(&self.clickhouse_database) {
+            return Err(bad("clickhouse_database", "must match [A-Za-z_][A-Za-z0-9_]*"));
+        }
+        if self.workers == 0 || self.workers > 256 {
+            return Err(bad("workers", "must be 1 to 256"));
+        }
+        if self.max_attempts == 0 {
+            return Err(bad("max_attempts", "must be at least 1"));
+        }
+        if self.max_range_days == 0 {
+            return Err(bad("max_range_days", "must be at least 1"));
+        }
+        for (key, v) in [
+            ("ingest_max_bytes", self.ingest_max_bytes),
+            ("ingest_max_line_bytes", self.ingest_max_line_bytes),
+            ("ingest_max_rows", self.ingest_max_rows),
+            ("json_max_bytes", self.json_max_bytes),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1"));
+            }
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(bad("log_format", "must be text or json"));
+        }
+        let export_ttl = parse_duration(&self.export_ttl).map_err(|m| bad("export_ttl", m))?;
+        let lease = parse_duration(&self.lease).map_err(|m| bad("lease", m))?;
+        let heartbeat = parse_duration(&self.heartbeat).map_err(|m| bad("heartbeat", m))?;
+        if heartbeat.is_zero() || heartbeat * 2 > lease {
+            return Err(bad("heartbeat", "must be positive and at most half the lease"));
+        }
+        if !(self.job_store_url.starts_with("sqlite://")) {
+            return Err(bad("job_store_url", "must be sqlite://PATH"));
+        }
+        let object_store_url = match &self.object_store_url {
+            Some(u) => u.clone(),
+            None => format!("file://{}", cwd.join("data/exports").display()),
+        };
+        if let Some(tokens) = &self.static_tokens {
+            logport_api::Tokens::parse_static(tokens).map_err(|m| bad("static_tokens", m))?;
+        }
+        Ok(Settings {
+            raw: self,
+            object_store_url,
+            export_ttl,
+            lease,
+            heartbeat,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_run_on_one_machine() {
+        let s = Config::default().validate(Path::new("/srv")).unwrap();
+        assert_eq!(s.raw.listen, "127.0.0.1:8080");
+        assert_eq!(s.raw.clickhouse_url, "http://127.0.0.1:8123");
+        assert_eq!(s.object_store_url, "file:///srv/data/exports");
+        assert_eq!(s.raw.job_store_url, "sqlite://./data/jobs.db");
+        assert_eq!(s.export_ttl, Duration::from_secs(7 * 86_400));
+        assert_eq!(s.raw.workers, 2);
+    }
+
+    #[test]
+    fn env_overrides_file_and_errors_name_the_variable() {
+        let mut c: Config = toml::from_str("workers = 3\nlisten = \"0.0.0.0:9000\"").unwrap();
+        c.apply_env(env(&[("LOGPORT_WORKERS", "5"), ("LOGPORT_EXPORT_TTL", "12h")]))
+            .unwrap();
+        let s = c.validate(Path::new("/")).unwrap();
+        assert_eq!(s.raw.workers, 5);
+        assert_eq!(s.raw.listen, "0.0.0.0:9000");
+        assert_eq!(s.export_ttl, Duration::from_secs(12 * 3600));
+
+        let mut c = Config::default();
+        let e = c.apply_env(env(&[("LOGPORT_WORKERS", "many")])).unwrap_err();
+        assert!(e.to_string().starts_with("LOGPORT_WORKERS:"), "{e}");
+        for (k, v, key) in [
+            ("LOGPORT_EXPORT_TTL", "7 days", "export_ttl"),
+            ("LOGPORT_LISTEN", "localhost", "listen"),
+            ("LOGPORT_CLICKHOUSE_DATABASE", "a-b", "clickhouse_database"),
+            ("LOGPORT_STATIC_TOKENS", "x", "static_tokens"),
+            ("LOGPORT_WORKERS", "0", "workers"),
+            ("LOGPORT_JOB_STORE_URL", "mysql://x", "job_store_url"),
+        ] {
+            let mut c = Config::default();
+            c.apply_env(env(&[(k, v)])).unwrap();
+            let e = c.validate(Path::new("/")).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        assert!(toml::from_str::<Config>("colour = 1").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert!(parse_duration("7").is_err());
+        assert!(parse_duration("d").is_err());
+        assert!(parse_duration("3w").is_err());
+    }
+}
