@@ -77,7 +77,11 @@ XML
     </quotas>
 </yandex>
 XML
-  (cd "$dir" && nohup clickhouse-server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 & echo $! > "$dir/server.pid")
+  # Every fd redirected: a caller's $(...) must not wait for the server to exit.
+  cd "$dir"
+  nohup clickhouse-server --config-file="$dir/config.xml" </dev/null >"$dir/log/stdout.log" 2>&1 &
+  echo $! > "$dir/server.pid"
+  cd - >/dev/null
   url="http://127.0.0.1:$http_port"
   for _ in $(seq 1 150); do
     if curl -fsS "$url/?query=SELECT%201" >/dev/null 2>&1; then

@@ -119,6 +119,9 @@ mod tests {
         assert!(Tokens::parse_static("short@acme").is_err());
         assert!(Tokens::parse_static("long-enough@Acme").is_err());
         assert!(Tokens::parse_static("long-enough@../x").is_err());
-        assert!(!format!("{t:?}").contains("secret-a1"), "only digests are kept");
+        assert!(
+            !format!("{t:?}").contains("secret-a1"),
+            "only digests are kept"
+        );
     }
 }

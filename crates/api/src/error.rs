@@ -32,7 +32,10 @@ pub enum ApiError {
     #[error("unknown slice `{0}`")]
     UnknownSlice(String),
     #[error("{detail}")]
-    BadRequest { field: Option<String>, detail: String },
+    BadRequest {
+        field: Option<String>,
+        detail: String,
+    },
     #[error("{detail}")]
     Invalid {
         field: Option<String>,
@@ -79,7 +82,11 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use ApiError::*;
         match self {
-            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Missing or invalid token"),
+            Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Missing or invalid token",
+            ),
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
             NotFound { .. } => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             UnknownSlice(_) => (StatusCode::NOT_FOUND, "unknown-slice", "Unknown slice"),
@@ -89,7 +96,11 @@ impl ApiError {
                 "invalid-request",
                 "The request is not acceptable",
             ),
-            TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request too large"),
+            TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Request too large",
+            ),
             UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",

@@ -68,6 +68,9 @@ pub fn job_view(job: &Job) -> JobView<'_> {
                 url: format!("{base}/parts/{}", p.n),
             })
             .collect(),
-        manifest_url: job.manifest_key.as_ref().map(|_| format!("{base}/manifest")),
+        manifest_url: job
+            .manifest_key
+            .as_ref()
+            .map(|_| format!("{base}/manifest")),
     }
 }

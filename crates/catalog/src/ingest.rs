@@ -112,8 +112,12 @@ default = true
 
     #[test]
     fn fills_server_fields_and_defaults() {
-        let row = parse_line(&slice(), br#"{"click_id":"c1","event_time":"2026-11-05T10:00:00Z"}"#, 99)
-            .unwrap();
+        let row = parse_line(
+            &slice(),
+            br#"{"click_id":"c1","event_time":"2026-11-05T10:00:00Z"}"#,
+            99,
+        )
+        .unwrap();
         // app_id, event_id, event_time, received_time, click_id, cost
         assert_eq!(row[0], Value::UInt(0));
         assert!(matches!(row[1], Value::Uuid(u) if !u.is_nil()));
@@ -127,13 +131,28 @@ default = true
     fn rejects_bad_lines_naming_the_field() {
         let s = slice();
         let field = |line: &str| parse_line(&s, line.as_bytes(), 1).unwrap_err().field;
-        assert_eq!(field(r#"{"click_id":"c","event_time":1,"nope":1}"#).as_deref(), Some("nope"));
-        assert_eq!(field(r#"{"click_id":"c","event_time":1,"tenant_id":"x"}"#).as_deref(), Some("tenant_id"));
-        assert_eq!(field(r#"{"click_id":"c","event_time":1,"received_time":1}"#).as_deref(), Some("received_time"));
+        assert_eq!(
+            field(r#"{"click_id":"c","event_time":1,"nope":1}"#).as_deref(),
+            Some("nope")
+        );
+        assert_eq!(
+            field(r#"{"click_id":"c","event_time":1,"tenant_id":"x"}"#).as_deref(),
+            Some("tenant_id")
+        );
+        assert_eq!(
+            field(r#"{"click_id":"c","event_time":1,"received_time":1}"#).as_deref(),
+            Some("received_time")
+        );
         assert_eq!(field(r#"{"event_time":1}"#).as_deref(), Some("click_id"));
         assert_eq!(field(r#"{"click_id":"c"}"#).as_deref(), Some("event_time"));
-        assert_eq!(field(r#"{"click_id":"c","event_time":1,"cost":"x"}"#).as_deref(), Some("cost"));
-        assert_eq!(field(r#"{"click_id":"c","event_time":1,"event_id":"x"}"#).as_deref(), Some("event_id"));
+        assert_eq!(
+            field(r#"{"click_id":"c","event_time":1,"cost":"x"}"#).as_deref(),
+            Some("cost")
+        );
+        assert_eq!(
+            field(r#"{"click_id":"c","event_time":1,"event_id":"x"}"#).as_deref(),
+            Some("event_id")
+        );
         assert_eq!(field(r#"{"click_id":"c","#), None);
         assert_eq!(field(r#"[1,2]"#), None);
         assert_eq!(field("{\"click_id\":\"\u{0}\\ud800\"}"), None);

@@ -122,7 +122,9 @@ impl Catalog {
         Self::from_files(files)
     }
 
-    pub fn from_files(files: impl IntoIterator<Item = (String, String)>) -> Result<Self, SchemaError> {
+    pub fn from_files(
+        files: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SchemaError> {
         let mut slices = BTreeMap::new();
         for (file, text) in files {
             let slice = parse_slice(&file, &text)?;
@@ -212,14 +214,20 @@ fn parse_slice(file: &str, text: &str) -> Result<Slice, SchemaError> {
     if !is_identifier(&raw.name) {
         return Err(err(
             "name".into(),
-            format!("`{}` must match [a-z][a-z0-9_]* (at most 64 characters)", raw.name),
+            format!(
+                "`{}` must match [a-z][a-z0-9_]* (at most 64 characters)",
+                raw.name
+            ),
         ));
     }
     let stem = Path::new(file).file_stem().and_then(|s| s.to_str());
     if stem != Some(raw.name.as_str()) {
         return Err(err(
             "name".into(),
-            format!("slice `{}` must live in a file named {}.toml", raw.name, raw.name),
+            format!(
+                "slice `{}` must live in a file named {}.toml",
+                raw.name, raw.name
+            ),
         ));
     }
     if raw.description.trim().is_empty() {
@@ -247,7 +255,10 @@ fn parse_slice(file: &str, text: &str) -> Result<Slice, SchemaError> {
         if !is_identifier(&f.name) {
             return Err(err(
                 key("name"),
-                format!("`{}` must match [a-z][a-z0-9_]* (at most 64 characters)", f.name),
+                format!(
+                    "`{}` must match [a-z][a-z0-9_]* (at most 64 characters)",
+                    f.name
+                ),
             ));
         }
         if COMMON_FIELDS.contains(&f.name.as_str()) {
@@ -257,7 +268,10 @@ fn parse_slice(file: &str, text: &str) -> Result<Slice, SchemaError> {
             ));
         }
         if fields.iter().any(|g: &Field| g.name == f.name) {
-            return Err(err(key("name"), format!("field `{}` is listed twice", f.name)));
+            return Err(err(
+                key("name"),
+                format!("field `{}` is listed twice", f.name),
+            ));
         }
         let ty = ColumnType::parse(&f.ty).map_err(|m| err(key("type"), m))?;
         if f.description.trim().is_empty() {
@@ -338,7 +352,13 @@ fn common_fields(event_time_description: &str) -> Vec<Field> {
             false,
             false,
         ),
-        f("event_time", ColumnType::DateTime, event_time_description, true, true),
+        f(
+            "event_time",
+            ColumnType::DateTime,
+            event_time_description,
+            true,
+            true,
+        ),
         f(
             "received_time",
             ColumnType::DateTime,
@@ -387,7 +407,14 @@ default = false
         let names: Vec<_> = s.fields.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(
             names,
-            ["app_id", "event_id", "event_time", "received_time", "campaign_id", "cost"]
+            [
+                "app_id",
+                "event_id",
+                "event_time",
+                "received_time",
+                "campaign_id",
+                "cost"
+            ]
         );
         assert!(s.field("event_time").unwrap().required);
         assert!(s.field(TENANT_COLUMN).is_none());
@@ -397,15 +424,42 @@ default = false
     #[test]
     fn errors_name_file_and_key() {
         let cases = [
-            (GOOD.replace("type = \"String\"", "type = \"Strin\""), "fields[0].type"),
-            (GOOD.replace("name = \"cost\"", "name = \"Cost\""), "fields[1].name"),
-            (GOOD.replace("name = \"cost\"", "name = \"event_time\""), "fields[1].name"),
-            (GOOD.replace("name = \"cost\"", "name = \"campaign_id\""), "fields[1].name"),
-            (GOOD.replace("[\"campaign_id\"]", "[\"nope\"]"), "sort_key[0]"),
-            (GOOD.replace("[\"campaign_id\"]", "[\"cost\"]"), "sort_key[0]"),
-            (GOOD.replace("group = \"ad_tracking\"", "group = \"x\""), "group"),
-            (GOOD.replace("name = \"clicks\"", "name = \"other\""), "name"),
-            (GOOD.replace("retention_days = 30", "retention_days = 0"), "retention_days"),
+            (
+                GOOD.replace("type = \"String\"", "type = \"Strin\""),
+                "fields[0].type",
+            ),
+            (
+                GOOD.replace("name = \"cost\"", "name = \"Cost\""),
+                "fields[1].name",
+            ),
+            (
+                GOOD.replace("name = \"cost\"", "name = \"event_time\""),
+                "fields[1].name",
+            ),
+            (
+                GOOD.replace("name = \"cost\"", "name = \"campaign_id\""),
+                "fields[1].name",
+            ),
+            (
+                GOOD.replace("[\"campaign_id\"]", "[\"nope\"]"),
+                "sort_key[0]",
+            ),
+            (
+                GOOD.replace("[\"campaign_id\"]", "[\"cost\"]"),
+                "sort_key[0]",
+            ),
+            (
+                GOOD.replace("group = \"ad_tracking\"", "group = \"x\""),
+                "group",
+            ),
+            (
+                GOOD.replace("name = \"clicks\"", "name = \"other\""),
+                "name",
+            ),
+            (
+                GOOD.replace("retention_days = 30", "retention_days = 0"),
+                "retention_days",
+            ),
         ];
         for (text, key) in cases {
             let e = load(&text).unwrap_err();
@@ -416,7 +470,10 @@ default = false
 
     #[test]
     fn toml_errors_name_the_line() {
-        let text = GOOD.replace("filterable = true\ndefault = false", "filterable = true\ndefault = false\ncolour = 1");
+        let text = GOOD.replace(
+            "filterable = true\ndefault = false",
+            "filterable = true\ndefault = false\ncolour = 1",
+        );
         let e = load(&text).unwrap_err();
         assert!(e.message.contains("colour"), "{e}");
         assert!(e.key.starts_with("line "), "{e}");
@@ -444,8 +501,13 @@ default = false
             "errors",
             "profiles",
         ] {
-            let s = c.slice(name).unwrap_or_else(|| panic!("slice {name} missing"));
-            assert!(s.default_fields().count() >= 2, "{name} needs default fields");
+            let s = c
+                .slice(name)
+                .unwrap_or_else(|| panic!("slice {name} missing"));
+            assert!(
+                s.default_fields().count() >= 2,
+                "{name} needs default fields"
+            );
         }
         assert!(c.slice("clicks").unwrap().fields.len() >= 34);
         assert_eq!(c.slice("api_postbacks").unwrap().retention_days, Some(7));

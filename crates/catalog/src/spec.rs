@@ -23,7 +23,10 @@ pub const MAX_FILTERS: usize = 100;
 pub enum SpecError {
     /// The body is not JSON of the right shape (400).
     #[error("{detail}")]
-    Malformed { field: Option<String>, detail: String },
+    Malformed {
+        field: Option<String>,
+        detail: String,
+    },
     /// The slice does not exist (404).
     #[error("unknown slice `{0}`")]
     UnknownSlice(String),
@@ -312,7 +315,11 @@ impl ExportRequest {
         r
     }
 
-    pub fn validate(&self, catalog: &Catalog, limits: &SpecLimits) -> Result<ExportSpec, SpecError> {
+    pub fn validate(
+        &self,
+        catalog: &Catalog,
+        limits: &SpecLimits,
+    ) -> Result<ExportSpec, SpecError> {
         let slice = catalog
             .slice(&self.slice)
             .ok_or_else(|| SpecError::UnknownSlice(self.slice.clone()))?;
@@ -336,7 +343,10 @@ impl ExportRequest {
         if until - since > max {
             return Err(SpecError::invalid(
                 "date_until",
-                format!("the date range may cover at most {} days", limits.max_range_days),
+                format!(
+                    "the date range may cover at most {} days",
+                    limits.max_range_days
+                ),
             ));
         }
 
@@ -387,7 +397,11 @@ impl ExportRequest {
             .map(|(i, f)| validate_filter(slice, i, f))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let format = pick(&Format::ALL, self.format.as_deref().unwrap_or("csv"), "format")?;
+        let format = pick(
+            &Format::ALL,
+            self.format.as_deref().unwrap_or("csv"),
+            "format",
+        )?;
         if format == Format::Parquet && !limits.parquet {
             return Err(SpecError::invalid(
                 "format",
@@ -434,7 +448,10 @@ fn pick<T: Copy>(all: &[(&str, T)], name: &str, field: &str) -> Result<T, SpecEr
         .map(|(_, v)| *v)
         .ok_or_else(|| {
             let names: Vec<_> = all.iter().map(|(n, _)| *n).collect();
-            SpecError::invalid(field, format!("`{name}` is not one of {}", names.join(", ")))
+            SpecError::invalid(
+                field,
+                format!("`{name}` is not one of {}", names.join(", ")),
+            )
         })
 }
 
@@ -459,16 +476,15 @@ fn parse_bound(text: &str, zone: &Zone, upper: bool) -> Result<i64, String> {
         return Ok(zone.start_of_day(day));
     }
     // A timestamp without an offset is read in the request's time zone.
-    let has_offset = t.ends_with('Z') || t.ends_with('z') || t.rfind(['+', '-']).is_some_and(|i| i > 10);
+    let has_offset =
+        t.ends_with('Z') || t.ends_with('z') || t.rfind(['+', '-']).is_some_and(|i| i > 10);
     let secs = if has_offset || t.bytes().all(|b| b.is_ascii_digit()) {
         time::parse_timestamp(t)?
     } else {
         let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
             .iter()
             .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
-            .ok_or_else(|| {
-                format!("`{t}` is not a date (YYYY-MM-DD) or timestamp (RFC 3339)")
-            })?;
+            .ok_or_else(|| format!("`{t}` is not a date (YYYY-MM-DD) or timestamp (RFC 3339)"))?;
         time::check_timestamp(zone.local_to_utc(naive))?
     };
     Ok(if upper { secs + 1 } else { secs })
@@ -537,7 +553,9 @@ fn validate_filter(slice: &Slice, i: usize, f: &FilterRequest) -> Result<Filter,
                 return Err(SpecError::invalid(
                     at("values"),
                     match op {
-                        FilterOp::Between => "`between` needs exactly two values [low, high]".into(),
+                        FilterOp::Between => {
+                            "`between` needs exactly two values [low, high]".into()
+                        }
                         _ => format!("give between 1 and {MAX_IN_VALUES} values"),
                     },
                 ));
@@ -675,40 +693,103 @@ default = false
     fn errors_name_the_member() {
         assert_eq!(err_field(with(json!({"fields": ["nope"]}))), "fields[0]");
         assert_eq!(err_field(with(json!({"fields": []}))), "fields");
-        assert_eq!(err_field(with(json!({"fields": ["cost", "cost"]}))), "fields[1]");
-        assert_eq!(err_field(with(json!({"date_since": "2026-13-01"}))), "date_since");
-        assert_eq!(err_field(with(json!({"date_since": "2026-11-09"}))), "date_until");
-        assert_eq!(err_field(with(json!({"date_until": "2030-01-01"}))), "date_until");
-        assert_eq!(err_field(with(json!({"date_dimension": "x"}))), "date_dimension");
+        assert_eq!(
+            err_field(with(json!({"fields": ["cost", "cost"]}))),
+            "fields[1]"
+        );
+        assert_eq!(
+            err_field(with(json!({"date_since": "2026-13-01"}))),
+            "date_since"
+        );
+        assert_eq!(
+            err_field(with(json!({"date_since": "2026-11-09"}))),
+            "date_until"
+        );
+        assert_eq!(
+            err_field(with(json!({"date_until": "2030-01-01"}))),
+            "date_until"
+        );
+        assert_eq!(
+            err_field(with(json!({"date_dimension": "x"}))),
+            "date_dimension"
+        );
         assert_eq!(err_field(with(json!({"timezone": "Nowhere"}))), "timezone");
         assert_eq!(err_field(with(json!({"format": "xls"}))), "format");
         assert_eq!(err_field(with(json!({"format": "parquet"}))), "format");
-        assert_eq!(err_field(with(json!({"compression": "rar"}))), "compression");
-        assert_eq!(err_field(with(json!({"part_max_rows": 0}))), "part_max_rows");
+        assert_eq!(
+            err_field(with(json!({"compression": "rar"}))),
+            "compression"
+        );
+        assert_eq!(
+            err_field(with(json!({"part_max_rows": 0}))),
+            "part_max_rows"
+        );
         assert_eq!(err_field(with(json!({"limit": 0}))), "limit");
         assert_eq!(err_field(with(json!({"colour": 1}))), "colour");
         assert_eq!(err_field(with(json!({"app_id": "x"}))), "app_id");
         assert_eq!(err_field(with(json!({"app_id": -1}))), "app_id");
         let fe = |f: Json| err_field(with(json!({ "filters": [f] })));
-        assert_eq!(fe(json!({"field": "nope", "op": "eq", "value": 1})), "filters[0].field");
-        assert_eq!(fe(json!({"field": "user_agent", "op": "eq", "value": "x"})), "filters[0].field");
-        assert_eq!(fe(json!({"field": "cost", "op": "like", "value": 1})), "filters[0].op");
-        assert_eq!(fe(json!({"field": "cost", "op": "prefix", "value": "1"})), "filters[0].op");
-        assert_eq!(fe(json!({"field": "cost", "op": "is_null"})), "filters[0].op");
-        assert_eq!(fe(json!({"field": "cost", "op": "eq", "value": "abc"})), "filters[0].value");
+        assert_eq!(
+            fe(json!({"field": "nope", "op": "eq", "value": 1})),
+            "filters[0].field"
+        );
+        assert_eq!(
+            fe(json!({"field": "user_agent", "op": "eq", "value": "x"})),
+            "filters[0].field"
+        );
+        assert_eq!(
+            fe(json!({"field": "cost", "op": "like", "value": 1})),
+            "filters[0].op"
+        );
+        assert_eq!(
+            fe(json!({"field": "cost", "op": "prefix", "value": "1"})),
+            "filters[0].op"
+        );
+        assert_eq!(
+            fe(json!({"field": "cost", "op": "is_null"})),
+            "filters[0].op"
+        );
+        assert_eq!(
+            fe(json!({"field": "cost", "op": "eq", "value": "abc"})),
+            "filters[0].value"
+        );
         assert_eq!(fe(json!({"field": "cost", "op": "eq"})), "filters[0].value");
-        assert_eq!(fe(json!({"field": "cost", "op": "eq", "value": null})), "filters[0].value");
-        assert_eq!(fe(json!({"field": "cost", "op": "in", "values": []})), "filters[0].values");
-        assert_eq!(fe(json!({"field": "cost", "op": "in", "value": 1})), "filters[0].value");
-        assert_eq!(fe(json!({"field": "cost", "op": "between", "values": [1]})), "filters[0].values");
-        assert_eq!(fe(json!({"field": "cost", "op": "in", "values": [1, "x"]})), "filters[0].values[1]");
-        assert_eq!(fe(json!({"field": "cost", "op": "eq", "value": 1, "extra": 2})), "filters[0].extra");
-        assert!(matches!(req(with(json!({"slice": "nope"}))), Err(SpecError::UnknownSlice(_))));
+        assert_eq!(
+            fe(json!({"field": "cost", "op": "eq", "value": null})),
+            "filters[0].value"
+        );
+        assert_eq!(
+            fe(json!({"field": "cost", "op": "in", "values": []})),
+            "filters[0].values"
+        );
+        assert_eq!(
+            fe(json!({"field": "cost", "op": "in", "value": 1})),
+            "filters[0].value"
+        );
+        assert_eq!(
+            fe(json!({"field": "cost", "op": "between", "values": [1]})),
+            "filters[0].values"
+        );
+        assert_eq!(
+            fe(json!({"field": "cost", "op": "in", "values": [1, "x"]})),
+            "filters[0].values[1]"
+        );
+        assert_eq!(
+            fe(json!({"field": "cost", "op": "eq", "value": 1, "extra": 2})),
+            "filters[0].extra"
+        );
+        assert!(matches!(
+            req(with(json!({"slice": "nope"}))),
+            Err(SpecError::UnknownSlice(_))
+        ));
         assert!(matches!(
             ExportRequest::from_json(b"{\"slice\": "),
             Err(SpecError::Malformed { field: None, .. })
         ));
-        assert!(matches!(ExportRequest::from_json(b"[1]"), Err(SpecError::Malformed { .. })));
+        assert!(matches!(
+            ExportRequest::from_json(b"[1]"),
+            Err(SpecError::Malformed { .. })
+        ));
     }
 
     #[test]
@@ -717,6 +798,9 @@ default = false
         let n = r.normalized(&catalog());
         assert_eq!(n.format.as_deref(), Some("csv"));
         assert_eq!(n.fields.as_ref().unwrap().len(), 4);
-        assert_eq!(n.validate(&catalog(), &SpecLimits::default()), r.validate(&catalog(), &SpecLimits::default()));
+        assert_eq!(
+            n.validate(&catalog(), &SpecLimits::default()),
+            r.validate(&catalog(), &SpecLimits::default())
+        );
     }
 }

@@ -93,7 +93,9 @@ impl Zone {
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
         if t.eq_ignore_ascii_case("utc") || t == "Z" {
-            return Ok(Zone::Fixed(chrono::FixedOffset::east_opt(0).expect("zero offset")));
+            return Ok(Zone::Fixed(
+                chrono::FixedOffset::east_opt(0).expect("zero offset"),
+            ));
         }
         if t.starts_with('+') || t.starts_with('-') {
             let parsed = DateTime::parse_from_rfc3339(&format!("2000-01-01T00:00:00{t}"))
@@ -136,10 +138,22 @@ mod tests {
 
     #[test]
     fn timestamps_in_every_accepted_form() {
-        assert_eq!(parse_timestamp("2026-11-05T10:00:00Z").unwrap(), 1_793_872_800);
-        assert_eq!(parse_timestamp("2026-11-05T12:00:00+02:00").unwrap(), 1_793_872_800);
-        assert_eq!(parse_timestamp("2026-11-05 10:00:00").unwrap(), 1_793_872_800);
-        assert_eq!(parse_timestamp("2026-11-05T10:00:00").unwrap(), 1_793_872_800);
+        assert_eq!(
+            parse_timestamp("2026-11-05T10:00:00Z").unwrap(),
+            1_793_872_800
+        );
+        assert_eq!(
+            parse_timestamp("2026-11-05T12:00:00+02:00").unwrap(),
+            1_793_872_800
+        );
+        assert_eq!(
+            parse_timestamp("2026-11-05 10:00:00").unwrap(),
+            1_793_872_800
+        );
+        assert_eq!(
+            parse_timestamp("2026-11-05T10:00:00").unwrap(),
+            1_793_872_800
+        );
         assert_eq!(parse_timestamp("1793872800").unwrap(), 1_793_872_800);
         assert_eq!(format_timestamp(1_793_872_800), "2026-11-05 10:00:00");
         assert_eq!(format_rfc3339(1_793_872_800), "2026-11-05T10:00:00Z");
@@ -163,7 +177,10 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(date_to_days(parse_date("1970-01-02").unwrap()), 1);
-        assert_eq!(date_to_days(parse_date("2105-12-31").unwrap()), MAX_DATE_DAYS);
+        assert_eq!(
+            date_to_days(parse_date("2105-12-31").unwrap()),
+            MAX_DATE_DAYS
+        );
         assert!(parse_date("2106-01-01").is_err());
         assert!(parse_date("2026-02-30").is_err());
         assert!(parse_date("05.11.2026").is_err());

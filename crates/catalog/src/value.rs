@@ -60,9 +60,13 @@ impl Value {
             TypeFamily::Unsigned | TypeFamily::Signed => parse_int(base, v),
             TypeFamily::Float => parse_float(base, v),
             TypeFamily::Date => match v {
-                Json::String(s) => time::parse_date(s)
-                    .map(|d| Value::Date(time::date_to_days(d) as u16)),
-                other => Err(format!("expected a date string YYYY-MM-DD, got {}", kind(other))),
+                Json::String(s) => {
+                    time::parse_date(s).map(|d| Value::Date(time::date_to_days(d) as u16))
+                }
+                other => Err(format!(
+                    "expected a date string YYYY-MM-DD, got {}",
+                    kind(other)
+                )),
             },
             TypeFamily::DateTime => {
                 let secs = match v {
@@ -97,7 +101,10 @@ impl Value {
                             let names: Vec<_> = variants.iter().map(|(n, _)| n.as_str()).collect();
                             format!("`{s}` is not one of {}", names.join(", "))
                         }),
-                    other => Err(format!("expected one of the enum's names, got {}", kind(other))),
+                    other => Err(format!(
+                        "expected one of the enum's names, got {}",
+                        kind(other)
+                    )),
                 }
             }
         }
@@ -179,12 +186,30 @@ mod tests {
             Value::from_json(&t("String"), &json!("a,\"b\"\n\t\\ü")).unwrap(),
             Value::Str("a,\"b\"\n\t\\ü".into())
         );
-        assert_eq!(Value::from_json(&t("UInt8"), &json!(true)).unwrap(), Value::UInt(1));
-        assert_eq!(Value::from_json(&t("UInt64"), &json!(u64::MAX)).unwrap(), Value::UInt(u64::MAX));
-        assert_eq!(Value::from_json(&t("Int64"), &json!("-5")).unwrap(), Value::Int(-5));
-        assert_eq!(Value::from_json(&t("Float64"), &json!("1.5")).unwrap(), Value::Float(1.5));
-        assert_eq!(Value::from_json(&t("Nullable(String)"), &json!(null)).unwrap(), Value::Null);
-        assert_eq!(Value::from_json(&t("Date"), &json!("1970-01-03")).unwrap(), Value::Date(2));
+        assert_eq!(
+            Value::from_json(&t("UInt8"), &json!(true)).unwrap(),
+            Value::UInt(1)
+        );
+        assert_eq!(
+            Value::from_json(&t("UInt64"), &json!(u64::MAX)).unwrap(),
+            Value::UInt(u64::MAX)
+        );
+        assert_eq!(
+            Value::from_json(&t("Int64"), &json!("-5")).unwrap(),
+            Value::Int(-5)
+        );
+        assert_eq!(
+            Value::from_json(&t("Float64"), &json!("1.5")).unwrap(),
+            Value::Float(1.5)
+        );
+        assert_eq!(
+            Value::from_json(&t("Nullable(String)"), &json!(null)).unwrap(),
+            Value::Null
+        );
+        assert_eq!(
+            Value::from_json(&t("Date"), &json!("1970-01-03")).unwrap(),
+            Value::Date(2)
+        );
         assert_eq!(
             Value::from_json(&t("DateTime"), &json!(1_793_872_800)).unwrap(),
             Value::DateTime(1_793_872_800)

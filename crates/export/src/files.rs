@@ -30,7 +30,10 @@ pub enum FilesError {
 
 impl FilesError {
     pub fn is_not_found(&self) -> bool {
-        matches!(self, FilesError::Store(object_store::Error::NotFound { .. }))
+        matches!(
+            self,
+            FilesError::Store(object_store::Error::NotFound { .. })
+        )
     }
 }
 
@@ -114,7 +117,9 @@ impl Files {
 
     /// Is the store reachable?
     pub async fn ping(&self) -> Result<(), FilesError> {
-        self.store.list_with_delimiter(Some(&Path::from("exports"))).await?;
+        self.store
+            .list_with_delimiter(Some(&Path::from("exports")))
+            .await?;
         Ok(())
     }
 }
@@ -165,7 +170,10 @@ mod tests {
     fn names_and_types() {
         assert_eq!(part_name(1, "csv"), "part-00001.csv");
         assert_eq!(attempt_prefix("acme", "j1", 2), "exports/acme/j1/2");
-        assert_eq!(content_type("exports/a/b/1/part-00001.csv"), "text/csv; charset=utf-8");
+        assert_eq!(
+            content_type("exports/a/b/1/part-00001.csv"),
+            "text/csv; charset=utf-8"
+        );
         assert_eq!(content_type("part-00001.jsonl"), "application/x-ndjson");
         assert_eq!(content_type("part-00001.csv.gz"), "application/gzip");
     }
@@ -174,10 +182,20 @@ mod tests {
     async fn local_store_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let files = Files::from_url(&format!("file://{}/x", dir.path().display())).unwrap();
-        files.put("exports/t/j/1/a.txt", Bytes::from_static(b"hello")).await.unwrap();
-        assert_eq!(&files.read("exports/t/j/1/a.txt").await.unwrap()[..], b"hello");
+        files
+            .put("exports/t/j/1/a.txt", Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        assert_eq!(
+            &files.read("exports/t/j/1/a.txt").await.unwrap()[..],
+            b"hello"
+        );
         assert_eq!(files.delete_prefix("exports/t/j").await.unwrap(), 1);
-        assert!(files.read("exports/t/j/1/a.txt").await.unwrap_err().is_not_found());
+        assert!(files
+            .read("exports/t/j/1/a.txt")
+            .await
+            .unwrap_err()
+            .is_not_found());
         files.ping().await.unwrap();
         assert!(Files::from_url("ftp://x").is_err());
     }

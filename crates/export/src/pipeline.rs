@@ -177,9 +177,9 @@ impl Exporter {
         let prefix = files::attempt_prefix(&job.tenant, &job.id, a.lease.attempt);
         tracing::debug!(%sql, %query_id, "export query");
 
-        let mut stream = self
-            .store
-            .stream(&sql, plan.clickhouse_format, &query_id, OUTPUT_SETTINGS)?;
+        let mut stream =
+            self.store
+                .stream(&sql, plan.clickhouse_format, &query_id, OUTPUT_SETTINGS)?;
         let mut scanner = Scanner::new(plan.framing);
         let max_rows = spec.part_max_rows.unwrap_or(u64::MAX);
         let mut parts: Vec<Part> = Vec::new();
@@ -198,11 +198,13 @@ impl Exporter {
                     let part = match current.as_mut() {
                         Some(p) => p,
                         None => current.insert(
-                            self.open_part(&prefix, parts.len() as u32 + 1, &plan).await?,
+                            self.open_part(&prefix, parts.len() as u32 + 1, &plan)
+                                .await?,
                         ),
                     };
                     let (used, records) = scanner.scan(&chunk[pos..], max_rows - part.rows);
-                    part.write_records(&chunk[pos..pos + used], records, &plan).await?;
+                    part.write_records(&chunk[pos..pos + used], records, &plan)
+                        .await?;
                     a.counters.rows.fetch_add(records, Ordering::Relaxed);
                     a.counters.bytes.fetch_add(used as u64, Ordering::Relaxed);
                     pos += used;
@@ -287,7 +289,12 @@ impl Exporter {
         })
     }
 
-    async fn open_part(&self, prefix: &str, n: u32, plan: &Plan) -> Result<PartWriter, ExportError> {
+    async fn open_part(
+        &self,
+        prefix: &str,
+        n: u32,
+        plan: &Plan,
+    ) -> Result<PartWriter, ExportError> {
         let key = format!("{prefix}/{}", files::part_name(n, plan.ext));
         let mut w = PartWriter {
             n,
@@ -305,12 +312,21 @@ impl Exporter {
         Ok(w)
     }
 
-    async fn close_part(&self, mut w: PartWriter, plan: &Plan, a: &Attempt<'_>) -> Result<Part, ExportError> {
+    async fn close_part(
+        &self,
+        mut w: PartWriter,
+        plan: &Plan,
+        a: &Attempt<'_>,
+    ) -> Result<Part, ExportError> {
         if plan.json_array {
             w.write(b"\n]}\n").await?;
         }
         let part = w.finish().await?;
-        if !a.jobs.add_part(a.lease, &part, logport_queue::now_ms()).await? {
+        if !a
+            .jobs
+            .add_part(a.lease, &part, logport_queue::now_ms())
+            .await?
+        {
             return Err(ExportError::LeaseLost);
         }
         a.counters.parts.fetch_add(1, Ordering::Relaxed);
@@ -346,7 +362,12 @@ impl PartWriter {
     /// Writes whole records (and possibly the start of the next). For a JSON array
     /// each record's closing newline is held back and becomes `,\n` when another
     /// record follows in the same part.
-    async fn write_records(&mut self, data: &[u8], records: u64, plan: &Plan) -> Result<(), ExportError> {
+    async fn write_records(
+        &mut self,
+        data: &[u8],
+        records: u64,
+        plan: &Plan,
+    ) -> Result<(), ExportError> {
         if !plan.json_array {
             self.write(data).await?;
             self.rows += records;
@@ -388,7 +409,10 @@ impl PartWriter {
 
     async fn finish(mut self) -> Result<Part, ExportError> {
         self.flush().await?;
-        self.writer.shutdown().await.map_err(|e| ExportError::Files(e.to_string()))?;
+        self.writer
+            .shutdown()
+            .await
+            .map_err(|e| ExportError::Files(e.to_string()))?;
         Ok(Part {
             n: self.n,
             key: self.key,

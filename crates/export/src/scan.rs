@@ -93,7 +93,8 @@ impl Scanner {
     fn keep_tail(&mut self, bytes: &[u8]) {
         if bytes.len() >= TAIL_MAX {
             self.tail.clear();
-            self.tail.extend_from_slice(&bytes[bytes.len() - TAIL_MAX..]);
+            self.tail
+                .extend_from_slice(&bytes[bytes.len() - TAIL_MAX..]);
             return;
         }
         if self.tail.len() + bytes.len() > 2 * TAIL_MAX {
@@ -138,7 +139,11 @@ mod tests {
         assert_eq!(count(Framing::Csv, &[data]), (3, 0));
         // Split at every position: the count is the same.
         for i in 0..data.len() {
-            assert_eq!(count(Framing::Csv, &[&data[..i], &data[i..]]), (3, 0), "split at {i}");
+            assert_eq!(
+                count(Framing::Csv, &[&data[..i], &data[i..]]),
+                (3, 0),
+                "split at {i}"
+            );
         }
         assert_eq!(count(Framing::Csv, &[b"\"open\n"]), (0, 6));
     }
@@ -161,9 +166,16 @@ mod tests {
     fn spots_a_trailing_exception() {
         let mut s = Scanner::new(Framing::Csv);
         s.scan(b"1,\"a\"\nCo", u64::MAX);
-        s.scan(b"de: 241, e.displayText() = DB::Exception: Memory\nlimit\n", u64::MAX);
+        s.scan(
+            b"de: 241, e.displayText() = DB::Exception: Memory\nlimit\n",
+            u64::MAX,
+        );
         let e = s.suspected_exception().unwrap();
-        assert!(e.starts_with(b"Code: 241, e.displayText() = DB::Exception: Memory\nlimit"), "{}", String::from_utf8_lossy(e));
+        assert!(
+            e.starts_with(b"Code: 241, e.displayText() = DB::Exception: Memory\nlimit"),
+            "{}",
+            String::from_utf8_lossy(e)
+        );
         let mut clean = Scanner::new(Framing::Csv);
         clean.scan(b"\"Code: 1 DB::Exception\"\n", u64::MAX);
         assert!(clean.suspected_exception().is_none());

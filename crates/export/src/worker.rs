@@ -141,7 +141,10 @@ impl Worker {
                         _ = cancel.cancelled() => return None,
                         _ = tokio::time::sleep(every) => {}
                     }
-                    match jobs.heartbeat(&lease, counters.progress(), lease_ms, now_ms()).await {
+                    match jobs
+                        .heartbeat(&lease, counters.progress(), lease_ms, now_ms())
+                        .await
+                    {
                         Ok(Heartbeat::Held) => {}
                         Ok(other) => {
                             cancel.cancel();
@@ -176,7 +179,12 @@ impl Worker {
                     .await
                 {
                     Ok(true) => {
-                        tracing::info!(rows = done.progress.rows, bytes = done.progress.bytes, parts = done.progress.parts, "export succeeded");
+                        tracing::info!(
+                            rows = done.progress.rows,
+                            bytes = done.progress.bytes,
+                            parts = done.progress.parts,
+                            "export succeeded"
+                        );
                         return;
                     }
                     Ok(false) => Err("lease lost before completion".to_string()),

@@ -121,16 +121,15 @@ impl Config {
         match std::fs::read_to_string(&path) {
             Ok(text) => toml::from_str(&text)
                 .map_err(|e| ConfigError::File(format!("{}: {e}", path.display()))),
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Config::default())
+            }
             Err(e) => Err(ConfigError::File(format!("{}: {e}", path.display()))),
         }
     }
 
     /// Applies `LOGPORT_*` variables (and nothing else) from `env`.
-    pub fn apply_env(
-        &mut self,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
             v.trim()
                 .parse()
@@ -203,16 +202,25 @@ impl Config {
     /// Checks every value and resolves defaults that depend on the environment.
     pub fn validate(self, cwd: &Path) -> Result<Settings, ConfigError> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(bad("listen", format!("`{}` is not an address like 127.0.0.1:8080", self.listen)));
+            return Err(bad(
+                "listen",
+                format!("`{}` is not an address like 127.0.0.1:8080", self.listen),
+            ));
         }
-        if !(self.clickhouse_url.starts_with("http://") || self.clickhouse_url.starts_with("https://")) {
+        if !(self.clickhouse_url.starts_with("http://")
+            || self.clickhouse_url.starts_with("https://"))
+        {
             return Err(bad("clickhouse_url", "must start with http:// or https://"));
         }
         if !logport_store::sql::is_safe_ident(&self.clickhouse_database) {
-            return Err(bad("clickhouse_database", "must match [A-Za-z_][A-Za-z0-9_]*"));
+            return Err(bad(
+                "clickhouse_database",
+                "must match [A-Za-z_][A-Za-z0-9_]*",
+            ));
         }
-        if self.workers == 0 || self.workers > 256 {
-            return Err(bad("workers", "must be 1 to 256"));
+        // 0 makes an API-only node: it queues jobs that other processes run.
+        if self.workers > 256 {
+            return Err(bad("workers", "must be 0 to 256"));
         }
         if self.max_attempts == 0 {
             return Err(bad("max_attempts", "must be at least 1"));
@@ -237,7 +245,10 @@ impl Config {
         let lease = parse_duration(&self.lease).map_err(|m| bad("lease", m))?;
         let heartbeat = parse_duration(&self.heartbeat).map_err(|m| bad("heartbeat", m))?;
         if heartbeat.is_zero() || heartbeat * 2 > lease {
-            return Err(bad("heartbeat", "must be positive and at most half the lease"));
+            return Err(bad(
+                "heartbeat",
+                "must be positive and at most half the lease",
+            ));
         }
         if !(self.job_store_url.starts_with("sqlite://")) {
             return Err(bad("job_store_url", "must be sqlite://PATH"));
@@ -265,8 +276,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -284,22 +297,27 @@ mod tests {
     #[test]
     fn env_overrides_file_and_errors_name_the_variable() {
         let mut c: Config = toml::from_str("workers = 3\nlisten = \"0.0.0.0:9000\"").unwrap();
-        c.apply_env(env(&[("LOGPORT_WORKERS", "5"), ("LOGPORT_EXPORT_TTL", "12h")]))
-            .unwrap();
+        c.apply_env(env(&[
+            ("LOGPORT_WORKERS", "5"),
+            ("LOGPORT_EXPORT_TTL", "12h"),
+        ]))
+        .unwrap();
         let s = c.validate(Path::new("/")).unwrap();
         assert_eq!(s.raw.workers, 5);
         assert_eq!(s.raw.listen, "0.0.0.0:9000");
         assert_eq!(s.export_ttl, Duration::from_secs(12 * 3600));
 
         let mut c = Config::default();
-        let e = c.apply_env(env(&[("LOGPORT_WORKERS", "many")])).unwrap_err();
+        let e = c
+            .apply_env(env(&[("LOGPORT_WORKERS", "many")]))
+            .unwrap_err();
         assert!(e.to_string().starts_with("LOGPORT_WORKERS:"), "{e}");
         for (k, v, key) in [
             ("LOGPORT_EXPORT_TTL", "7 days", "export_ttl"),
             ("LOGPORT_LISTEN", "localhost", "listen"),
             ("LOGPORT_CLICKHOUSE_DATABASE", "a-b", "clickhouse_database"),
             ("LOGPORT_STATIC_TOKENS", "x", "static_tokens"),
-            ("LOGPORT_WORKERS", "0", "workers"),
+            ("LOGPORT_WORKERS", "999", "workers"),
             ("LOGPORT_JOB_STORE_URL", "mysql://x", "job_store_url"),
         ] {
             let mut c = Config::default();

@@ -19,7 +19,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Settings};
 
 #[derive(Parser)]
-#[command(name = "logport", version, about = "Raw event logs in ClickHouse, exported on demand")]
+#[command(
+    name = "logport",
+    version,
+    about = "Raw event logs in ClickHouse, exported on demand"
+)]
 struct Cli {
     /// Configuration file (default: ./logport.toml when present).
     #[arg(long, global = true, env = "LOGPORT_CONFIG")]
@@ -52,7 +56,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_tracing(&settings.raw.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("logport: cannot start the runtime: {e}");
@@ -92,7 +99,9 @@ fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -144,7 +153,12 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
 fn print_catalog(settings: &Settings) -> anyhow::Result<()> {
     let catalog = load_catalog(settings)?;
     for s in catalog.slices() {
-        println!("{:<16} {:>3} fields  {}", s.name, s.fields.len(), s.description);
+        println!(
+            "{:<16} {:>3} fields  {}",
+            s.name,
+            s.fields.len(),
+            s.description
+        );
     }
     Ok(())
 }
@@ -232,7 +246,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .is_err()
     {
-        tracing::warn!("exports still running at shutdown; their leases will expire and they will be retried");
+        tracing::warn!(
+            "exports still running at shutdown; their leases will expire and they will be retried"
+        );
     }
     result.context("the HTTP server failed")
 }

@@ -1,5 +1,7 @@
 //! The job store conformance suite: every backend must pass every case.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::sync::Arc;
 
 use logport_queue::{
@@ -56,7 +58,10 @@ suite!(
 );
 
 async fn create_get_and_tenant_walls(s: &dyn JobStore) {
-    let c = s.create(new_job("acme", None, json!({"a": 1})), T0).await.unwrap();
+    let c = s
+        .create(new_job("acme", None, json!({"a": 1})), T0)
+        .await
+        .unwrap();
     let job = c.job().clone();
     assert!(matches!(c, Created::New(_)));
     assert_eq!(job.status, JobStatus::Queued);
@@ -65,13 +70,32 @@ async fn create_get_and_tenant_walls(s: &dyn JobStore) {
     assert_eq!(s.get("acme", &job.id).await.unwrap().unwrap(), job);
     assert!(s.get("globex", &job.id).await.unwrap().is_none());
     assert!(s.cancel("globex", &job.id, T0).await.unwrap().is_none());
-    assert_eq!(s.get("acme", &job.id).await.unwrap().unwrap().status, JobStatus::Queued);
-    assert!(s.list("globex", &ListQuery { limit: 10, ..Default::default() }).await.unwrap().is_empty());
+    assert_eq!(
+        s.get("acme", &job.id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    assert!(s
+        .list(
+            "globex",
+            &ListQuery {
+                limit: 10,
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn claim_runs_each_job_once(s: &dyn JobStore) {
-    let a = s.create(new_job("acme", None, json!({"n": 1})), T0).await.unwrap();
-    let b = s.create(new_job("acme", None, json!({"n": 2})), T0 + 1).await.unwrap();
+    let a = s
+        .create(new_job("acme", None, json!({"n": 1})), T0)
+        .await
+        .unwrap();
+    let b = s
+        .create(new_job("acme", None, json!({"n": 2})), T0 + 1)
+        .await
+        .unwrap();
     let first = s.claim("w1", LEASE, T0 + 10).await.unwrap().unwrap();
     let second = s.claim("w2", LEASE, T0 + 10).await.unwrap().unwrap();
     assert_eq!(first.id, a.job().id);
@@ -83,7 +107,9 @@ async fn claim_runs_each_job_once(s: &dyn JobStore) {
 }
 
 async fn fencing_rejects_a_stale_lease(s: &dyn JobStore) {
-    s.create(new_job("acme", None, json!({})), T0).await.unwrap();
+    s.create(new_job("acme", None, json!({})), T0)
+        .await
+        .unwrap();
     let job = s.claim("w1", LEASE, T0).await.unwrap().unwrap();
     let stale = job.lease().unwrap();
     // The lease runs out; the job is requeued and claimed by another worker.
@@ -91,17 +117,64 @@ async fn fencing_rejects_a_stale_lease(s: &dyn JobStore) {
     let again = s.claim("w2", LEASE, T0 + LEASE + 2).await.unwrap().unwrap();
     assert_eq!(again.attempts, 2);
     let now = T0 + LEASE + 3;
-    let part = Part { n: 1, key: "k".into(), rows: 1, bytes: 1, sha256: "x".into() };
-    assert_eq!(s.heartbeat(&stale, Progress::default(), LEASE, now).await.unwrap(), Heartbeat::Lost);
+    let part = Part {
+        n: 1,
+        key: "k".into(),
+        rows: 1,
+        bytes: 1,
+        sha256: "x".into(),
+    };
+    assert_eq!(
+        s.heartbeat(&stale, Progress::default(), LEASE, now)
+            .await
+            .unwrap(),
+        Heartbeat::Lost
+    );
     assert!(!s.add_part(&stale, &part, now).await.unwrap());
-    assert!(!s.succeed(&stale, "m", Progress::default(), now + 1, now).await.unwrap());
-    let err = JobError { code: "x".into(), message: "y".into() };
+    assert!(!s
+        .succeed(&stale, "m", Progress::default(), now + 1, now)
+        .await
+        .unwrap());
+    let err = JobError {
+        code: "x".into(),
+        message: "y".into(),
+    };
     assert!(!s.fail(&stale, &err, now).await.unwrap());
-    assert_eq!(s.retry(&stale, &err, now, now).await.unwrap(), JobStatus::Running);
+    assert_eq!(
+        s.retry(&stale, &err, now, now).await.unwrap(),
+        JobStatus::Running
+    );
     let current = again.lease().unwrap();
-    assert_eq!(s.heartbeat(&current, Progress { rows: 5, bytes: 6, parts: 0 }, LEASE, now).await.unwrap(), Heartbeat::Held);
+    assert_eq!(
+        s.heartbeat(
+            &current,
+            Progress {
+                rows: 5,
+                bytes: 6,
+                parts: 0
+            },
+            LEASE,
+            now
+        )
+        .await
+        .unwrap(),
+        Heartbeat::Held
+    );
     assert!(s.add_part(&current, &part, now).await.unwrap());
-    assert!(s.succeed(&current, "m", Progress { rows: 5, bytes: 6, parts: 1 }, now + 99, now).await.unwrap());
+    assert!(s
+        .succeed(
+            &current,
+            "m",
+            Progress {
+                rows: 5,
+                bytes: 6,
+                parts: 1
+            },
+            now + 99,
+            now
+        )
+        .await
+        .unwrap());
     let done = s.get("acme", &job.id).await.unwrap().unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
     assert_eq!(done.progress.rows, 5);
@@ -111,36 +184,78 @@ async fn fencing_rejects_a_stale_lease(s: &dyn JobStore) {
 }
 
 async fn cancel_queued_and_running(s: &dyn JobStore) {
-    let q = s.create(new_job("acme", None, json!({"q": 1})), T0).await.unwrap();
-    let canceled = s.cancel("acme", &q.job().id, T0 + 1).await.unwrap().unwrap();
+    let q = s
+        .create(new_job("acme", None, json!({"q": 1})), T0)
+        .await
+        .unwrap();
+    let canceled = s
+        .cancel("acme", &q.job().id, T0 + 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(canceled.status, JobStatus::Canceled);
-    assert!(s.claim("w", LEASE, T0 + 2).await.unwrap().is_none(), "a canceled job never runs");
+    assert!(
+        s.claim("w", LEASE, T0 + 2).await.unwrap().is_none(),
+        "a canceled job never runs"
+    );
 
-    s.create(new_job("acme", None, json!({"r": 1})), T0 + 3).await.unwrap();
+    s.create(new_job("acme", None, json!({"r": 1})), T0 + 3)
+        .await
+        .unwrap();
     let running = s.claim("w", LEASE, T0 + 4).await.unwrap().unwrap();
-    let after = s.cancel("acme", &running.id, T0 + 5).await.unwrap().unwrap();
+    let after = s
+        .cancel("acme", &running.id, T0 + 5)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(after.status, JobStatus::Canceled);
     let lease = running.lease().unwrap();
-    assert_eq!(s.heartbeat(&lease, Progress::default(), LEASE, T0 + 6).await.unwrap(), Heartbeat::Canceled);
-    assert!(!s.succeed(&lease, "m", Progress::default(), 0, T0 + 7).await.unwrap());
+    assert_eq!(
+        s.heartbeat(&lease, Progress::default(), LEASE, T0 + 6)
+            .await
+            .unwrap(),
+        Heartbeat::Canceled
+    );
+    assert!(!s
+        .succeed(&lease, "m", Progress::default(), 0, T0 + 7)
+        .await
+        .unwrap());
     // Canceling again changes nothing; a finished job stays finished.
-    let again = s.cancel("acme", &running.id, T0 + 8).await.unwrap().unwrap();
+    let again = s
+        .cancel("acme", &running.id, T0 + 8)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again.finished_at, after.finished_at);
     assert_eq!(s.reap_expired_leases(T0 + 10 * LEASE).await.unwrap(), 0);
-    assert_eq!(s.get("acme", &running.id).await.unwrap().unwrap().status, JobStatus::Canceled);
+    assert_eq!(
+        s.get("acme", &running.id).await.unwrap().unwrap().status,
+        JobStatus::Canceled
+    );
 }
 
 async fn retry_then_fail_after_max_attempts(s: &dyn JobStore) {
-    s.create(new_job("acme", None, json!({})), T0).await.unwrap();
-    let err = JobError { code: "clickhouse_unavailable".into(), message: "refused".into() };
+    s.create(new_job("acme", None, json!({})), T0)
+        .await
+        .unwrap();
+    let err = JobError {
+        code: "clickhouse_unavailable".into(),
+        message: "refused".into(),
+    };
     let mut now = T0;
     for attempt in 1..=3 {
         let job = s.claim("w", LEASE, now).await.unwrap().unwrap();
         assert_eq!(job.attempts, attempt);
-        let next = s.retry(&job.lease().unwrap(), &err, now + 1000, now).await.unwrap();
+        let next = s
+            .retry(&job.lease().unwrap(), &err, now + 1000, now)
+            .await
+            .unwrap();
         if attempt < 3 {
             assert_eq!(next, JobStatus::Queued);
-            assert!(s.claim("w", LEASE, now + 999).await.unwrap().is_none(), "backoff respected");
+            assert!(
+                s.claim("w", LEASE, now + 999).await.unwrap().is_none(),
+                "backoff respected"
+            );
             now += 1000;
         } else {
             assert_eq!(next, JobStatus::Failed);
@@ -152,10 +267,26 @@ async fn retry_then_fail_after_max_attempts(s: &dyn JobStore) {
 }
 
 async fn expired_leases_are_requeued(s: &dyn JobStore) {
-    s.create(new_job("acme", None, json!({})), T0).await.unwrap();
+    s.create(new_job("acme", None, json!({})), T0)
+        .await
+        .unwrap();
     let job = s.claim("w", LEASE, T0).await.unwrap().unwrap();
-    assert_eq!(s.heartbeat(&job.lease().unwrap(), Progress::default(), LEASE, T0 + LEASE - 1).await.unwrap(), Heartbeat::Held);
-    assert_eq!(s.reap_expired_leases(T0 + LEASE + 1).await.unwrap(), 0, "heartbeat extended it");
+    assert_eq!(
+        s.heartbeat(
+            &job.lease().unwrap(),
+            Progress::default(),
+            LEASE,
+            T0 + LEASE - 1
+        )
+        .await
+        .unwrap(),
+        Heartbeat::Held
+    );
+    assert_eq!(
+        s.reap_expired_leases(T0 + LEASE + 1).await.unwrap(),
+        0,
+        "heartbeat extended it"
+    );
     assert_eq!(s.reap_expired_leases(T0 + 2 * LEASE).await.unwrap(), 1);
     let requeued = s.get("acme", &job.id).await.unwrap().unwrap();
     assert_eq!(requeued.status, JobStatus::Queued);
@@ -163,51 +294,114 @@ async fn expired_leases_are_requeued(s: &dyn JobStore) {
 }
 
 async fn idempotency_keys(s: &dyn JobStore) {
-    let a = s.create(new_job("acme", Some("k1"), json!({"x": 1})), T0).await.unwrap();
-    let b = s.create(new_job("acme", Some("k1"), json!({"x": 1})), T0 + 5).await.unwrap();
+    let a = s
+        .create(new_job("acme", Some("k1"), json!({"x": 1})), T0)
+        .await
+        .unwrap();
+    let b = s
+        .create(new_job("acme", Some("k1"), json!({"x": 1})), T0 + 5)
+        .await
+        .unwrap();
     assert!(matches!(b, Created::Existing(_)));
     assert_eq!(a.job().id, b.job().id);
-    let conflict = s.create(new_job("acme", Some("k1"), json!({"x": 2})), T0 + 6).await;
+    let conflict = s
+        .create(new_job("acme", Some("k1"), json!({"x": 2})), T0 + 6)
+        .await;
     assert!(matches!(conflict, Err(QueueError::IdempotencyConflict)));
-    let other_tenant = s.create(new_job("globex", Some("k1"), json!({"x": 1})), T0).await.unwrap();
+    let other_tenant = s
+        .create(new_job("globex", Some("k1"), json!({"x": 1})), T0)
+        .await
+        .unwrap();
     assert!(matches!(other_tenant, Created::New(_)));
 }
 
 async fn list_pages_newest_first(s: &dyn JobStore) {
     for i in 0..5 {
-        s.create(new_job("acme", None, json!({"i": i})), T0 + i).await.unwrap();
+        s.create(new_job("acme", None, json!({"i": i})), T0 + i)
+            .await
+            .unwrap();
     }
-    let page = s.list("acme", &ListQuery { limit: 3, ..Default::default() }).await.unwrap();
+    let page = s
+        .list(
+            "acme",
+            &ListQuery {
+                limit: 3,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(page.len(), 3);
     assert_eq!(page[0].request["i"], 4);
     let last = page.last().unwrap();
     let rest = s
-        .list("acme", &ListQuery { limit: 3, before: Some((last.created_at, last.id.clone())), ..Default::default() })
+        .list(
+            "acme",
+            &ListQuery {
+                limit: 3,
+                before: Some((last.created_at, last.id.clone())),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(rest.iter().map(|j| j.request["i"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 0]);
+    assert_eq!(
+        rest.iter()
+            .map(|j| j.request["i"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 0]
+    );
     let queued = s
-        .list("acme", &ListQuery { limit: 10, status: Some(JobStatus::Running), ..Default::default() })
+        .list(
+            "acme",
+            &ListQuery {
+                limit: 10,
+                status: Some(JobStatus::Running),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert!(queued.is_empty());
 }
 
 async fn parts_of_the_published_attempt(s: &dyn JobStore) {
-    s.create(new_job("acme", None, json!({})), T0).await.unwrap();
+    s.create(new_job("acme", None, json!({})), T0)
+        .await
+        .unwrap();
     let first = s.claim("w", LEASE, T0).await.unwrap().unwrap();
     let l1 = first.lease().unwrap();
-    let part = |n: u32, key: &str| Part { n, key: key.into(), rows: 1, bytes: 2, sha256: "s".into() };
+    let part = |n: u32, key: &str| Part {
+        n,
+        key: key.into(),
+        rows: 1,
+        bytes: 2,
+        sha256: "s".into(),
+    };
     assert!(s.add_part(&l1, &part(1, "a1/p1"), T0).await.unwrap());
-    let err = JobError { code: "x".into(), message: "y".into() };
+    let err = JobError {
+        code: "x".into(),
+        message: "y".into(),
+    };
     s.retry(&l1, &err, T0, T0).await.unwrap();
     let second = s.claim("w", LEASE, T0 + 1).await.unwrap().unwrap();
-    assert!(second.parts.is_empty(), "a new attempt starts with no parts");
+    assert!(
+        second.parts.is_empty(),
+        "a new attempt starts with no parts"
+    );
     let l2 = second.lease().unwrap();
     s.add_part(&l2, &part(1, "a2/p1"), T0 + 2).await.unwrap();
     s.add_part(&l2, &part(2, "a2/p2"), T0 + 2).await.unwrap();
-    s.succeed(&l2, "a2/manifest.json", Progress::default(), T0 + 9, T0 + 3).await.unwrap();
+    s.succeed(&l2, "a2/manifest.json", Progress::default(), T0 + 9, T0 + 3)
+        .await
+        .unwrap();
     let done = s.get("acme", &first.id).await.unwrap().unwrap();
-    assert_eq!(done.parts.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), ["a2/p1", "a2/p2"]);
+    assert_eq!(
+        done.parts
+            .iter()
+            .map(|p| p.key.as_str())
+            .collect::<Vec<_>>(),
+        ["a2/p1", "a2/p2"]
+    );
     assert_eq!(done.manifest_key.as_deref(), Some("a2/manifest.json"));
 }

@@ -316,7 +316,11 @@ impl Store {
             self.table(slice),
             quote_string(&self.database),
             quote_string(slice),
-            if names.is_empty() { "''".to_string() } else { names }
+            if names.is_empty() {
+                "''".to_string()
+            } else {
+                names
+            }
         );
         let s = self.client.query_raw(&sql).fetch_one::<Stats>().await?;
         Ok(if s.rows == 0 {
@@ -327,7 +331,11 @@ impl Store {
     }
 
     /// Runs a preview SELECT and returns its JSONEachRow text.
-    pub async fn fetch_json_rows(&self, sql: &str, settings: &[(&str, &str)]) -> Result<Vec<u8>, StoreError> {
+    pub async fn fetch_json_rows(
+        &self,
+        sql: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<Vec<u8>, StoreError> {
         let mut q = self.client.query_raw(sql);
         for (k, v) in settings {
             q = q.with_setting(*k, *v);
@@ -367,12 +375,20 @@ impl Store {
     /// Runs a `SELECT count()`.
     pub async fn count(&self, sql: &str) -> Result<u64, StoreError> {
         let sql = sql.replacen("SELECT count()", "SELECT count() AS rows", 1);
-        Ok(self.client.query_raw(&sql).fetch_one::<CountRow>().await?.rows)
+        Ok(self
+            .client
+            .query_raw(&sql)
+            .fetch_one::<CountRow>()
+            .await?
+            .rows)
     }
 
     /// Stops a running query by id (used to cancel exports).
     pub async fn kill_query(&self, query_id: &str) -> Result<(), StoreError> {
-        let sql = format!("KILL QUERY WHERE query_id = {} ASYNC", quote_string(query_id));
+        let sql = format!(
+            "KILL QUERY WHERE query_id = {} ASYNC",
+            quote_string(query_id)
+        );
         self.client.query_raw(&sql).execute().await?;
         Ok(())
     }
@@ -380,7 +396,10 @@ impl Store {
     /// Drops the database (tests clean up with it).
     pub async fn drop_database(&self) -> Result<(), StoreError> {
         self.client
-            .query_raw(&format!("DROP DATABASE IF EXISTS {}", ident(&self.database)))
+            .query_raw(&format!(
+                "DROP DATABASE IF EXISTS {}",
+                ident(&self.database)
+            ))
             .execute()
             .await?;
         Ok(())

@@ -28,7 +28,11 @@ impl Selection<'_> {
     pub fn where_sql(&self) -> String {
         let spec = self.spec;
         let dim = ident(spec.dimension.column());
-        let mut conds = vec![format!("{} = {}", ident(TENANT_COLUMN), quote_string(self.tenant))];
+        let mut conds = vec![format!(
+            "{} = {}",
+            ident(TENANT_COLUMN),
+            quote_string(self.tenant)
+        )];
         if let Some(app) = spec.app_id {
             conds.push(format!("{} = {app}", ident("app_id")));
         }
@@ -103,7 +107,12 @@ impl Selection<'_> {
 
 fn filter_sql(f: &Filter) -> String {
     let col = ident(&f.field);
-    let v = |i: usize| f.values.get(i).map(literal).unwrap_or_else(|| "NULL".into());
+    let v = |i: usize| {
+        f.values
+            .get(i)
+            .map(literal)
+            .unwrap_or_else(|| "NULL".into())
+    };
     let list = || f.values.iter().map(literal).collect::<Vec<_>>().join(", ");
     match f.op {
         FilterOp::Eq => format!("{col} = {}", v(0)),

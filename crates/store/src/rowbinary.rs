@@ -72,7 +72,10 @@ mod tests {
     #[test]
     fn encodes_each_type() {
         assert_eq!(enc("String", Value::Str("ab".into())), [2, b'a', b'b']);
-        assert_eq!(enc("String", Value::Str("x".repeat(200)))[..2], [0xc8, 0x01]);
+        assert_eq!(
+            enc("String", Value::Str("x".repeat(200)))[..2],
+            [0xc8, 0x01]
+        );
         assert_eq!(enc("UInt16", Value::UInt(258)), [2, 1]);
         assert_eq!(enc("Int8", Value::Int(-1)), [0xff]);
         assert_eq!(enc("Nullable(UInt8)", Value::Null), [1]);

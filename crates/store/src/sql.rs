@@ -76,7 +76,10 @@ mod tests {
         assert_eq!(quote_string(r"back\slash"), r"'back\\slash'");
         assert_eq!(quote_string(r"\'"), r"'\\\''");
         assert_eq!(quote_string("nul\0byte"), r"'nul\x00byte'");
-        assert_eq!(quote_string("line\nbreak\r\ttab"), r"'line\x0Abreak\x0D\x09tab'");
+        assert_eq!(
+            quote_string("line\nbreak\r\ttab"),
+            r"'line\x0Abreak\x0D\x09tab'"
+        );
         assert_eq!(quote_string("\u{7f}"), r"'\x7F'");
         assert_eq!(quote_string("ünï😀 中文"), "'ünï😀 中文'");
         assert_eq!(

@@ -40,7 +40,9 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         .to_str()
         .ok()
         .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN && k.chars().all(|c| c.is_ascii_graphic()))
+        .filter(|k| {
+            !k.is_empty() && k.len() <= MAX_KEY_LEN && k.chars().all(|c| c.is_ascii_graphic())
+        })
         .ok_or_else(|| {
             ApiError::bad_request(
                 Some("Idempotency-Key"),
@@ -120,7 +122,10 @@ pub async fn list(
     };
     let limit = p.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(Some("limit"), "limit must be 1 to 1000"));
+        return Err(ApiError::bad_request(
+            Some("limit"),
+            "limit must be 1 to 1000",
+        ));
     }
     let before = match p.cursor.as_deref() {
         None | Some("") => None,
@@ -205,7 +210,9 @@ pub async fn manifest(
     let job = load(&state, &caller, param(&req, "id")).await?;
     let key = match (&job.status, &job.manifest_key) {
         (JobStatus::Succeeded, Some(k)) => k.clone(),
-        (JobStatus::Expired, _) => return Err(ApiError::Gone(format!("export {} has expired", job.id))),
+        (JobStatus::Expired, _) => {
+            return Err(ApiError::Gone(format!("export {} has expired", job.id)))
+        }
         _ => {
             return Err(ApiError::not_found(format!(
                 "manifest of export {} (it is {})",
@@ -254,7 +261,9 @@ pub async fn part(
             .map(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
             .unwrap_or(false);
         if matches {
-            return Ok(HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish());
+            return Ok(HttpResponse::NotModified()
+                .insert_header((header::ETAG, etag))
+                .finish());
         }
     }
     let (size, stream) = state.files.open(&part.key).await.map_err(|e| {
@@ -328,7 +337,10 @@ pub async fn preview(
         }
         Some(s) if s == &json!(name) => {}
         Some(_) => {
-            return Err(ApiError::invalid("slice", "the body's slice differs from the path's"))
+            return Err(ApiError::invalid(
+                "slice",
+                "the body's slice differs from the path's",
+            ))
         }
     }
     let request = ExportRequest::from_json(value.to_string().as_bytes())?;

@@ -58,9 +58,10 @@ pub async fn ingest(
     let limits = state.limits.clone();
     let tenant = caller.tenant.clone();
     let slice_for_parse = slice.clone();
-    let batch = web::block(move || encode_batch(&slice_for_parse, &tenant, &body, received, &limits))
-        .await
-        .map_err(|e| ApiError::Internal(format!("ingest worker: {e}")))??;
+    let batch =
+        web::block(move || encode_batch(&slice_for_parse, &tenant, &body, received, &limits))
+            .await
+            .map_err(|e| ApiError::Internal(format!("ingest worker: {e}")))??;
 
     if !batch.errors.is_empty() && !skip_bad {
         let first = &batch.errors[0];
@@ -71,7 +72,11 @@ pub async fn ingest(
                 "line {}: {}{}; nothing was stored",
                 first.line,
                 first.detail,
-                if more > 0 { format!(" (and {more} more bad lines)") } else { String::new() }
+                if more > 0 {
+                    format!(" (and {more} more bad lines)")
+                } else {
+                    String::new()
+                }
             ),
             errors: batch.errors,
         });
@@ -122,7 +127,10 @@ fn encode_batch(
                 &mut errors,
                 line_no,
                 None,
-                format!("the line is longer than {} bytes", limits.ingest_max_line_bytes),
+                format!(
+                    "the line is longer than {} bytes",
+                    limits.ingest_max_line_bytes
+                ),
             );
             continue;
         }
@@ -154,6 +162,10 @@ fn encode_batch(
 
 fn report(errors: &mut Vec<LineProblem>, line: u64, field: Option<String>, detail: String) {
     if errors.len() < MAX_REPORTED {
-        errors.push(LineProblem { line, field, detail });
+        errors.push(LineProblem {
+            line,
+            field,
+            detail,
+        });
     }
 }

@@ -52,7 +52,11 @@ fn param<'a>(req: &'a HttpRequest, name: &str) -> &'a str {
 
 /// Reads a request body, decompressing `gzip`/`zstd`, refusing more than `limit`
 /// bytes (before and after decompression) with 413.
-async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::TooLarge(format!("the body is larger than {limit} bytes"));
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
         let len: usize = len
@@ -80,7 +84,10 @@ async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize) -> Re
     let mut body = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(None, format!("the body could not be read or decompressed: {e}"))
+            ApiError::bad_request(
+                None,
+                format!("the body could not be read or decompressed: {e}"),
+            )
         })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
