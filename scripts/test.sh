@@ -22,6 +22,19 @@ if [ -z "${LOGPORT_TEST_CLICKHOUSE_URL:-}" ]; then
   echo "ClickHouse for tests: $LOGPORT_TEST_CLICKHOUSE_URL" >&2
 fi
 
+# The job store conformance suite and the replica tests need PostgreSQL.
+if [ -z "${LOGPORT_TEST_POSTGRES_URL:-}" ]; then
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    if [ ! -d /etc/postgresql ]; then
+      echo "installing postgresql (Debian package)…" >&2
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+    fi
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+    for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+  fi
+  export LOGPORT_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres
+fi
+
 # The end-to-end tests run the real binary; cargo does not build it for them.
 cargo build -p logport --bin logport
 if cargo nextest --version >/dev/null 2>&1; then

@@ -52,6 +52,15 @@ pub enum ApiError {
     Gone(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// A per-tenant quota is used up.
+    #[error("{detail}")]
+    TooMany {
+        /// Which limit: `max_queued_per_tenant`, `max_range_days`, `max_rows_per_export`.
+        limit: &'static str,
+        field: Option<String>,
+        detail: String,
+        retry_after: u32,
+    },
     /// A dependency is down or overloaded; the client should retry.
     #[error("{detail}")]
     Unavailable { detail: String, retry_after: u32 },
@@ -113,6 +122,11 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
             ),
+            TooMany { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota-exceeded",
+                "Quota exceeded",
+            ),
             Unavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -138,6 +152,8 @@ struct Problem<'a> {
     field: Option<&'a str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     errors: &'a [LineProblem],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'a str>,
 }
 
 impl ResponseError for ApiError {
@@ -151,7 +167,12 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { field, .. } => (field.as_deref(), &[]),
             ApiError::Invalid { field, errors, .. } => (field.as_deref(), errors),
             ApiError::UnknownSlice(_) => (Some("slice"), &[]),
+            ApiError::TooMany { field, .. } => (field.as_deref(), &[]),
             _ => (None, &[]),
+        };
+        let limit = match self {
+            ApiError::TooMany { limit, .. } => Some(*limit),
+            _ => None,
         };
         let detail = match self {
             ApiError::Internal(inner) => {
@@ -167,6 +188,7 @@ impl ResponseError for ApiError {
             detail,
             field,
             errors,
+            limit,
         };
         let mut resp = HttpResponse::build(status);
         resp.content_type("application/problem+json");
@@ -174,7 +196,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => {
                 resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"logport\""));
             }
-            ApiError::Unavailable { retry_after, .. } => {
+            ApiError::Unavailable { retry_after, .. } | ApiError::TooMany { retry_after, .. } => {
                 resp.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
             _ => {}

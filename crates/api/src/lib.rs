@@ -12,7 +12,7 @@ use std::sync::Arc;
 use actix_web::web;
 use logport_catalog::{Catalog, SpecLimits};
 use logport_export::Files;
-use logport_queue::JobStore;
+use logport_queue::{Clock, JobStore};
 use logport_store::Store;
 use tokio::sync::Notify;
 
@@ -43,6 +43,27 @@ impl Default for ApiLimits {
     }
 }
 
+/// Limits every tenant gets (answered with 429 and `Retry-After`).
+#[derive(Debug, Clone)]
+pub struct Quotas {
+    /// Most exports a tenant may have waiting in the queue.
+    pub max_queued_per_tenant: u64,
+    /// Longest date range one export may cover.
+    pub max_range_days: u32,
+    /// Most rows one export may produce (checked with a count at submission).
+    pub max_rows_per_export: Option<u64>,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            max_queued_per_tenant: 100,
+            max_range_days: 366,
+            max_rows_per_export: None,
+        }
+    }
+}
+
 /// Everything handlers share.
 pub struct AppState {
     pub catalog: Arc<Catalog>,
@@ -52,10 +73,12 @@ pub struct AppState {
     pub tokens: Tokens,
     pub limits: ApiLimits,
     pub spec_limits: SpecLimits,
+    pub quotas: Quotas,
     /// Attempts an export gets before it fails for good.
     pub max_attempts: u32,
     /// Wakes an idle worker when a job is queued.
     pub wake: Arc<Notify>,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Registers every route.

@@ -13,6 +13,8 @@ pub use files::{Files, FilesError};
 pub use pipeline::{Counters, Exporter, Outcome};
 pub use worker::{WorkerConfig, Workers};
 
+use std::sync::OnceLock;
+
 use logport_queue::QueueError;
 use logport_store::StoreError;
 
@@ -75,5 +77,22 @@ impl ExportError {
             ExportError::Canceled => "canceled",
             ExportError::LeaseLost => "lease_lost",
         }
+    }
+}
+
+/// Crash-test hooks: when `LOGPORT_FAILPOINTS` (comma-separated) names this point, the
+/// process aborts on the spot, as `kill -9` would. Points: `after_claim`, `mid_upload`
+/// (a part's multipart upload has begun), `before_commit` (parts and manifest are
+/// written, the job is not yet marked succeeded). Tests only; unset in production.
+pub fn failpoint(name: &str) {
+    static POINTS: OnceLock<Vec<String>> = OnceLock::new();
+    let points = POINTS.get_or_init(|| {
+        std::env::var("LOGPORT_FAILPOINTS")
+            .map(|v| v.split(',').map(|p| p.trim().to_string()).collect())
+            .unwrap_or_default()
+    });
+    if points.iter().any(|p| p == name) {
+        eprintln!("logport: failpoint {name} reached: aborting");
+        std::process::abort();
     }
 }

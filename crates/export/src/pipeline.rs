@@ -298,7 +298,11 @@ impl Exporter {
         let key = format!("{prefix}/{}", files::part_name(n, plan.ext));
         let mut w = PartWriter {
             n,
-            writer: BufWriter::with_capacity(self.files.store(), Path::from(key.as_str()), 8 << 20),
+            writer: BufWriter::with_capacity(
+                self.files.store(),
+                Path::from(key.as_str()),
+                UPLOAD_BUFFER,
+            ),
             key,
             hasher: Sha256::new(),
             buf: Vec::with_capacity(BUF),
@@ -335,6 +339,9 @@ impl Exporter {
 }
 
 const BUF: usize = 1 << 20;
+/// Bytes the object store writer buffers before it starts a multipart upload (also
+/// the size of each uploaded chunk; S3 wants at least 5 MiB).
+const UPLOAD_BUFFER: usize = 8 << 20;
 
 /// One part being uploaded: bytes go through a 1 MiB buffer into a multipart upload
 /// that becomes visible only at `finish`.
@@ -404,6 +411,10 @@ impl PartWriter {
         self.bytes += self.buf.len() as u64;
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(BUF));
         self.writer.put(Bytes::from(chunk)).await?;
+        if self.bytes > UPLOAD_BUFFER as u64 {
+            // The object store writer has begun a multipart upload by now.
+            crate::failpoint("mid_upload");
+        }
         Ok(())
     }
 

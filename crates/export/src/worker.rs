@@ -1,23 +1,27 @@
 //! The worker pool: claim, run under a heartbeat, then succeed, retry or fail.
 //!
-//! Each worker task loops: claim the next runnable job under a lease, run the attempt
-//! while a sibling task heartbeats (extending the lease, publishing progress, and
-//! learning of cancellation or a lost lease), then record the outcome. A reaper
-//! requeues jobs whose worker died (lease ran out). Jobs left queued by an earlier
-//! process are simply claimed.
+//! Each worker task loops: claim the next runnable job under a lease (tenants take
+//! turns), run the attempt while a sibling task heartbeats (extending the lease,
+//! publishing progress, and learning of cancellation or a lost lease), then record the
+//! outcome. Two background tasks keep the queue healthy: the reaper requeues jobs
+//! whose worker died (lease ran out), the janitor deletes expired files. Jobs left
+//! queued by an earlier process are simply claimed. On shutdown a worker stops
+//! claiming, lets its running export finish within the grace period, and otherwise
+//! releases it to the queue without spending an attempt.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use logport_queue::{now_ms, Heartbeat, Job, JobError, JobStatus, JobStore};
+use logport_queue::{ClaimOptions, Clock, Heartbeat, Job, JobError, JobStatus, JobStore};
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::files::{self, Files};
 use crate::pipeline::{Attempt, Counters, Exporter};
-use crate::ExportError;
+use crate::{failpoint, ExportError};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -31,6 +35,12 @@ pub struct WorkerConfig {
     pub ttl: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Most exports one tenant may have running at once.
+    pub max_running_per_tenant: u32,
+    /// How long a running export may take to finish after shutdown was asked for.
+    pub grace: Duration,
+    /// How often the janitor looks for expired files.
+    pub janitor_every: Duration,
     /// Prefix of lease owner names, unique per process.
     pub owner: String,
 }
@@ -40,10 +50,19 @@ pub struct Workers {
     handles: Vec<JoinHandle<()>>,
 }
 
+/// Why an attempt was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Canceled,
+    LeaseLost,
+    Shutdown,
+}
+
 impl Workers {
     pub fn spawn(
         jobs: Arc<dyn JobStore>,
         exporter: Arc<Exporter>,
+        clock: Arc<dyn Clock>,
         cfg: WorkerConfig,
         wake: Arc<Notify>,
         shutdown: CancellationToken,
@@ -54,34 +73,90 @@ impl Workers {
                 owner: format!("{}/w{i}", cfg.owner),
                 jobs: Arc::clone(&jobs),
                 exporter: Arc::clone(&exporter),
+                clock: Arc::clone(&clock),
                 cfg: cfg.clone(),
             };
             let wake = Arc::clone(&wake);
             let shutdown = shutdown.clone();
             handles.push(tokio::spawn(async move { w.run(wake, shutdown).await }));
         }
-        let reaper_jobs = Arc::clone(&jobs);
-        let every = cfg.lease / 3;
-        handles.push(tokio::spawn(async move {
-            loop {
-                match reaper_jobs.reap_expired_leases(now_ms()).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::warn!(jobs = n, "requeued jobs whose lease expired"),
-                    Err(e) => tracing::warn!(error = %e, "lease reaper failed"),
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-            }
-        }));
+        handles.push(tokio::spawn(reaper(
+            Arc::clone(&jobs),
+            Arc::clone(&clock),
+            cfg.lease / 3,
+            shutdown.clone(),
+        )));
+        handles.push(tokio::spawn(janitor(
+            jobs,
+            exporter.files.clone(),
+            clock,
+            cfg.janitor_every,
+            shutdown,
+        )));
         Workers { handles }
     }
 
-    /// Waits for every worker to finish its current job (after shutdown was signalled).
+    /// Waits for every task to end (after shutdown was signalled).
     pub async fn join(self) {
         for h in self.handles {
             let _ = h.await;
+        }
+    }
+}
+
+async fn reaper(
+    jobs: Arc<dyn JobStore>,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match jobs.reap_expired_leases(clock.now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(jobs = n, "requeued jobs whose lease expired"),
+            Err(e) => tracing::warn!(error = %e, "lease reaper failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Deletes the files of exports past their TTL and marks them expired.
+pub async fn expire_due(jobs: &dyn JobStore, files: &Files, now: i64) -> Result<u64, ExportError> {
+    let mut expired = 0;
+    loop {
+        let due = jobs.due_for_expiry(now, 100).await?;
+        if due.is_empty() {
+            return Ok(expired);
+        }
+        for job in due {
+            files
+                .delete_prefix(&files::job_prefix(&job.tenant, &job.id))
+                .await?;
+            if jobs.mark_expired(&job.id, now).await? {
+                expired += 1;
+                tracing::info!(job_id = %job.id, tenant = %job.tenant, "export files expired");
+            }
+        }
+    }
+}
+
+async fn janitor(
+    jobs: Arc<dyn JobStore>,
+    files: Files,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Err(e) = expire_due(jobs.as_ref(), &files, clock.now_ms()).await {
+            tracing::warn!(error = %e, "janitor failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }
@@ -90,17 +165,29 @@ struct Worker {
     owner: String,
     jobs: Arc<dyn JobStore>,
     exporter: Arc<Exporter>,
+    clock: Arc<dyn Clock>,
     cfg: WorkerConfig,
 }
 
 impl Worker {
+    fn claim_options(&self) -> ClaimOptions {
+        ClaimOptions {
+            lease_ms: self.cfg.lease.as_millis() as i64,
+            max_running_per_tenant: self.cfg.max_running_per_tenant,
+        }
+    }
+
     async fn run(&self, wake: Arc<Notify>, shutdown: CancellationToken) {
-        let lease_ms = self.cfg.lease.as_millis() as i64;
         while !shutdown.is_cancelled() {
-            match self.jobs.claim(&self.owner, lease_ms, now_ms()).await {
+            match self
+                .jobs
+                .claim(&self.owner, &self.claim_options(), self.clock.now_ms())
+                .await
+            {
                 Ok(Some(job)) => {
+                    failpoint("after_claim");
                     let span = tracing::info_span!("export", job_id = %job.id, tenant = %job.tenant, slice = %job.slice, attempt = job.attempts);
-                    self.run_job(job).instrument(span).await;
+                    self.run_job(job, &shutdown).instrument(span).await;
                 }
                 Ok(None) => {
                     tokio::select! {
@@ -120,37 +207,67 @@ impl Worker {
         }
     }
 
-    async fn run_job(&self, job: Job) {
+    async fn run_job(&self, job: Job, shutdown: &CancellationToken) {
         let Some(lease) = job.lease() else {
             tracing::error!("claimed job has no lease owner");
             return;
         };
         tracing::info!("export started");
         let cancel = CancellationToken::new();
+        let stop: Arc<Mutex<Option<Stop>>> = Arc::default();
+        let set_stop = |stop: &Mutex<Option<Stop>>, why: Stop| {
+            if let Ok(mut s) = stop.lock() {
+                s.get_or_insert(why);
+            }
+        };
         let counters = Arc::new(Counters::default());
+
+        // Heartbeat: extends the lease; stops the attempt on cancel or a lost lease.
         let heartbeat = {
             let jobs = Arc::clone(&self.jobs);
+            let clock = Arc::clone(&self.clock);
             let lease = lease.clone();
             let cancel = cancel.clone();
+            let stop = Arc::clone(&stop);
             let counters = Arc::clone(&counters);
             let every = self.cfg.heartbeat;
             let lease_ms = self.cfg.lease.as_millis() as i64;
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
-                        _ = cancel.cancelled() => return None,
+                        _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(every) => {}
                     }
                     match jobs
-                        .heartbeat(&lease, counters.progress(), lease_ms, now_ms())
+                        .heartbeat(&lease, counters.progress(), lease_ms, clock.now_ms())
                         .await
                     {
                         Ok(Heartbeat::Held) => {}
-                        Ok(other) => {
+                        Ok(Heartbeat::Canceled) => {
+                            set_stop(&stop, Stop::Canceled);
                             cancel.cancel();
-                            return Some(other);
+                        }
+                        Ok(Heartbeat::Lost) => {
+                            set_stop(&stop, Stop::LeaseLost);
+                            cancel.cancel();
                         }
                         Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                    }
+                }
+            })
+        };
+        // Shutdown: after the grace period, stop the attempt and give the job back.
+        let grace = {
+            let shutdown = shutdown.clone();
+            let cancel = cancel.clone();
+            let stop = Arc::clone(&stop);
+            let grace = self.cfg.grace;
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                        set_stop(&stop, Stop::Shutdown);
+                        cancel.cancel();
                     }
                 }
             })
@@ -166,12 +283,15 @@ impl Worker {
                 counters: &counters,
             })
             .await;
+        let stopped_by = stop.lock().ok().and_then(|s| *s);
         cancel.cancel();
-        let stopped_by = heartbeat.await.ok().flatten();
+        let _ = heartbeat.await;
+        let _ = grace.await;
 
-        let now = now_ms();
-        let outcome = match result {
+        let now = self.clock.now_ms();
+        let outcome: Result<(), String> = match result {
             Ok(done) => {
+                failpoint("before_commit");
                 let expires = now + self.cfg.ttl.as_millis() as i64;
                 match self
                     .jobs
@@ -185,19 +305,33 @@ impl Worker {
                             parts = done.progress.parts,
                             "export succeeded"
                         );
+                        self.remove_other_attempts(&job, lease.attempt).await;
                         return;
                     }
-                    Ok(false) => Err("lease lost before completion".to_string()),
+                    Ok(false) => {
+                        tracing::warn!("lease lost before completion; the attempt is discarded");
+                        return;
+                    }
                     Err(e) => Err(e.to_string()),
                 }
             }
-            Err(ExportError::Canceled) => {
-                match stopped_by {
-                    Some(Heartbeat::Lost) => tracing::warn!("lease lost; attempt abandoned"),
-                    _ => tracing::info!("export canceled"),
+            Err(ExportError::Canceled) => match stopped_by {
+                Some(Stop::Shutdown) => match self.jobs.release(&lease, now).await {
+                    Ok(_) => {
+                        tracing::info!("export released to the queue at shutdown");
+                        return;
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Some(Stop::LeaseLost) => {
+                    tracing::warn!("lease lost; attempt abandoned");
+                    return;
                 }
-                return;
-            }
+                _ => {
+                    tracing::info!("export canceled");
+                    return;
+                }
+            },
             Err(ExportError::LeaseLost) => {
                 tracing::warn!("lease lost; attempt abandoned");
                 return;
@@ -207,28 +341,46 @@ impl Worker {
                     code: e.code().into(),
                     message: e.to_string(),
                 };
-                let recorded = if e.is_retryable() {
+                if e.is_retryable() {
                     let delay = backoff(&self.cfg, lease.attempt);
-                    self.jobs
+                    match self
+                        .jobs
                         .retry(&lease, &err, now + delay.as_millis() as i64, now)
                         .await
-                        .map(|s| {
-                            if s == JobStatus::Failed {
-                                tracing::error!(error = %e, "export failed after its last attempt");
-                            } else {
-                                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "export attempt failed; will retry");
-                            }
-                        })
+                    {
+                        Ok(JobStatus::Failed) => {
+                            tracing::error!(error = %e, "export failed after its last attempt");
+                            Ok(())
+                        }
+                        Ok(_) => {
+                            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "export attempt failed; will retry");
+                            Ok(())
+                        }
+                        Err(q) => Err(q.to_string()),
+                    }
                 } else {
                     tracing::error!(error = %e, code = e.code(), "export failed");
-                    self.jobs.fail(&lease, &err, now).await.map(|_| ())
-                };
-                recorded.map_err(|e| e.to_string())
+                    self.jobs
+                        .fail(&lease, &err, now)
+                        .await
+                        .map(|_| ())
+                        .map_err(|q| q.to_string())
+                }
             }
         };
         if let Err(e) = outcome {
             // The lease will expire and the reaper will requeue the job.
             tracing::error!(error = %e, "could not record the export outcome");
+        }
+    }
+
+    /// Earlier attempts' files are never served; remove them once one attempt won.
+    async fn remove_other_attempts(&self, job: &Job, published: u32) {
+        for attempt in 1..published {
+            let prefix = files::attempt_prefix(&job.tenant, &job.id, attempt);
+            if let Err(e) = self.exporter.files.delete_prefix(&prefix).await {
+                tracing::warn!(error = %e, %prefix, "could not remove files of an earlier attempt");
+            }
         }
     }
 }
@@ -240,4 +392,37 @@ pub fn backoff(cfg: &WorkerConfig, attempt: u32) -> Duration {
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
     let capped = exp.min(cfg.backoff_max);
     capped.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> WorkerConfig {
+        WorkerConfig {
+            workers: 1,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            poll: Duration::from_millis(500),
+            ttl: Duration::from_secs(3600),
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(60),
+            max_running_per_tenant: 4,
+            grace: Duration::from_secs(10),
+            janitor_every: Duration::from_secs(60),
+            owner: "t".into(),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let c = cfg();
+        for (attempt, full) in [(1, 2), (2, 4), (3, 8), (5, 32), (6, 60), (30, 60)] {
+            for _ in 0..50 {
+                let d = backoff(&c, attempt);
+                let full = Duration::from_secs(full);
+                assert!(d <= full && d >= full / 2, "attempt {attempt}: {d:?}");
+            }
+        }
+    }
 }

@@ -31,7 +31,21 @@ pub struct Config {
     pub ingest_max_rows: usize,
     pub json_max_bytes: usize,
     pub max_range_days: u32,
+    /// Most exports one tenant may have queued (429 beyond).
+    pub max_queued_per_tenant: u64,
+    /// Most exports one tenant may have running at once (others wait their turn).
+    pub max_running_per_tenant: u32,
+    /// Most rows one export may return (429 beyond; 0 = no limit, no count at submit).
+    pub max_rows_per_export: u64,
     pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub retry_backoff: String,
+    pub retry_backoff_max: String,
+    /// How long running exports may take to finish after SIGTERM before they are
+    /// handed back to the queue.
+    pub shutdown_grace: String,
+    /// How often expired export files are looked for.
+    pub janitor_interval: String,
     pub lease: String,
     pub heartbeat: String,
     /// `text` or `json`.
@@ -57,7 +71,14 @@ impl Default for Config {
             ingest_max_rows: 1_000_000,
             json_max_bytes: 1 << 20,
             max_range_days: 366,
+            max_queued_per_tenant: 100,
+            max_running_per_tenant: 4,
+            max_rows_per_export: 0,
             max_attempts: 5,
+            retry_backoff: "2s".into(),
+            retry_backoff_max: "5m".into(),
+            shutdown_grace: "20s".into(),
+            janitor_interval: "1m".into(),
             lease: "30s".into(),
             heartbeat: "5s".into(),
             log_format: "text".into(),
@@ -73,6 +94,10 @@ pub struct Settings {
     pub export_ttl: Duration,
     pub lease: Duration,
     pub heartbeat: Duration,
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    pub shutdown_grace: Duration,
+    pub janitor_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +209,27 @@ impl Config {
         if let Some(v) = get("LOGPORT_MAX_RANGE_DAYS") {
             self.max_range_days = num("LOGPORT_MAX_RANGE_DAYS", &v)?;
         }
+        if let Some(v) = get("LOGPORT_MAX_QUEUED_PER_TENANT") {
+            self.max_queued_per_tenant = num("LOGPORT_MAX_QUEUED_PER_TENANT", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_MAX_RUNNING_PER_TENANT") {
+            self.max_running_per_tenant = num("LOGPORT_MAX_RUNNING_PER_TENANT", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_MAX_ROWS_PER_EXPORT") {
+            self.max_rows_per_export = num("LOGPORT_MAX_ROWS_PER_EXPORT", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_RETRY_BACKOFF") {
+            self.retry_backoff = v;
+        }
+        if let Some(v) = get("LOGPORT_RETRY_BACKOFF_MAX") {
+            self.retry_backoff_max = v;
+        }
+        if let Some(v) = get("LOGPORT_SHUTDOWN_GRACE") {
+            self.shutdown_grace = v;
+        }
+        if let Some(v) = get("LOGPORT_JANITOR_INTERVAL") {
+            self.janitor_interval = v;
+        }
         if let Some(v) = get("LOGPORT_MAX_ATTEMPTS") {
             self.max_attempts = num("LOGPORT_MAX_ATTEMPTS", &v)?;
         }
@@ -228,6 +274,12 @@ impl Config {
         if self.max_range_days == 0 {
             return Err(bad("max_range_days", "must be at least 1"));
         }
+        if self.max_queued_per_tenant == 0 {
+            return Err(bad("max_queued_per_tenant", "must be at least 1"));
+        }
+        if self.max_running_per_tenant == 0 {
+            return Err(bad("max_running_per_tenant", "must be at least 1"));
+        }
         for (key, v) in [
             ("ingest_max_bytes", self.ingest_max_bytes),
             ("ingest_max_line_bytes", self.ingest_max_line_bytes),
@@ -250,8 +302,22 @@ impl Config {
                 "must be positive and at most half the lease",
             ));
         }
-        if !(self.job_store_url.starts_with("sqlite://")) {
-            return Err(bad("job_store_url", "must be sqlite://PATH"));
+        let duration = |key: &str, v: &str| parse_duration(v).map_err(|m| bad(key, m));
+        let retry_backoff = duration("retry_backoff", &self.retry_backoff)?;
+        let retry_backoff_max = duration("retry_backoff_max", &self.retry_backoff_max)?;
+        let shutdown_grace = duration("shutdown_grace", &self.shutdown_grace)?;
+        let janitor_interval = duration("janitor_interval", &self.janitor_interval)?;
+        if janitor_interval.is_zero() {
+            return Err(bad("janitor_interval", "must be positive"));
+        }
+        let store_ok = ["sqlite://", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| self.job_store_url.starts_with(p));
+        if !store_ok {
+            return Err(bad(
+                "job_store_url",
+                "must be sqlite://PATH or postgres://USER@HOST:PORT/DATABASE",
+            ));
         }
         let object_store_url = match &self.object_store_url {
             Some(u) => u.clone(),
@@ -266,6 +332,10 @@ impl Config {
             export_ttl,
             lease,
             heartbeat,
+            retry_backoff,
+            retry_backoff_max,
+            shutdown_grace,
+            janitor_interval,
         })
     }
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use logport_api::{ApiLimits, AppState, Tokens};
+use logport_api::{ApiLimits, AppState, Quotas, Tokens};
 use logport_catalog::{Catalog, SpecLimits};
 use logport_export::{Exporter, Files, WorkerConfig, Workers};
+use logport_queue::{Clock, SystemClock};
 use logport_store::{Store, StoreConfig};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -177,10 +178,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(spec) => Tokens::parse_static(spec).map_err(anyhow::Error::msg)?,
         None => Tokens::default(),
     };
-    let spec_limits = SpecLimits {
-        max_range_days: raw.max_range_days,
-        ..SpecLimits::default()
-    };
+    let spec_limits = SpecLimits::default();
 
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
@@ -195,17 +193,22 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         std::process::id(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let workers = Workers::spawn(
         Arc::clone(&jobs),
         exporter,
+        Arc::clone(&clock),
         WorkerConfig {
             workers: raw.workers,
             lease: settings.lease,
             heartbeat: settings.heartbeat,
             poll: Duration::from_millis(500),
             ttl: settings.export_ttl,
-            backoff_base: Duration::from_secs(2),
-            backoff_max: Duration::from_secs(300),
+            backoff_base: settings.retry_backoff,
+            backoff_max: settings.retry_backoff_max,
+            max_running_per_tenant: raw.max_running_per_tenant,
+            grace: settings.shutdown_grace,
+            janitor_every: settings.janitor_interval,
             owner,
         },
         Arc::clone(&wake),
@@ -225,8 +228,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             json_max_bytes: raw.json_max_bytes,
         },
         spec_limits,
+        quotas: Quotas {
+            max_queued_per_tenant: raw.max_queued_per_tenant,
+            max_range_days: raw.max_range_days,
+            max_rows_per_export: (raw.max_rows_per_export > 0).then_some(raw.max_rows_per_export),
+        },
         max_attempts: raw.max_attempts,
         wake,
+        clock,
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -236,19 +245,45 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     })
     .bind(&raw.listen)
     .with_context(|| format!("cannot listen on {}", raw.listen))?
-    .shutdown_timeout(30)
+    .disable_signals()
+    .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
     .run();
     tracing::info!(listen = %raw.listen, workers = raw.workers, "logport serving");
+
+    // SIGTERM or Ctrl-C: stop accepting requests and claiming jobs at once; running
+    // exports get the grace period, then go back to the queue.
+    let handle = server.handle();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: no new requests or jobs; finishing running exports");
+        on_signal.cancel();
+        handle.stop(true).await;
+    });
     let result = server.await;
-    tracing::info!("shutting down: waiting for running exports");
     shutdown.cancel();
-    if tokio::time::timeout(Duration::from_secs(30), workers.join())
-        .await
-        .is_err()
-    {
+    let bound = settings.shutdown_grace + Duration::from_secs(10);
+    if tokio::time::timeout(bound, workers.join()).await.is_err() {
         tracing::warn!(
-            "exports still running at shutdown; their leases will expire and they will be retried"
+            "exports still running after the grace period; their leases will expire and they will be retried"
         );
     }
+    tracing::info!("logport stopped");
     result.context("the HTTP server failed")
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops logport");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

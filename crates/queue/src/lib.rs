@@ -7,6 +7,7 @@
 //! Time is passed in (`now`, Unix milliseconds) so tests move a clock instead of
 //! sleeping. Backends: SQLite (embedded, the default) and PostgreSQL.
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
 
 /// Where a job is in its life.
@@ -239,8 +241,18 @@ pub trait JobStore: Send + Sync + 'static {
     /// The tenant's jobs, newest first.
     async fn list(&self, tenant: &str, q: &ListQuery) -> Result<Vec<Job>, QueueError>;
 
-    /// Takes the next runnable job under a lease until `now + lease_ms`.
-    async fn claim(&self, owner: &str, lease_ms: i64, now: i64) -> Result<Option<Job>, QueueError>;
+    /// Takes the next runnable job under a lease until `now + lease_ms`. Tenants take
+    /// turns (the tenant claimed least recently goes first), and a tenant already
+    /// running `max_running_per_tenant` jobs is skipped.
+    async fn claim(
+        &self,
+        owner: &str,
+        opts: &ClaimOptions,
+        now: i64,
+    ) -> Result<Option<Job>, QueueError>;
+
+    /// How many queued (not yet running) jobs the tenant has.
+    async fn count_queued(&self, tenant: &str) -> Result<u64, QueueError>;
 
     /// Extends the lease and records progress.
     async fn heartbeat(
@@ -277,8 +289,18 @@ pub trait JobStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<JobStatus, QueueError>;
 
+    /// Gives a running job back to the queue without spending an attempt (graceful
+    /// shutdown): it becomes runnable at once.
+    async fn release(&self, lease: &Lease, now: i64) -> Result<bool, QueueError>;
+
     /// Requeues (or fails, when out of attempts) running jobs whose lease ran out.
     async fn reap_expired_leases(&self, now: i64) -> Result<u64, QueueError>;
+
+    /// Succeeded jobs whose files are past `expires_at`, oldest first.
+    async fn due_for_expiry(&self, now: i64, limit: u32) -> Result<Vec<Job>, QueueError>;
+
+    /// `succeeded → expired` (after the files were deleted).
+    async fn mark_expired(&self, id: &str, now: i64) -> Result<bool, QueueError>;
 
     /// Cancels a queued or running job of the tenant. Returns the job as it is now.
     async fn cancel(&self, tenant: &str, id: &str, now: i64) -> Result<Option<Job>, QueueError>;
@@ -287,12 +309,60 @@ pub trait JobStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), QueueError>;
 }
 
-/// Opens the job store a URL names: `sqlite://PATH` (created when missing).
+/// How a worker claims.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimOptions {
+    pub lease_ms: i64,
+    pub max_running_per_tenant: u32,
+}
+
+/// Opens the job store a URL names: `sqlite://PATH` (created when missing) or
+/// `postgres://…` (the database must exist; tables are created).
 pub async fn open(url: &str) -> Result<Arc<dyn JobStore>, QueueError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Arc::new(SqliteJobStore::open(path).await?));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresJobStore::open(url).await?));
+    }
     Err(QueueError::BadUrl(url.to_string()))
+}
+
+/// Where time comes from. Leases, backoff and expiry read it, so tests can move time
+/// instead of sleeping.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(start_ms: i64) -> Self {
+        ManualClock(std::sync::atomic::AtomicI64::new(start_ms))
+    }
+
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// A stable digest of a request body, for idempotency comparisons.

@@ -14,8 +14,8 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use crate::{
-    Created, Heartbeat, Job, JobError, JobStatus, JobStore, Lease, ListQuery, NewJob, Part,
-    Progress, QueueError,
+    ClaimOptions, Created, Heartbeat, Job, JobError, JobStatus, JobStore, Lease, ListQuery, NewJob,
+    Part, Progress, QueueError,
 };
 
 pub struct SqliteJobStore {
@@ -236,27 +236,60 @@ impl JobStore for SqliteJobStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn claim(&self, owner: &str, lease_ms: i64, now: i64) -> Result<Option<Job>, QueueError> {
+    async fn claim(
+        &self,
+        owner: &str,
+        opts: &ClaimOptions,
+        now: i64,
+    ) -> Result<Option<Job>, QueueError> {
+        // The UPDATE comes first so the transaction takes SQLite's write lock at once.
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?,
                  lease_until = ?, started_at = COALESCE(started_at, ?), updated_at = ?,
                  progress_rows = 0, progress_bytes = 0
-             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= ?
-                         ORDER BY run_after, created_at, id LIMIT 1)
+             WHERE id = (
+                 SELECT j.id FROM jobs j LEFT JOIN tenant_turns t ON t.tenant = j.tenant
+                 WHERE j.status = 'queued' AND j.run_after <= ?
+                   AND (SELECT count(*) FROM jobs r
+                        WHERE r.tenant = j.tenant AND r.status = 'running') < ?
+                 ORDER BY COALESCE(t.last_claim_at, 0), j.created_at, j.id
+                 LIMIT 1)
                AND status = 'queued'
              RETURNING *",
         )
         .bind(owner)
-        .bind(now + lease_ms)
+        .bind(now + opts.lease_ms)
         .bind(now)
         .bind(now)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .bind(i64::from(opts.max_running_per_tenant))
+        .fetch_optional(&mut *tx)
         .await?;
-        match row {
-            Some(r) => Ok(Some(self.with_parts(&r).await?)),
-            None => Ok(None),
-        }
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let tenant: String = row.try_get("tenant")?;
+        sqlx::query(
+            "INSERT INTO tenant_turns (tenant, last_claim_at) VALUES (?, ?)
+             ON CONFLICT (tenant) DO UPDATE SET last_claim_at = excluded.last_claim_at",
+        )
+        .bind(&tenant)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(self.with_parts(&row).await?))
+    }
+
+    async fn count_queued(&self, tenant: &str) -> Result<u64, QueueError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE tenant = ? AND status = 'queued'")
+                .bind(tenant)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n as u64)
     }
 
     async fn heartbeat(
@@ -387,6 +420,44 @@ impl JobStore for SqliteJobStore {
             .as_deref()
             .and_then(JobStatus::parse)
             .unwrap_or(JobStatus::Running))
+    }
+
+    async fn release(&self, lease: &Lease, now: i64) -> Result<bool, QueueError> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'queued', run_after = ?, max_attempts = max_attempts + 1,
+                 lease_owner = NULL, lease_until = NULL, updated_at = ?
+             WHERE {FENCE}"
+        );
+        let q = sqlx::query(AssertSqlSafe(sql)).bind(now).bind(now);
+        Ok(fenced(q, lease).execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn due_for_expiry(&self, now: i64, limit: u32) -> Result<Vec<Job>, QueueError> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE status = 'succeeded' AND expires_at <= ?
+             ORDER BY expires_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for r in &rows {
+            jobs.push(self.with_parts(r).await?);
+        }
+        Ok(jobs)
+    }
+
+    async fn mark_expired(&self, id: &str, now: i64) -> Result<bool, QueueError> {
+        let n = sqlx::query(
+            "UPDATE jobs SET status = 'expired', updated_at = ? WHERE id = ? AND status = 'succeeded'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     async fn reap_expired_leases(&self, now: i64) -> Result<u64, QueueError> {

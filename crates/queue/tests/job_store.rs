@@ -5,12 +5,16 @@
 use std::sync::Arc;
 
 use logport_queue::{
-    Created, Heartbeat, JobError, JobStatus, JobStore, ListQuery, NewJob, Part, Progress,
-    QueueError, SqliteJobStore,
+    ClaimOptions, Created, Heartbeat, JobError, JobStatus, JobStore, ListQuery, NewJob, Part,
+    PostgresJobStore, Progress, QueueError, SqliteJobStore,
 };
 use serde_json::json;
 
 const LEASE: i64 = 30_000;
+const OPTS: ClaimOptions = ClaimOptions {
+    lease_ms: LEASE,
+    max_running_per_tenant: 100,
+};
 const T0: i64 = 1_800_000_000_000;
 
 fn new_job(tenant: &str, key: Option<&str>, body: serde_json::Value) -> NewJob {
@@ -23,11 +27,54 @@ fn new_job(tenant: &str, key: Option<&str>, body: serde_json::Value) -> NewJob {
     }
 }
 
-async fn sqlite() -> (Arc<dyn JobStore>, tempfile::TempDir) {
+enum Guard {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Database(String),
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Guard::Database(name) = self {
+            let _ = std::process::Command::new("psql")
+                .args([
+                    &admin_url(),
+                    "-qc",
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ])
+                .output();
+        }
+    }
+}
+
+async fn sqlite() -> (Arc<dyn JobStore>, Guard) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
     let store = SqliteJobStore::open(path.to_str().unwrap()).await.unwrap();
-    (Arc::new(store), dir)
+    (Arc::new(store), Guard::Dir(dir))
+}
+
+/// The PostgreSQL server tests use; each test gets a database of its own.
+fn admin_url() -> String {
+    std::env::var("LOGPORT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+async fn postgres() -> (Arc<dyn JobStore>, Guard) {
+    use sqlx::Executor;
+    let admin = admin_url();
+    let name = format!("lpq_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::PgPool::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for these tests: {e}"));
+    pool.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
+    pool.close().await;
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    let store = PostgresJobStore::open(&format!("{base}/{name}"))
+        .await
+        .unwrap();
+    (Arc::new(store), Guard::Database(name))
 }
 
 macro_rules! suite {
@@ -55,6 +102,31 @@ suite!(
     idempotency_keys,
     list_pages_newest_first,
     parts_of_the_published_attempt,
+    tenants_take_turns,
+    running_limit_per_tenant,
+    release_gives_the_job_back,
+    expiry,
+    concurrent_idempotent_creates_make_one_job,
+    concurrent_claims_take_each_job_once,
+);
+
+suite!(
+    postgres,
+    create_get_and_tenant_walls,
+    claim_runs_each_job_once,
+    fencing_rejects_a_stale_lease,
+    cancel_queued_and_running,
+    retry_then_fail_after_max_attempts,
+    expired_leases_are_requeued,
+    idempotency_keys,
+    list_pages_newest_first,
+    parts_of_the_published_attempt,
+    tenants_take_turns,
+    running_limit_per_tenant,
+    release_gives_the_job_back,
+    expiry,
+    concurrent_idempotent_creates_make_one_job,
+    concurrent_claims_take_each_job_once,
 );
 
 async fn create_get_and_tenant_walls(s: &dyn JobStore) {
@@ -96,25 +168,25 @@ async fn claim_runs_each_job_once(s: &dyn JobStore) {
         .create(new_job("acme", None, json!({"n": 2})), T0 + 1)
         .await
         .unwrap();
-    let first = s.claim("w1", LEASE, T0 + 10).await.unwrap().unwrap();
-    let second = s.claim("w2", LEASE, T0 + 10).await.unwrap().unwrap();
+    let first = s.claim("w1", &OPTS, T0 + 10).await.unwrap().unwrap();
+    let second = s.claim("w2", &OPTS, T0 + 10).await.unwrap().unwrap();
     assert_eq!(first.id, a.job().id);
     assert_eq!(second.id, b.job().id);
     assert_eq!(first.status, JobStatus::Running);
     assert_eq!(first.attempts, 1);
     assert_eq!(first.started_at, Some(T0 + 10));
-    assert!(s.claim("w3", LEASE, T0 + 10).await.unwrap().is_none());
+    assert!(s.claim("w3", &OPTS, T0 + 10).await.unwrap().is_none());
 }
 
 async fn fencing_rejects_a_stale_lease(s: &dyn JobStore) {
     s.create(new_job("acme", None, json!({})), T0)
         .await
         .unwrap();
-    let job = s.claim("w1", LEASE, T0).await.unwrap().unwrap();
+    let job = s.claim("w1", &OPTS, T0).await.unwrap().unwrap();
     let stale = job.lease().unwrap();
     // The lease runs out; the job is requeued and claimed by another worker.
     assert_eq!(s.reap_expired_leases(T0 + LEASE + 1).await.unwrap(), 1);
-    let again = s.claim("w2", LEASE, T0 + LEASE + 2).await.unwrap().unwrap();
+    let again = s.claim("w2", &OPTS, T0 + LEASE + 2).await.unwrap().unwrap();
     assert_eq!(again.attempts, 2);
     let now = T0 + LEASE + 3;
     let part = Part {
@@ -195,14 +267,14 @@ async fn cancel_queued_and_running(s: &dyn JobStore) {
         .unwrap();
     assert_eq!(canceled.status, JobStatus::Canceled);
     assert!(
-        s.claim("w", LEASE, T0 + 2).await.unwrap().is_none(),
+        s.claim("w", &OPTS, T0 + 2).await.unwrap().is_none(),
         "a canceled job never runs"
     );
 
     s.create(new_job("acme", None, json!({"r": 1})), T0 + 3)
         .await
         .unwrap();
-    let running = s.claim("w", LEASE, T0 + 4).await.unwrap().unwrap();
+    let running = s.claim("w", &OPTS, T0 + 4).await.unwrap().unwrap();
     let after = s
         .cancel("acme", &running.id, T0 + 5)
         .await
@@ -244,7 +316,7 @@ async fn retry_then_fail_after_max_attempts(s: &dyn JobStore) {
     };
     let mut now = T0;
     for attempt in 1..=3 {
-        let job = s.claim("w", LEASE, now).await.unwrap().unwrap();
+        let job = s.claim("w", &OPTS, now).await.unwrap().unwrap();
         assert_eq!(job.attempts, attempt);
         let next = s
             .retry(&job.lease().unwrap(), &err, now + 1000, now)
@@ -253,7 +325,7 @@ async fn retry_then_fail_after_max_attempts(s: &dyn JobStore) {
         if attempt < 3 {
             assert_eq!(next, JobStatus::Queued);
             assert!(
-                s.claim("w", LEASE, now + 999).await.unwrap().is_none(),
+                s.claim("w", &OPTS, now + 999).await.unwrap().is_none(),
                 "backoff respected"
             );
             now += 1000;
@@ -270,7 +342,7 @@ async fn expired_leases_are_requeued(s: &dyn JobStore) {
     s.create(new_job("acme", None, json!({})), T0)
         .await
         .unwrap();
-    let job = s.claim("w", LEASE, T0).await.unwrap().unwrap();
+    let job = s.claim("w", &OPTS, T0).await.unwrap().unwrap();
     assert_eq!(
         s.heartbeat(
             &job.lease().unwrap(),
@@ -369,7 +441,7 @@ async fn parts_of_the_published_attempt(s: &dyn JobStore) {
     s.create(new_job("acme", None, json!({})), T0)
         .await
         .unwrap();
-    let first = s.claim("w", LEASE, T0).await.unwrap().unwrap();
+    let first = s.claim("w", &OPTS, T0).await.unwrap().unwrap();
     let l1 = first.lease().unwrap();
     let part = |n: u32, key: &str| Part {
         n,
@@ -384,7 +456,7 @@ async fn parts_of_the_published_attempt(s: &dyn JobStore) {
         message: "y".into(),
     };
     s.retry(&l1, &err, T0, T0).await.unwrap();
-    let second = s.claim("w", LEASE, T0 + 1).await.unwrap().unwrap();
+    let second = s.claim("w", &OPTS, T0 + 1).await.unwrap().unwrap();
     assert!(
         second.parts.is_empty(),
         "a new attempt starts with no parts"
@@ -404,4 +476,159 @@ async fn parts_of_the_published_attempt(s: &dyn JobStore) {
         ["a2/p1", "a2/p2"]
     );
     assert_eq!(done.manifest_key.as_deref(), Some("a2/manifest.json"));
+}
+
+async fn tenants_take_turns(s: &dyn JobStore) {
+    // acme queues 100 jobs first; globex's single job must run within one slot.
+    for i in 0..100 {
+        s.create(new_job("acme", None, json!({"i": i})), T0 + i)
+            .await
+            .unwrap();
+    }
+    s.create(new_job("globex", None, json!({})), T0 + 200)
+        .await
+        .unwrap();
+    let first = s.claim("w", &OPTS, T0 + 300).await.unwrap().unwrap();
+    let second = s.claim("w", &OPTS, T0 + 301).await.unwrap().unwrap();
+    let tenants = [first.tenant.as_str(), second.tenant.as_str()];
+    assert!(
+        tenants.contains(&"globex"),
+        "globex waited more than one slot: {tenants:?}"
+    );
+    // Then turns alternate while both have work.
+    s.create(new_job("globex", None, json!({"again": 1})), T0 + 302)
+        .await
+        .unwrap();
+    let third = s.claim("w", &OPTS, T0 + 303).await.unwrap().unwrap();
+    let fourth = s.claim("w", &OPTS, T0 + 304).await.unwrap().unwrap();
+    assert_ne!(third.tenant, fourth.tenant);
+}
+
+async fn running_limit_per_tenant(s: &dyn JobStore) {
+    for i in 0..3 {
+        s.create(new_job("acme", None, json!({"i": i})), T0 + i)
+            .await
+            .unwrap();
+    }
+    let opts = ClaimOptions {
+        lease_ms: LEASE,
+        max_running_per_tenant: 2,
+    };
+    let a = s.claim("w", &opts, T0 + 10).await.unwrap().unwrap();
+    s.claim("w", &opts, T0 + 11).await.unwrap().unwrap();
+    assert!(
+        s.claim("w", &opts, T0 + 12).await.unwrap().is_none(),
+        "limit of 2 running"
+    );
+    assert_eq!(s.count_queued("acme").await.unwrap(), 1);
+    assert_eq!(s.count_queued("globex").await.unwrap(), 0);
+    s.succeed(
+        &a.lease().unwrap(),
+        "m",
+        Progress::default(),
+        T0 + 99,
+        T0 + 13,
+    )
+    .await
+    .unwrap();
+    assert!(s.claim("w", &opts, T0 + 14).await.unwrap().is_some());
+}
+
+async fn release_gives_the_job_back(s: &dyn JobStore) {
+    let mut job = new_job("acme", None, json!({}));
+    job.max_attempts = 1;
+    s.create(job, T0).await.unwrap();
+    let claimed = s.claim("w1", &OPTS, T0).await.unwrap().unwrap();
+    let lease = claimed.lease().unwrap();
+    assert!(s.release(&lease, T0 + 1).await.unwrap());
+    assert!(
+        !s.release(&lease, T0 + 1).await.unwrap(),
+        "a released lease is gone"
+    );
+    let again = s.claim("w2", &OPTS, T0 + 2).await.unwrap().unwrap();
+    assert_eq!(again.attempts, 2);
+    // The release did not spend the only attempt: a retryable error still gets a retry.
+    let err = JobError {
+        code: "x".into(),
+        message: "y".into(),
+    };
+    assert_eq!(
+        s.retry(&again.lease().unwrap(), &err, T0, T0 + 3)
+            .await
+            .unwrap(),
+        JobStatus::Failed
+    );
+    assert_eq!(
+        s.heartbeat(&lease, Progress::default(), LEASE, T0 + 4)
+            .await
+            .unwrap(),
+        Heartbeat::Lost
+    );
+}
+
+async fn expiry(s: &dyn JobStore) {
+    s.create(new_job("acme", None, json!({})), T0)
+        .await
+        .unwrap();
+    let job = s.claim("w", &OPTS, T0).await.unwrap().unwrap();
+    s.succeed(
+        &job.lease().unwrap(),
+        "m",
+        Progress::default(),
+        T0 + 1000,
+        T0,
+    )
+    .await
+    .unwrap();
+    assert!(s.due_for_expiry(T0 + 999, 10).await.unwrap().is_empty());
+    let due = s.due_for_expiry(T0 + 1000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert!(s.mark_expired(&job.id, T0 + 1001).await.unwrap());
+    assert!(!s.mark_expired(&job.id, T0 + 1002).await.unwrap());
+    assert_eq!(
+        s.get("acme", &job.id).await.unwrap().unwrap().status,
+        JobStatus::Expired
+    );
+    assert!(s.due_for_expiry(T0 + 5000, 10).await.unwrap().is_empty());
+}
+
+async fn concurrent_idempotent_creates_make_one_job(s: &dyn JobStore) {
+    let tries = (0..20).map(|_| s.create(new_job("acme", Some("same"), json!({"k": 1})), T0));
+    let results = futures::future::join_all(tries).await;
+    let ids: std::collections::HashSet<String> = results
+        .into_iter()
+        .map(|r| r.unwrap().job().id.clone())
+        .collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(s.count_queued("acme").await.unwrap(), 1);
+}
+
+async fn concurrent_claims_take_each_job_once(s: &dyn JobStore) {
+    for i in 0..40 {
+        s.create(
+            new_job(
+                if i % 2 == 0 { "acme" } else { "globex" },
+                None,
+                json!({"i": i}),
+            ),
+            T0 + i,
+        )
+        .await
+        .unwrap();
+    }
+    let claims = (0..8).map(|w| async move {
+        let mut mine = Vec::new();
+        while let Some(job) = s.claim(&format!("w{w}"), &OPTS, T0 + 100).await.unwrap() {
+            mine.push(job.id);
+        }
+        mine
+    });
+    let all: Vec<String> = futures::future::join_all(claims)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let unique: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 40);
+    assert_eq!(unique.len(), 40, "a job was claimed twice");
 }

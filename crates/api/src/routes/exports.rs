@@ -60,6 +60,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let (request, spec) = read_request(&req, payload, &state).await?;
+    check_quotas(&state, &caller, &spec).await?;
     let normalized = serde_json::to_value(request.normalized(&state.catalog))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let created = state
@@ -72,7 +73,7 @@ pub async fn create(
                 idempotency_key: key,
                 max_attempts: state.max_attempts,
             },
-            logport_queue::now_ms(),
+            state.clock.now_ms(),
         )
         .await?;
     let job = created.job();
@@ -92,6 +93,68 @@ pub async fn create(
     Ok(resp
         .insert_header((header::LOCATION, location))
         .json(job_view(job)))
+}
+
+/// The per-tenant limits a new export must fit.
+async fn check_quotas(
+    state: &AppState,
+    caller: &Caller,
+    spec: &ExportSpec,
+) -> Result<(), ApiError> {
+    let q = &state.quotas;
+    let days = (spec.until - spec.since).div_euclid(86_400)
+        + i64::from((spec.until - spec.since) % 86_400 != 0);
+    if days > i64::from(q.max_range_days) {
+        return Err(ApiError::TooMany {
+            limit: "max_range_days",
+            field: Some("date_until".into()),
+            detail: format!(
+                "an export may cover at most {} days; this one covers {days}: split it",
+                q.max_range_days
+            ),
+            retry_after: 60,
+        });
+    }
+    let queued = state.jobs.count_queued(&caller.tenant).await?;
+    if queued >= q.max_queued_per_tenant {
+        return Err(ApiError::TooMany {
+            limit: "max_queued_per_tenant",
+            field: None,
+            detail: format!(
+                "{queued} exports are already queued for this account (the limit is {}); \
+                 wait until some finish",
+                q.max_queued_per_tenant
+            ),
+            retry_after: 30,
+        });
+    }
+    if let Some(max_rows) = q.max_rows_per_export {
+        let slice = state
+            .catalog
+            .slice(&spec.slice)
+            .ok_or_else(|| ApiError::UnknownSlice(spec.slice.clone()))?;
+        let sel = Selection {
+            database: state.store.database(),
+            slice,
+            tenant: &caller.tenant,
+            spec,
+            watermark: None,
+        };
+        let rows = state.store.count(&sel.count_sql()).await?;
+        let rows = spec.limit.map_or(rows, |l| rows.min(l));
+        if rows > max_rows {
+            return Err(ApiError::TooMany {
+                limit: "max_rows_per_export",
+                field: None,
+                detail: format!(
+                    "this export would return {rows} rows; the limit is {max_rows}: \
+                     narrow the date range or the filters, or set `limit`"
+                ),
+                retry_after: 60,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -195,7 +258,7 @@ pub async fn cancel(
     }
     let job = state
         .jobs
-        .cancel(&caller.tenant, &job.id, logport_queue::now_ms())
+        .cancel(&caller.tenant, &job.id, state.clock.now_ms())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("export {}", job.id)))?;
     tracing::info!(tenant = %caller.tenant, job_id = %job.id, "export canceled");
