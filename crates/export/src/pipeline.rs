@@ -240,8 +240,15 @@ impl Exporter {
             }
             if matches!(e, ExportError::Canceled) {
                 // Stop the server's work too; the job is already canceled in the store.
-                if let Err(kill) = self.store.kill_query(&query_id).await {
-                    tracing::warn!(error = %kill, %query_id, "could not kill export query");
+                let kill = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    self.store.kill_query(&query_id),
+                )
+                .await;
+                match kill {
+                    Ok(Ok(())) => tracing::info!(%query_id, "export query killed"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, %query_id, "could not kill export query"),
+                    Err(_) => tracing::warn!(%query_id, "KILL QUERY timed out"),
                 }
             }
             return Err(e);
