@@ -75,6 +75,12 @@ pub struct ExportRequest {
     pub compression: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_max_rows: Option<u64>,
+    /// Split parts once they hold this many (uncompressed) bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_max_bytes: Option<u64>,
+    /// Start every CSV/TSV part with a UTF-8 byte order mark (for Excel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utf8_bom: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
 }
@@ -278,6 +284,8 @@ pub struct ExportSpec {
     pub format: Format,
     pub compression: Compression,
     pub part_max_rows: Option<u64>,
+    pub part_max_bytes: Option<u64>,
+    pub utf8_bom: bool,
     pub limit: Option<u64>,
 }
 
@@ -402,6 +410,16 @@ impl ExportRequest {
         if self.part_max_rows == Some(0) {
             return Err(SpecError::invalid("part_max_rows", "must be at least 1"));
         }
+        if self.part_max_bytes.is_some_and(|b| b < 1024) {
+            return Err(SpecError::invalid("part_max_bytes", "must be at least 1024"));
+        }
+        let utf8_bom = self.utf8_bom.unwrap_or(false);
+        if utf8_bom && !matches!(format, Format::Csv | Format::Tsv) {
+            return Err(SpecError::invalid(
+                "utf8_bom",
+                "a byte order mark applies to csv and tsv only",
+            ));
+        }
         if self.limit == Some(0) {
             return Err(SpecError::invalid("limit", "must be at least 1"));
         }
@@ -417,6 +435,8 @@ impl ExportRequest {
             format,
             compression,
             part_max_rows: self.part_max_rows,
+            part_max_bytes: self.part_max_bytes,
+            utf8_bom,
             limit: self.limit,
         })
     }
@@ -700,6 +720,14 @@ default = false
         assert_eq!(
             err_field(with(json!({"part_max_rows": 0}))),
             "part_max_rows"
+        );
+        assert_eq!(
+            err_field(with(json!({"part_max_bytes": 10}))),
+            "part_max_bytes"
+        );
+        assert_eq!(
+            err_field(with(json!({"utf8_bom": true, "format": "jsonl"}))),
+            "utf8_bom"
         );
         assert_eq!(err_field(with(json!({"limit": 0}))), "limit");
         assert_eq!(err_field(with(json!({"colour": 1}))), "colour");

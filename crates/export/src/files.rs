@@ -66,6 +66,12 @@ impl Files {
         }
     }
 
+    /// Whether uploads may carry attributes (Content-Type, Content-Disposition); the
+    /// local file system keeps none.
+    pub fn supports_attributes(&self) -> bool {
+        !self.url.starts_with("file:")
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -4,6 +4,7 @@
 //! streams the rows from ClickHouse into parts in object storage, records each part
 //! as it completes, writes the manifest last, and only then marks the job succeeded.
 
+pub mod columnar;
 pub mod files;
 pub mod pipeline;
 pub mod scan;
@@ -33,6 +34,9 @@ pub enum ExportError {
     Files(String),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// ClickHouse's RowBinary did not decode (a transient garbled response).
+    #[error("decoding the result failed: {0}")]
+    Decode(String),
     /// ClickHouse's response ended inside a record.
     #[error("the result stream from ClickHouse ended early")]
     Truncated,
@@ -59,7 +63,10 @@ impl ExportError {
         match self {
             ExportError::InvalidRequest(_) | ExportError::Unsupported(_) => false,
             ExportError::Store(e) => e.is_retryable(),
-            ExportError::Files(_) | ExportError::Queue(_) | ExportError::Truncated => true,
+            ExportError::Files(_)
+            | ExportError::Queue(_)
+            | ExportError::Truncated
+            | ExportError::Decode(_) => true,
             ExportError::Canceled | ExportError::LeaseLost => false,
         }
     }
@@ -74,6 +81,7 @@ impl ExportError {
             ExportError::Files(_) => "object_store_error",
             ExportError::Queue(_) => "job_store_error",
             ExportError::Truncated => "truncated_result",
+            ExportError::Decode(_) => "decode_error",
             ExportError::Canceled => "canceled",
             ExportError::LeaseLost => "lease_lost",
         }

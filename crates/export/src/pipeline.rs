@@ -1,25 +1,39 @@
-//! One attempt of one export: ClickHouse's formatted stream, cut into parts at record
-//! boundaries, each part uploaded with its sha256, then the manifest.
+//! One attempt of one export: ClickHouse's stream, cut into parts, each part uploaded
+//! with its sha256, then the manifest.
 //!
-//! Nothing here holds more than a chunk of the result: bytes flow from the HTTP
-//! response of ClickHouse through a small buffer into a multipart upload. CSV, TSV and
-//! JSON lines are ClickHouse's own output (`CSV`, `TabSeparated`, `JSONEachRow` — the
-//! fastest path there is); `json` wraps `JSONEachRow` records in `{"data":[…]}`.
+//! Nothing here holds more than a chunk of the result (Parquet: one row group): bytes
+//! flow from the HTTP response of ClickHouse through a small buffer into a multipart
+//! upload. CSV, TSV and JSON lines are ClickHouse's own output (`CSV`, `TabSeparated`,
+//! `JSONEachRow` — the fastest path there is), passed through untouched except where a
+//! format needs it (CSV NULLs become empty fields; `json` wraps records in
+//! `{"data":[…]}`). Parquet is RowBinary decoded into Arrow batches
+//! ([`crate::columnar`]). Parts are cut at record boundaries by `part_max_rows` and
+//! `part_max_bytes` (uncompressed size).
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use logport_catalog::{time, Catalog, ExportRequest, ExportSpec, Format, SpecLimits};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use logport_catalog::{
+    time, Catalog, ColumnType, Compression, ExportRequest, ExportSpec, Format, SpecLimits,
+};
 use logport_queue::{Job, JobStore, Lease, Part, Progress};
-use logport_store::{Selection, Store};
+use logport_store::{ByteStream, Selection, Store};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
+use object_store::{Attribute, Attributes};
+use parquet::arrow::async_writer::{AsyncArrowWriter, AsyncFileWriter};
+use parquet::basic::ZstdLevel;
+use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::columnar::RowBinaryDecoder;
 use crate::files::{self, Files};
 use crate::scan::{Framing, Scanner};
 use crate::ExportError;
@@ -85,51 +99,16 @@ pub struct ManifestPart {
     pub sha256: String,
 }
 
-/// How one export format is produced.
-struct Plan {
+/// How a text format is produced from ClickHouse's output.
+struct TextPlan {
     clickhouse_format: &'static str,
     framing: Framing,
-    ext: &'static str,
-    header: Option<Vec<u8>>,
+    /// Written at the start of every part (BOM, header row, `{"data":[`).
+    head: Vec<u8>,
     /// Wrap records as `{"data":[r1,\nr2]}`.
     json_array: bool,
-}
-
-fn plan(spec: &ExportSpec) -> Result<Plan, ExportError> {
-    let header = |sep: &str| Some(format!("{}\n", spec.fields.join(sep)).into_bytes());
-    Ok(match spec.format {
-        Format::Csv => Plan {
-            clickhouse_format: "CSV",
-            framing: Framing::Csv,
-            ext: "csv",
-            header: header(","),
-            json_array: false,
-        },
-        Format::Tsv => Plan {
-            clickhouse_format: "TabSeparated",
-            framing: Framing::Lines,
-            ext: "tsv",
-            header: header("\t"),
-            json_array: false,
-        },
-        Format::Jsonl => Plan {
-            clickhouse_format: "JSONEachRow",
-            framing: Framing::Lines,
-            ext: "jsonl",
-            header: None,
-            json_array: false,
-        },
-        Format::Json => Plan {
-            clickhouse_format: "JSONEachRow",
-            framing: Framing::Lines,
-            ext: "json",
-            header: Some(b"{\"data\":[\n".to_vec()),
-            json_array: true,
-        },
-        Format::Parquet => {
-            return Err(ExportError::Unsupported("parquet".into()));
-        }
-    })
+    /// Rewrite ClickHouse's CSV NULL (`\N`) as an empty field.
+    csv_nulls: bool,
 }
 
 /// Settings that make ClickHouse's text output exact and identical across versions.
@@ -138,12 +117,84 @@ const OUTPUT_SETTINGS: &[(&str, &str)] = &[
     ("output_format_json_escape_forward_slashes", "0"),
 ];
 
+/// Bytes buffered before handing them to the object store writer.
+const BUF: usize = 1 << 20;
+/// Bytes the object store writer buffers before it starts a multipart upload (also
+/// the size of each uploaded chunk; S3 wants at least 5 MiB).
+const UPLOAD_BUFFER: usize = 8 << 20;
+/// Rows per Arrow batch.
+const BATCH_ROWS: usize = 64 * 1024;
+/// Rows per Parquet row group (a row group is what a Parquet writer holds in memory).
+const ROW_GROUP_ROWS: usize = 256 * 1024;
+/// A row group is closed early once it buffers this many bytes, to bound memory.
+const ROW_GROUP_BYTES: usize = 64 << 20;
+
 /// Runs export attempts.
 pub struct Exporter {
     pub store: Store,
     pub files: Files,
     pub catalog: Arc<Catalog>,
     pub limits: SpecLimits,
+}
+
+/// Where parts go and how they are recorded.
+struct Sink<'a, 'b> {
+    exporter: &'a Exporter,
+    attempt: &'a Attempt<'b>,
+    prefix: String,
+    ext: String,
+    content_type: &'static str,
+    parts: Vec<Part>,
+}
+
+impl Sink<'_, '_> {
+    fn next_key(&self) -> (u32, String) {
+        let n = self.parts.len() as u32 + 1;
+        (n, format!("{}/{}", self.prefix, files::part_name(n, &self.ext)))
+    }
+
+    fn upload(&self, key: &str) -> Upload {
+        let mut writer = BufWriter::with_capacity(
+            self.exporter.files.store(),
+            Path::from(key),
+            UPLOAD_BUFFER,
+        );
+        if self.exporter.files.supports_attributes() {
+            // S3 serves presigned downloads with these headers.
+            let name = format!(
+                "{}-{}",
+                self.attempt.job.id,
+                key.rsplit('/').next().unwrap_or(key)
+            );
+            let mut attrs = Attributes::new();
+            attrs.insert(Attribute::ContentType, self.content_type.into());
+            attrs.insert(
+                Attribute::ContentDisposition,
+                format!("attachment; filename=\"{name}\"").into(),
+            );
+            writer = writer.with_attributes(attrs);
+        }
+        Upload {
+            writer,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Records a finished part in the job store (fenced by the lease).
+    async fn record(&mut self, part: Part) -> Result<(), ExportError> {
+        if !self
+            .attempt
+            .jobs
+            .add_part(self.attempt.lease, &part, logport_queue::now_ms())
+            .await?
+        {
+            return Err(ExportError::LeaseLost);
+        }
+        self.attempt.counters.parts.fetch_add(1, Ordering::Relaxed);
+        self.parts.push(part);
+        Ok(())
+    }
 }
 
 impl Exporter {
@@ -164,7 +215,11 @@ impl Exporter {
             .catalog
             .slice(&spec.slice)
             .ok_or_else(|| ExportError::InvalidRequest(format!("unknown slice {}", spec.slice)))?;
-        let plan = plan(&spec)?;
+        let columns: Vec<(String, ColumnType)> = spec
+            .fields
+            .iter()
+            .filter_map(|f| slice.field(f).map(|fd| (f.clone(), fd.ty.clone())))
+            .collect();
         let selection = Selection {
             database: self.store.database(),
             slice,
@@ -174,70 +229,34 @@ impl Exporter {
         };
         let sql = selection.export_sql();
         let query_id = format!("logport-{}-{}", job.id, a.lease.attempt);
-        let prefix = files::attempt_prefix(&job.tenant, &job.id, a.lease.attempt);
         tracing::debug!(%sql, %query_id, "export query");
 
-        let mut stream =
-            self.store
-                .stream(&sql, plan.clickhouse_format, &query_id, OUTPUT_SETTINGS)?;
-        let mut scanner = Scanner::new(plan.framing);
-        let max_rows = spec.part_max_rows.unwrap_or(u64::MAX);
-        let mut parts: Vec<Part> = Vec::new();
-        let mut current: Option<PartWriter> = None;
-
-        let result: Result<(), ExportError> = async {
-            loop {
-                let chunk = tokio::select! {
-                    biased;
-                    _ = a.cancel.cancelled() => return Err(ExportError::Canceled),
-                    next = stream.next() => next?,
-                };
-                let Some(chunk) = chunk else { break };
-                let mut pos = 0;
-                while pos < chunk.len() {
-                    let part = match current.as_mut() {
-                        Some(p) => p,
-                        None => current.insert(
-                            self.open_part(&prefix, parts.len() as u32 + 1, &plan)
-                                .await?,
-                        ),
-                    };
-                    let (used, records) = scanner.scan(&chunk[pos..], max_rows - part.rows);
-                    part.write_records(&chunk[pos..pos + used], records, &plan)
-                        .await?;
-                    a.counters.rows.fetch_add(records, Ordering::Relaxed);
-                    a.counters.bytes.fetch_add(used as u64, Ordering::Relaxed);
-                    pos += used;
-                    if part.rows >= max_rows {
-                        if let Some(done) = current.take() {
-                            parts.push(self.close_part(done, &plan, &a).await?);
-                        }
-                    }
-                }
+        let (ext, content_type) = file_kind(&spec);
+        let mut sink = Sink {
+            exporter: self,
+            attempt: &a,
+            prefix: files::attempt_prefix(&job.tenant, &job.id, a.lease.attempt),
+            content_type,
+            ext,
+            parts: Vec::new(),
+        };
+        let result = match spec.format {
+            Format::Parquet => {
+                let expected = self.store.count(&selection.count_sql()).await?;
+                let expected = spec.limit.map_or(expected, |l| expected.min(l));
+                let stream = self.store.stream(&sql, "RowBinary", &query_id, &[])?;
+                self.parquet_parts(stream, &columns, &spec, &mut sink, expected)
+                    .await
             }
-            if let Some(text) = scanner.suspected_exception() {
-                if let Some(e) = logport_store::trailing_exception(text) {
-                    return Err(e.into());
-                }
+            _ => {
+                let plan = text_plan(&spec, &columns);
+                let stream =
+                    self.store
+                        .stream(&sql, plan.clickhouse_format, &query_id, OUTPUT_SETTINGS)?;
+                self.text_parts(stream, &plan, &spec, &mut sink).await
             }
-            if scanner.pending() > 0 {
-                return Err(ExportError::Truncated);
-            }
-            // An empty result is still one (header-only) part, so clients always get a file.
-            if current.is_none() && parts.is_empty() {
-                current = Some(self.open_part(&prefix, 1, &plan).await?);
-            }
-            if let Some(done) = current.take() {
-                parts.push(self.close_part(done, &plan, &a).await?);
-            }
-            Ok(())
-        }
-        .await;
-
+        };
         if let Err(e) = result {
-            if let Some(mut open) = current.take() {
-                open.abort().await;
-            }
             if matches!(e, ExportError::Canceled) {
                 // Stop the server's work too; the job is already canceled in the store.
                 let kill = tokio::time::timeout(
@@ -247,12 +266,17 @@ impl Exporter {
                 .await;
                 match kill {
                     Ok(Ok(())) => tracing::info!(%query_id, "export query killed"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, %query_id, "could not kill export query"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, %query_id, "could not kill export query")
+                    }
                     Err(_) => tracing::warn!(%query_id, "KILL QUERY timed out"),
                 }
             }
             return Err(e);
         }
+        let parts = std::mem::take(&mut sink.parts);
+        let prefix = sink.prefix.clone();
+        drop(sink);
 
         let totals = Progress {
             rows: parts.iter().map(|p| p.rows).sum(),
@@ -260,15 +284,17 @@ impl Exporter {
             parts: parts.len() as u32,
         };
         let manifest_key = format!("{prefix}/manifest.json");
-        let request = job.request.clone();
         let manifest = Manifest {
             job_id: &job.id,
             attempt: a.lease.attempt,
             slice: &spec.slice,
             format: spec.format.name(),
-            compression: spec.compression.name(),
+            compression: match spec.format {
+                Format::Parquet => "zstd (inside the Parquet file)",
+                _ => spec.compression.name(),
+            },
             fields: &spec.fields,
-            request: &request,
+            request: &job.request,
             watermark: time::format_rfc3339(job.watermark),
             created_at: time::format_rfc3339(job.created_at.div_euclid(1000)),
             finished_at: time::format_rfc3339(logport_queue::now_ms().div_euclid(1000)),
@@ -296,97 +322,360 @@ impl Exporter {
         })
     }
 
-    async fn open_part(
+    async fn text_parts(
         &self,
-        prefix: &str,
-        n: u32,
-        plan: &Plan,
-    ) -> Result<PartWriter, ExportError> {
-        let key = format!("{prefix}/{}", files::part_name(n, plan.ext));
-        let mut w = PartWriter {
-            n,
-            writer: BufWriter::with_capacity(
-                self.files.store(),
-                Path::from(key.as_str()),
-                UPLOAD_BUFFER,
-            ),
-            key,
-            hasher: Sha256::new(),
-            buf: Vec::with_capacity(BUF),
-            bytes: 0,
-            rows: 0,
-            separator_due: false,
-        };
-        if let Some(h) = &plan.header {
-            w.write(h).await?;
+        mut stream: ByteStream,
+        plan: &TextPlan,
+        spec: &ExportSpec,
+        sink: &mut Sink<'_, '_>,
+    ) -> Result<(), ExportError> {
+        let mut scanner = Scanner::new(plan.framing);
+        let max_rows = spec.part_max_rows.unwrap_or(u64::MAX);
+        let max_bytes = spec.part_max_bytes.unwrap_or(u64::MAX);
+        let mut current: Option<TextPart> = None;
+        let result: Result<(), ExportError> = async {
+            loop {
+                let chunk = tokio::select! {
+                    biased;
+                    _ = sink.attempt.cancel.cancelled() => return Err(ExportError::Canceled),
+                    next = stream.next() => next?,
+                };
+                let Some(chunk) = chunk else { break };
+                let mut pos = 0;
+                while pos < chunk.len() {
+                    let part = match current.as_mut() {
+                        Some(p) => p,
+                        None => {
+                            let (n, key) = sink.next_key();
+                            let upload = sink.upload(&key);
+                            current.insert(TextPart::open(n, key, upload, plan, spec.compression).await?)
+                        }
+                    };
+                    // Past the byte limit, finish only the record in progress.
+                    let byte_room = max_bytes.saturating_sub(part.raw_bytes);
+                    let (window, rows_room) = if byte_room == 0 {
+                        (chunk.len() - pos, 1)
+                    } else {
+                        let w = (chunk.len() - pos).min(usize::try_from(byte_room).unwrap_or(usize::MAX));
+                        (w, max_rows - part.rows)
+                    };
+                    let (used, records) = scanner.scan(&chunk[pos..pos + window], rows_room);
+                    part.write_records(&chunk[pos..pos + used], records, plan).await?;
+                    sink.attempt.counters.rows.fetch_add(records, Ordering::Relaxed);
+                    sink.attempt.counters.bytes.fetch_add(used as u64, Ordering::Relaxed);
+                    pos += used;
+                    let at_boundary = scanner.pending() == 0;
+                    let full = part.rows >= max_rows
+                        || (part.rows > 0 && part.raw_bytes >= max_bytes && at_boundary);
+                    if full {
+                        if let Some(done) = current.take() {
+                            let finished = done.finish(plan).await?;
+                            sink.record(finished).await?;
+                        }
+                    }
+                }
+            }
+            if let Some(text) = scanner.suspected_exception() {
+                if let Some(e) = logport_store::trailing_exception(text) {
+                    return Err(e.into());
+                }
+            }
+            if scanner.pending() > 0 {
+                return Err(ExportError::Truncated);
+            }
+            // An empty result is still one (header-only) part, so clients always get a file.
+            if current.is_none() && sink.parts.is_empty() {
+                let (n, key) = sink.next_key();
+                let upload = sink.upload(&key);
+                current = Some(TextPart::open(n, key, upload, plan, spec.compression).await?);
+            }
+            if let Some(done) = current.take() {
+                let finished = done.finish(plan).await?;
+                sink.record(finished).await?;
+            }
+            Ok(())
         }
-        Ok(w)
+        .await;
+        if result.is_err() {
+            if let Some(open) = current.take() {
+                open.upload.abort().await;
+            }
+        }
+        result
     }
 
-    async fn close_part(
+    async fn parquet_parts(
         &self,
-        mut w: PartWriter,
-        plan: &Plan,
-        a: &Attempt<'_>,
-    ) -> Result<Part, ExportError> {
-        if plan.json_array {
-            w.write(b"\n]}\n").await?;
+        mut stream: ByteStream,
+        columns: &[(String, ColumnType)],
+        spec: &ExportSpec,
+        sink: &mut Sink<'_, '_>,
+        expected_rows: u64,
+    ) -> Result<(), ExportError> {
+        let max_rows = spec.part_max_rows.unwrap_or(u64::MAX);
+        let max_bytes = spec.part_max_bytes.unwrap_or(u64::MAX);
+        let mut decoder = RowBinaryDecoder::new(columns, BATCH_ROWS);
+        let mut current: Option<ParquetPart> = None;
+        let mut total = 0u64;
+        let result: Result<(), ExportError> = async {
+            loop {
+                let chunk = tokio::select! {
+                    biased;
+                    _ = sink.attempt.cancel.cancelled() => return Err(ExportError::Canceled),
+                    next = stream.next() => next?,
+                };
+                let Some(chunk) = chunk else { break };
+                sink.attempt
+                    .counters
+                    .bytes
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                let batches = decoder.push(&chunk).map_err(|e| ExportError::Decode(e.to_string()))?;
+                for batch in batches {
+                    total += batch.num_rows() as u64;
+                    write_batch(batch, &mut current, sink, decoder.schema(), max_rows, max_bytes)
+                        .await?;
+                }
+            }
+            if decoder.pending_bytes() > 0 {
+                return Err(ExportError::Truncated);
+            }
+            if let Some(batch) = decoder.take_batch().map_err(|e| ExportError::Decode(e.to_string()))? {
+                total += batch.num_rows() as u64;
+                write_batch(batch, &mut current, sink, decoder.schema(), max_rows, max_bytes).await?;
+            }
+            // RowBinary cannot reveal an exception appended to the stream by an old
+            // server; a row count that differs from the count of the same query can.
+            if total != expected_rows {
+                return Err(ExportError::Store(logport_store::StoreError::Unreachable(format!(
+                    "the result had {total} rows where {expected_rows} were expected"
+                ))));
+            }
+            if current.is_none() && sink.parts.is_empty() {
+                current = Some(ParquetPart::open(sink, decoder.schema())?);
+            }
+            if let Some(done) = current.take() {
+                let part = done.finish().await?;
+                sink.record(part).await?;
+            }
+            Ok(())
         }
-        let part = w.finish().await?;
-        if !a
-            .jobs
-            .add_part(a.lease, &part, logport_queue::now_ms())
-            .await?
-        {
-            return Err(ExportError::LeaseLost);
+        .await;
+        if result.is_err() {
+            if let Some(open) = current.take() {
+                open.abort().await;
+            }
         }
-        a.counters.parts.fetch_add(1, Ordering::Relaxed);
-        Ok(part)
+        result
     }
 }
 
-const BUF: usize = 1 << 20;
-/// Bytes the object store writer buffers before it starts a multipart upload (also
-/// the size of each uploaded chunk; S3 wants at least 5 MiB).
-const UPLOAD_BUFFER: usize = 8 << 20;
+fn file_kind(spec: &ExportSpec) -> (String, &'static str) {
+    let base = match spec.format {
+        Format::Csv => "csv",
+        Format::Tsv => "tsv",
+        Format::Jsonl => "jsonl",
+        Format::Json => "json",
+        Format::Parquet => "parquet",
+    };
+    let ext = match (spec.format, spec.compression) {
+        (Format::Parquet, _) | (_, Compression::None) => base.to_string(),
+        (_, Compression::Gzip) => format!("{base}.gz"),
+        (_, Compression::Zstd) => format!("{base}.zst"),
+    };
+    let content_type = files::content_type(&format!("x.{ext}"));
+    (ext, content_type)
+}
 
-/// One part being uploaded: bytes go through a 1 MiB buffer into a multipart upload
-/// that becomes visible only at `finish`.
-struct PartWriter {
-    n: u32,
-    key: String,
+fn text_plan(spec: &ExportSpec, columns: &[(String, ColumnType)]) -> TextPlan {
+    let mut head = Vec::new();
+    if spec.utf8_bom {
+        head.extend_from_slice("\u{feff}".as_bytes());
+    }
+    let header = |sep: &str| format!("{}\n", spec.fields.join(sep)).into_bytes();
+    let any_nullable = columns.iter().any(|(_, t)| t.is_nullable());
+    let (clickhouse_format, framing, json_array, csv_nulls) = match spec.format {
+        Format::Csv => {
+            head.extend(header(","));
+            ("CSV", Framing::Csv, false, any_nullable)
+        }
+        Format::Tsv => {
+            head.extend(header("\t"));
+            ("TabSeparated", Framing::Lines, false, false)
+        }
+        Format::Json => {
+            head.extend_from_slice(b"{\"data\":[\n");
+            ("JSONEachRow", Framing::Lines, true, false)
+        }
+        Format::Jsonl | Format::Parquet => ("JSONEachRow", Framing::Lines, false, false),
+    };
+    TextPlan {
+        clickhouse_format,
+        framing,
+        head,
+        json_array,
+        csv_nulls,
+    }
+}
+
+/// An object being uploaded: hashed and counted as it goes, visible only when
+/// `finish`ed (a multipart upload completes, or a single put happens).
+struct Upload {
     writer: BufWriter,
     hasher: Sha256,
-    buf: Vec<u8>,
     bytes: u64,
-    rows: u64,
-    /// A JSON-array record ended and the next one needs a comma first.
-    separator_due: bool,
 }
 
-impl PartWriter {
-    async fn write(&mut self, data: &[u8]) -> Result<(), ExportError> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= BUF {
-            self.flush().await?;
+impl Upload {
+    async fn put(&mut self, data: Bytes) -> Result<(), ExportError> {
+        self.hasher.update(&data);
+        self.bytes += data.len() as u64;
+        self.writer.put(data).await?;
+        if self.bytes > UPLOAD_BUFFER as u64 {
+            // The object store writer has begun a multipart upload by now.
+            crate::failpoint("mid_upload");
         }
         Ok(())
     }
 
-    /// Writes whole records (and possibly the start of the next). For a JSON array
-    /// each record's closing newline is held back and becomes `,\n` when another
-    /// record follows in the same part.
+    async fn finish(mut self) -> Result<(u64, String), ExportError> {
+        self.writer
+            .shutdown()
+            .await
+            .map_err(|e| ExportError::Files(e.to_string()))?;
+        Ok((self.bytes, hex::encode(self.hasher.finalize())))
+    }
+
+    async fn abort(mut self) {
+        if let Err(e) = self.writer.abort().await {
+            tracing::warn!(error = %e, "could not abort a part upload");
+        }
+    }
+}
+
+/// The compressor of a text part; output accumulates in the inner `Vec`.
+enum Encoder {
+    Plain(Vec<u8>),
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+}
+
+impl Encoder {
+    fn new(c: Compression) -> Result<Encoder, ExportError> {
+        Ok(match c {
+            Compression::None => Encoder::Plain(Vec::with_capacity(BUF)),
+            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                Vec::with_capacity(BUF),
+                flate2::Compression::new(5),
+            )),
+            Compression::Zstd => Encoder::Zstd(
+                zstd::stream::write::Encoder::new(Vec::with_capacity(BUF), 3)
+                    .map_err(|e| ExportError::Files(format!("zstd: {e}")))?,
+            ),
+        })
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), ExportError> {
+        let r = match self {
+            Encoder::Plain(v) => {
+                v.extend_from_slice(data);
+                Ok(())
+            }
+            Encoder::Gzip(e) => e.write_all(data),
+            Encoder::Zstd(e) => e.write_all(data),
+        };
+        r.map_err(|e| ExportError::Files(format!("compression: {e}")))
+    }
+
+    fn output(&mut self) -> &mut Vec<u8> {
+        match self {
+            Encoder::Plain(v) => v,
+            Encoder::Gzip(e) => e.get_mut(),
+            Encoder::Zstd(e) => e.get_mut(),
+        }
+    }
+
+    fn finish(self) -> Result<Vec<u8>, ExportError> {
+        let r = match self {
+            Encoder::Plain(v) => Ok(v),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        };
+        r.map_err(|e| ExportError::Files(format!("compression: {e}")))
+    }
+}
+
+/// One text part being written.
+struct TextPart {
+    n: u32,
+    key: String,
+    upload: Upload,
+    encoder: Encoder,
+    /// Uncompressed bytes written (for `part_max_bytes`).
+    raw_bytes: u64,
+    rows: u64,
+    /// A JSON-array record ended and the next one needs a comma first.
+    separator_due: bool,
+    /// CSV NULL rewriting: inside a quoted value / a backslash held back.
+    in_quotes: bool,
+    held_backslash: bool,
+    scratch: Vec<u8>,
+}
+
+impl TextPart {
+    async fn open(
+        n: u32,
+        key: String,
+        upload: Upload,
+        plan: &TextPlan,
+        compression: Compression,
+    ) -> Result<TextPart, ExportError> {
+        let mut p = TextPart {
+            n,
+            key,
+            upload,
+            encoder: Encoder::new(compression)?,
+            raw_bytes: 0,
+            rows: 0,
+            separator_due: false,
+            in_quotes: false,
+            held_backslash: false,
+            scratch: Vec::new(),
+        };
+        p.write(&plan.head).await?;
+        Ok(p)
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<(), ExportError> {
+        self.raw_bytes += data.len() as u64;
+        self.encoder.write(data)?;
+        if self.encoder.output().len() >= BUF {
+            let out = std::mem::replace(self.encoder.output(), Vec::with_capacity(BUF));
+            self.upload.put(Bytes::from(out)).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes whole records (and possibly the start of the next).
     async fn write_records(
         &mut self,
         data: &[u8],
         records: u64,
-        plan: &Plan,
+        plan: &TextPlan,
     ) -> Result<(), ExportError> {
-        if !plan.json_array {
-            self.write(data).await?;
-            self.rows += records;
-            return Ok(());
+        self.rows += records;
+        if plan.csv_nulls {
+            let mut out = std::mem::take(&mut self.scratch);
+            out.clear();
+            self.strip_csv_nulls(data, &mut out);
+            let r = self.write(&out).await;
+            self.scratch = out;
+            return r;
         }
+        if !plan.json_array {
+            return self.write(data).await;
+        }
+        // Each record's closing newline is held back and becomes `,\n` when another
+        // record follows in the same part.
         let mut start = 0;
         while start < data.len() {
             let end = memchr::memchr(b'\n', &data[start..]).map(|i| start + i);
@@ -406,43 +695,208 @@ impl PartWriter {
                 None => break,
             }
         }
-        self.rows += records;
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), ExportError> {
-        if self.buf.is_empty() {
-            return Ok(());
+    /// ClickHouse writes a CSV NULL as an unquoted `\N`; RFC 4180 readers expect an
+    /// empty field. Strings are always quoted, so an unquoted backslash is a NULL.
+    fn strip_csv_nulls(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        for &b in data {
+            if self.in_quotes {
+                out.push(b);
+                if b == b'"' {
+                    self.in_quotes = false;
+                }
+                continue;
+            }
+            if self.held_backslash {
+                self.held_backslash = false;
+                if b == b'N' {
+                    continue;
+                }
+                out.push(b'\\');
+            }
+            match b {
+                b'\\' => self.held_backslash = true,
+                b'"' => {
+                    self.in_quotes = true;
+                    out.push(b);
+                }
+                _ => out.push(b),
+            }
         }
-        self.hasher.update(&self.buf);
-        self.bytes += self.buf.len() as u64;
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(BUF));
-        self.writer.put(Bytes::from(chunk)).await?;
-        if self.bytes > UPLOAD_BUFFER as u64 {
-            // The object store writer has begun a multipart upload by now.
-            crate::failpoint("mid_upload");
-        }
-        Ok(())
     }
 
-    async fn finish(mut self) -> Result<Part, ExportError> {
-        self.flush().await?;
-        self.writer
-            .shutdown()
-            .await
-            .map_err(|e| ExportError::Files(e.to_string()))?;
+    async fn finish(mut self, plan: &TextPlan) -> Result<Part, ExportError> {
+        if plan.json_array {
+            self.write(b"\n]}\n").await?;
+        }
+        let rest = self.encoder.finish()?;
+        if !rest.is_empty() {
+            self.upload.put(Bytes::from(rest)).await?;
+        }
+        let (bytes, sha256) = self.upload.finish().await?;
         Ok(Part {
             n: self.n,
             key: self.key,
             rows: self.rows,
-            bytes: self.bytes,
-            sha256: hex::encode(self.hasher.finalize()),
+            bytes,
+            sha256,
+        })
+    }
+}
+
+/// The Parquet writer's output end: every byte hashed, counted and uploaded.
+impl AsyncFileWriter for Upload {
+    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        async move {
+            self.put(bs)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        // The upload is completed by `Upload::finish` once the writer hands it back.
+        async { Ok(()) }.boxed()
+    }
+}
+
+/// One Parquet part being written.
+struct ParquetPart {
+    n: u32,
+    key: String,
+    writer: AsyncArrowWriter<Upload>,
+    rows: u64,
+}
+
+impl ParquetPart {
+    fn open(sink: &Sink<'_, '_>, schema: arrow_schema::SchemaRef) -> Result<ParquetPart, ExportError> {
+        let (n, key) = sink.next_key();
+        let props = WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(
+                ZstdLevel::try_new(3).map_err(|e| ExportError::Files(e.to_string()))?,
+            ))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_created_by(format!("logport {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let writer = AsyncArrowWriter::try_new(sink.upload(&key), schema, Some(props))
+            .map_err(|e| ExportError::Files(format!("parquet: {e}")))?;
+        Ok(ParquetPart {
+            n,
+            key,
+            writer,
+            rows: 0,
         })
     }
 
-    async fn abort(&mut self) {
-        if let Err(e) = self.writer.abort().await {
-            tracing::warn!(error = %e, key = %self.key, "could not abort part upload");
+    /// Bytes of the file so far, counting the row group still in memory.
+    fn size(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+
+    async fn finish(mut self) -> Result<Part, ExportError> {
+        self.writer
+            .finish()
+            .await
+            .map_err(|e| ExportError::Files(format!("parquet: {e}")))?;
+        let (bytes, sha256) = self.writer.into_inner().finish().await?;
+        Ok(Part {
+            n: self.n,
+            key: self.key,
+            rows: self.rows,
+            bytes,
+            sha256,
+        })
+    }
+
+    async fn abort(self) {
+        self.writer.into_inner().abort().await;
+    }
+}
+
+async fn write_batch(
+    mut batch: arrow_array::RecordBatch,
+    current: &mut Option<ParquetPart>,
+    sink: &mut Sink<'_, '_>,
+    schema: arrow_schema::SchemaRef,
+    max_rows: u64,
+    max_bytes: u64,
+) -> Result<(), ExportError> {
+    while batch.num_rows() > 0 {
+        if current.is_none() {
+            *current = Some(ParquetPart::open(sink, schema.clone())?);
         }
+        let Some(part) = current.as_mut() else {
+            continue;
+        };
+        let room = usize::try_from(max_rows - part.rows).unwrap_or(usize::MAX);
+        let take = room.min(batch.num_rows());
+        let head = batch.slice(0, take);
+        part.writer
+            .write(&head)
+            .await
+            .map_err(|e| ExportError::Files(format!("parquet: {e}")))?;
+        if part.writer.in_progress_size() >= ROW_GROUP_BYTES {
+            part.writer
+                .flush()
+                .await
+                .map_err(|e| ExportError::Files(format!("parquet: {e}")))?;
+        }
+        part.rows += take as u64;
+        sink.attempt.counters.rows.fetch_add(take as u64, Ordering::Relaxed);
+        batch = batch.slice(take, batch.num_rows() - take);
+        if part.rows >= max_rows || part.size() >= max_bytes {
+            if let Some(done) = current.take() {
+                let finished = done.finish().await?;
+                sink.record(finished).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part() -> TextPart {
+        TextPart {
+            n: 1,
+            key: String::new(),
+            upload: Upload {
+                writer: BufWriter::new(
+                    Arc::new(object_store::memory::InMemory::new()),
+                    Path::from("x"),
+                ),
+                hasher: Sha256::new(),
+                bytes: 0,
+            },
+            encoder: Encoder::Plain(Vec::new()),
+            raw_bytes: 0,
+            rows: 0,
+            separator_due: false,
+            in_quotes: false,
+            held_backslash: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn csv_nulls_become_empty_fields_outside_quotes_only() {
+        let mut p = part();
+        let mut out = Vec::new();
+        let input = b"\\N,\"a\\Nb\",1,\"x\"\"\\N\"\n\"\",\\N\n";
+        // Split everywhere: the state carries across chunks.
+        for i in 0..input.len() {
+            let mut p2 = part();
+            let mut o = Vec::new();
+            p2.strip_csv_nulls(&input[..i], &mut o);
+            p2.strip_csv_nulls(&input[i..], &mut o);
+            assert_eq!(o, b",\"a\\Nb\",1,\"x\"\"\\N\"\n\"\",\n", "split at {i}");
+        }
+        p.strip_csv_nulls(input, &mut out);
+        assert_eq!(out, b",\"a\\Nb\",1,\"x\"\"\\N\"\n\"\",\n");
     }
 }

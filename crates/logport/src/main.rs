@@ -178,7 +178,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(spec) => Tokens::parse_static(spec).map_err(anyhow::Error::msg)?,
         None => Tokens::default(),
     };
-    let spec_limits = SpecLimits::default();
+    let spec_limits = SpecLimits { parquet: true };
 
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
