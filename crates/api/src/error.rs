@@ -50,8 +50,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Gone(String),
-    #[error("{0}")]
-    MethodNotAllowed(String),
+    #[error("{detail}")]
+    MethodNotAllowed { detail: String, allow: &'static str },
     /// A per-tenant quota is used up.
     #[error("{detail}")]
     TooMany {
@@ -117,7 +117,7 @@ impl ApiError {
             ),
             Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Gone(_) => (StatusCode::GONE, "gone", "Gone"),
-            MethodNotAllowed(_) => (
+            MethodNotAllowed { .. } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 "Method not allowed",
@@ -195,6 +195,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized(_) => {
                 resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"logport\""));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                resp.insert_header((header::ALLOW, *allow));
             }
             ApiError::Unavailable { retry_after, .. } | ApiError::TooMany { retry_after, .. } => {
                 resp.insert_header((header::RETRY_AFTER, retry_after.to_string()));

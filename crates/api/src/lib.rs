@@ -64,6 +64,23 @@ impl Default for Quotas {
     }
 }
 
+/// How part downloads are served.
+#[derive(Debug, Clone)]
+pub struct Downloads {
+    /// Answer with a 302 to a presigned URL when the object store can sign (S3).
+    pub presigned: bool,
+    pub presign_ttl: std::time::Duration,
+}
+
+impl Default for Downloads {
+    fn default() -> Self {
+        Downloads {
+            presigned: false,
+            presign_ttl: std::time::Duration::from_secs(900),
+        }
+    }
+}
+
 /// Everything handlers share.
 pub struct AppState {
     pub catalog: Arc<Catalog>,
@@ -74,6 +91,7 @@ pub struct AppState {
     pub limits: ApiLimits,
     pub spec_limits: SpecLimits,
     pub quotas: Quotas,
+    pub downloads: Downloads,
     /// Attempts an export gets before it fails for good.
     pub max_attempts: u32,
     /// Wakes an idle worker when a job is queued.

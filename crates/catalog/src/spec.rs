@@ -411,7 +411,10 @@ impl ExportRequest {
             return Err(SpecError::invalid("part_max_rows", "must be at least 1"));
         }
         if self.part_max_bytes.is_some_and(|b| b < 1024) {
-            return Err(SpecError::invalid("part_max_bytes", "must be at least 1024"));
+            return Err(SpecError::invalid(
+                "part_max_bytes",
+                "must be at least 1024",
+            ));
         }
         let utf8_bom = self.utf8_bom.unwrap_or(false);
         if utf8_bom && !matches!(format, Format::Csv | Format::Tsv) {
@@ -523,7 +526,22 @@ fn validate_filter(slice: &Slice, i: usize, f: &FilterRequest) -> Result<Filter,
                 "null is not a filter value; use is_null or not_null",
             ));
         }
-        Value::from_json(&field.ty, v).map_err(|d| SpecError::invalid(k, d))
+        let value = Value::from_json(&field.ty, v).map_err(|d| SpecError::invalid(&k, d))?;
+        // ClickHouse 18.16 cannot parse a subnormal literal (5e-324 is a syntax error,
+        // and '5e-324' reads as 0), so such a value could only fail or mislead.
+        if let Value::Float(x) = value {
+            if x != 0.0 && !x.is_normal() {
+                return Err(SpecError::invalid(
+                    k,
+                    format!(
+                        "{x:e} is too close to zero to compare with; use 0 or a number \
+                         of magnitude at least {:e}",
+                        f64::MIN_POSITIVE
+                    ),
+                ));
+            }
+        }
+        Ok(value)
     };
     let values = match op {
         FilterOp::IsNull | FilterOp::NotNull => {
@@ -757,6 +775,14 @@ default = false
         assert_eq!(
             fe(json!({"field": "cost", "op": "eq", "value": "abc"})),
             "filters[0].value"
+        );
+        assert_eq!(
+            fe(json!({"field": "cost", "op": "gt", "value": 5e-324})),
+            "filters[0].value"
+        );
+        assert_eq!(
+            fe(json!({"field": "cost", "op": "between", "values": [0, "1e-310"]})),
+            "filters[0].values[1]"
         );
         assert_eq!(fe(json!({"field": "cost", "op": "eq"})), "filters[0].value");
         assert_eq!(

@@ -161,7 +161,10 @@ impl RowBinaryDecoder {
     pub fn new(columns: &[(String, ColumnType)], batch_rows: usize) -> Self {
         let types: Vec<ColumnType> = columns.iter().map(|(_, t)| t.clone()).collect();
         RowBinaryDecoder {
-            builders: types.iter().map(|t| Builder::for_type(t, batch_rows)).collect(),
+            builders: types
+                .iter()
+                .map(|t| Builder::for_type(t, batch_rows))
+                .collect(),
             schema: schema(columns),
             types,
             batch_rows,
@@ -280,7 +283,11 @@ fn array<const N: usize>(buf: &[u8]) -> Result<[u8; N], DecodeError> {
 }
 
 /// Appends one value (whose bytes are known to be complete) and returns the rest.
-fn append_value<'a>(ty: &ColumnType, b: &mut Builder, buf: &'a [u8]) -> Result<&'a [u8], DecodeError> {
+fn append_value<'a>(
+    ty: &ColumnType,
+    b: &mut Builder,
+    buf: &'a [u8],
+) -> Result<&'a [u8], DecodeError> {
     if let ColumnType::Nullable(inner) = ty {
         let (flag, rest) = buf
             .split_first()
@@ -452,7 +459,10 @@ mod tests {
             assert_eq!(d.buffered_rows(), 2, "split at {split}");
             let batch = d.take_batch().unwrap().unwrap();
             assert_eq!(batch.num_rows(), 2);
-            assert_eq!(batch.column(0).as_string::<i32>().value(0), "héllo, \"x\"\n");
+            assert_eq!(
+                batch.column(0).as_string::<i32>().value(0),
+                "héllo, \"x\"\n"
+            );
             let n = batch.column(1).as_primitive::<UInt64Type>();
             assert_eq!(n.value(0), u64::MAX);
             assert!(n.is_null(1));
@@ -475,7 +485,10 @@ mod tests {
         }
         let mut d = RowBinaryDecoder::new(&cols(), 2);
         let batches = d.push(&data).unwrap();
-        assert_eq!(batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(), [2, 2]);
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+            [2, 2]
+        );
         assert_eq!(d.buffered_rows(), 1);
         // A truncated row stays pending.
         d.push(&row("y", None, 1, 1)[..3]).unwrap();

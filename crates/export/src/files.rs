@@ -11,13 +11,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::signer::{Method, SignedUrlOptions, Signer};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
-    #[error("unsupported object store URL `{0}`: use file:///absolute/dir")]
+    #[error("unsupported object store URL `{0}`: use file:///absolute/dir or s3://bucket/prefix")]
     BadUrl(String),
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
@@ -42,6 +45,9 @@ impl FilesError {
 pub struct Files {
     store: Arc<dyn ObjectStore>,
     url: String,
+    /// S3 only: presigns downloads. Keys are under `prefix` there.
+    signer: Option<Arc<dyn Signer>>,
+    prefix: String,
 }
 
 impl Files {
@@ -60,6 +66,33 @@ impl Files {
                 Ok(Files {
                     store: Arc::new(fs),
                     url: url.into(),
+                    signer: None,
+                    prefix: String::new(),
+                })
+            }
+            "s3" => {
+                // Credentials, region and endpoint come from the AWS_* environment, as
+                // object_store reads them (AWS_ENDPOINT, AWS_ALLOW_HTTP, ...).
+                let bucket = parsed
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| FilesError::BadUrl(url.into()))?;
+                let s3 = Arc::new(
+                    AmazonS3Builder::from_env()
+                        .with_bucket_name(bucket)
+                        .build()?,
+                );
+                let prefix = parsed.path().trim_matches('/').to_string();
+                let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                    s3.clone()
+                } else {
+                    Arc::new(PrefixStore::new(Arc::clone(&s3), prefix.as_str()))
+                };
+                Ok(Files {
+                    store,
+                    url: url.into(),
+                    signer: Some(s3),
+                    prefix,
                 })
             }
             _ => Err(FilesError::BadUrl(url.into())),
@@ -88,6 +121,61 @@ impl Files {
         let got = self.store.get(&Path::from(key)).await?;
         let size = got.meta.size;
         Ok((size, got.into_stream().map_err(FilesError::from).boxed()))
+    }
+
+    /// A byte range `[start, end)` of a finished file.
+    pub async fn open_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<BoxStream<'static, Result<Bytes, FilesError>>, FilesError> {
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        let got = self.store.get_opts(&Path::from(key), opts).await?;
+        Ok(got.into_stream().map_err(FilesError::from).boxed())
+    }
+
+    /// A presigned GET URL for a file, when the store can sign (S3); the response
+    /// carries the given file name and content type.
+    pub async fn presign(
+        &self,
+        key: &str,
+        expires_in: std::time::Duration,
+        filename: &str,
+        content_type: &str,
+    ) -> Result<Option<url::Url>, FilesError> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let full = if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        };
+        let opts = SignedUrlOptions::new().with_query([
+            (
+                "response-content-disposition",
+                format!("attachment; filename=\"{filename}\""),
+            ),
+            ("response-content-type", content_type.to_string()),
+        ]);
+        let url = signer
+            .signed_url_opts(Method::GET, &Path::from(full), expires_in, &opts)
+            .await?;
+        Ok(Some(url))
+    }
+
+    /// Every key under a prefix.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, FilesError> {
+        let keys: Vec<_> = self
+            .store
+            .list(Some(&Path::from(prefix)))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await?;
+        Ok(keys)
     }
 
     pub async fn read(&self, key: &str) -> Result<Bytes, FilesError> {

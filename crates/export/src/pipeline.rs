@@ -150,15 +150,15 @@ struct Sink<'a, 'b> {
 impl Sink<'_, '_> {
     fn next_key(&self) -> (u32, String) {
         let n = self.parts.len() as u32 + 1;
-        (n, format!("{}/{}", self.prefix, files::part_name(n, &self.ext)))
+        (
+            n,
+            format!("{}/{}", self.prefix, files::part_name(n, &self.ext)),
+        )
     }
 
     fn upload(&self, key: &str) -> Upload {
-        let mut writer = BufWriter::with_capacity(
-            self.exporter.files.store(),
-            Path::from(key),
-            UPLOAD_BUFFER,
-        );
+        let mut writer =
+            BufWriter::with_capacity(self.exporter.files.store(), Path::from(key), UPLOAD_BUFFER);
         if self.exporter.files.supports_attributes() {
             // S3 serves presigned downloads with these headers.
             let name = format!(
@@ -348,7 +348,9 @@ impl Exporter {
                         None => {
                             let (n, key) = sink.next_key();
                             let upload = sink.upload(&key);
-                            current.insert(TextPart::open(n, key, upload, plan, spec.compression).await?)
+                            current.insert(
+                                TextPart::open(n, key, upload, plan, spec.compression).await?,
+                            )
                         }
                     };
                     // Past the byte limit, finish only the record in progress.
@@ -356,13 +358,21 @@ impl Exporter {
                     let (window, rows_room) = if byte_room == 0 {
                         (chunk.len() - pos, 1)
                     } else {
-                        let w = (chunk.len() - pos).min(usize::try_from(byte_room).unwrap_or(usize::MAX));
+                        let w = (chunk.len() - pos)
+                            .min(usize::try_from(byte_room).unwrap_or(usize::MAX));
                         (w, max_rows - part.rows)
                     };
                     let (used, records) = scanner.scan(&chunk[pos..pos + window], rows_room);
-                    part.write_records(&chunk[pos..pos + used], records, plan).await?;
-                    sink.attempt.counters.rows.fetch_add(records, Ordering::Relaxed);
-                    sink.attempt.counters.bytes.fetch_add(used as u64, Ordering::Relaxed);
+                    part.write_records(&chunk[pos..pos + used], records, plan)
+                        .await?;
+                    sink.attempt
+                        .counters
+                        .rows
+                        .fetch_add(records, Ordering::Relaxed);
+                    sink.attempt
+                        .counters
+                        .bytes
+                        .fetch_add(used as u64, Ordering::Relaxed);
                     pos += used;
                     let at_boundary = scanner.pending() == 0;
                     let full = part.rows >= max_rows
@@ -429,26 +439,46 @@ impl Exporter {
                     .counters
                     .bytes
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                let batches = decoder.push(&chunk).map_err(|e| ExportError::Decode(e.to_string()))?;
+                let batches = decoder
+                    .push(&chunk)
+                    .map_err(|e| ExportError::Decode(e.to_string()))?;
                 for batch in batches {
                     total += batch.num_rows() as u64;
-                    write_batch(batch, &mut current, sink, decoder.schema(), max_rows, max_bytes)
-                        .await?;
+                    write_batch(
+                        batch,
+                        &mut current,
+                        sink,
+                        decoder.schema(),
+                        max_rows,
+                        max_bytes,
+                    )
+                    .await?;
                 }
             }
             if decoder.pending_bytes() > 0 {
                 return Err(ExportError::Truncated);
             }
-            if let Some(batch) = decoder.take_batch().map_err(|e| ExportError::Decode(e.to_string()))? {
+            if let Some(batch) = decoder
+                .take_batch()
+                .map_err(|e| ExportError::Decode(e.to_string()))?
+            {
                 total += batch.num_rows() as u64;
-                write_batch(batch, &mut current, sink, decoder.schema(), max_rows, max_bytes).await?;
+                write_batch(
+                    batch,
+                    &mut current,
+                    sink,
+                    decoder.schema(),
+                    max_rows,
+                    max_bytes,
+                )
+                .await?;
             }
             // RowBinary cannot reveal an exception appended to the stream by an old
             // server; a row count that differs from the count of the same query can.
             if total != expected_rows {
-                return Err(ExportError::Store(logport_store::StoreError::Unreachable(format!(
-                    "the result had {total} rows where {expected_rows} were expected"
-                ))));
+                return Err(ExportError::Store(logport_store::StoreError::Unreachable(
+                    format!("the result had {total} rows where {expected_rows} were expected"),
+                )));
             }
             if current.is_none() && sink.parts.is_empty() {
                 current = Some(ParquetPart::open(sink, decoder.schema())?);
@@ -772,7 +802,10 @@ struct ParquetPart {
 }
 
 impl ParquetPart {
-    fn open(sink: &Sink<'_, '_>, schema: arrow_schema::SchemaRef) -> Result<ParquetPart, ExportError> {
+    fn open(
+        sink: &Sink<'_, '_>,
+        schema: arrow_schema::SchemaRef,
+    ) -> Result<ParquetPart, ExportError> {
         let (n, key) = sink.next_key();
         let props = WriterProperties::builder()
             .set_compression(parquet::basic::Compression::ZSTD(
@@ -845,7 +878,10 @@ async fn write_batch(
                 .map_err(|e| ExportError::Files(format!("parquet: {e}")))?;
         }
         part.rows += take as u64;
-        sink.attempt.counters.rows.fetch_add(take as u64, Ordering::Relaxed);
+        sink.attempt
+            .counters
+            .rows
+            .fetch_add(take as u64, Ordering::Relaxed);
         batch = batch.slice(take, batch.num_rows() - take);
         if part.rows >= max_rows || part.size() >= max_bytes {
             if let Some(done) = current.take() {

@@ -41,6 +41,8 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// How often the janitor looks for expired files.
     pub janitor_every: Duration,
+    /// How often the object store is swept for files no job owns any more.
+    pub orphan_sweep_every: Duration,
     /// Prefix of lease owner names, unique per process.
     pub owner: String,
 }
@@ -87,10 +89,16 @@ impl Workers {
             shutdown.clone(),
         )));
         handles.push(tokio::spawn(janitor(
-            jobs,
+            Arc::clone(&jobs),
             exporter.files.clone(),
             clock,
             cfg.janitor_every,
+            shutdown.clone(),
+        )));
+        handles.push(tokio::spawn(orphan_sweeper(
+            jobs,
+            exporter.files.clone(),
+            cfg.orphan_sweep_every,
             shutdown,
         )));
         Workers { handles }
@@ -153,6 +161,63 @@ async fn janitor(
     loop {
         if let Err(e) = expire_due(jobs.as_ref(), &files, clock.now_ms()).await {
             tracing::warn!(error = %e, "janitor failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Deletes attempt directories no job will ever serve: attempts that were retried,
+/// abandoned by a crashed worker, of failed, canceled or expired jobs, or of jobs the
+/// store does not know. Lists first and reads each job after, so files of an attempt
+/// that starts meanwhile are never taken for orphans.
+pub async fn sweep_orphans(jobs: &dyn JobStore, files: &Files) -> Result<u64, ExportError> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut by_job: BTreeMap<(String, String), BTreeSet<u32>> = BTreeMap::new();
+    for key in files.list("exports").await? {
+        let segs: Vec<&str> = key.split('/').collect();
+        if let [_, tenant, job, attempt, _file] = segs.as_slice() {
+            if let Ok(a) = attempt.parse::<u32>() {
+                by_job
+                    .entry((tenant.to_string(), job.to_string()))
+                    .or_default()
+                    .insert(a);
+            }
+        }
+    }
+    let mut removed = 0;
+    for ((tenant, job_id), attempts) in by_job {
+        let job = jobs.get(&tenant, &job_id).await?;
+        let keep: Option<u32> = match &job {
+            Some(j) if j.status == JobStatus::Succeeded => j
+                .manifest_key
+                .as_deref()
+                .and_then(|k| k.rsplit('/').nth(1))
+                .and_then(|a| a.parse().ok()),
+            Some(j) if j.status == JobStatus::Running => Some(j.attempts),
+            _ => None,
+        };
+        for attempt in attempts.into_iter().filter(|a| Some(*a) != keep) {
+            removed += files
+                .delete_prefix(&files::attempt_prefix(&tenant, &job_id, attempt))
+                .await?;
+            tracing::info!(job_id = %job_id, %tenant, attempt, "removed orphaned export files");
+        }
+    }
+    Ok(removed)
+}
+
+async fn orphan_sweeper(
+    jobs: Arc<dyn JobStore>,
+    files: Files,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Err(e) = sweep_orphans(jobs.as_ref(), &files).await {
+            tracing::warn!(error = %e, "orphan sweep failed");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -329,6 +394,8 @@ impl Worker {
                 }
                 _ => {
                     tracing::info!("export canceled");
+                    self.remove_files(&files::job_prefix(&job.tenant, &job.id))
+                        .await;
                     return;
                 }
             },
@@ -342,6 +409,8 @@ impl Worker {
                     message: e.to_string(),
                 };
                 if e.is_retryable() {
+                    self.remove_files(&files::attempt_prefix(&job.tenant, &job.id, lease.attempt))
+                        .await;
                     let delay = backoff(&self.cfg, lease.attempt);
                     match self
                         .jobs
@@ -360,6 +429,8 @@ impl Worker {
                     }
                 } else {
                     tracing::error!(error = %e, code = e.code(), "export failed");
+                    self.remove_files(&files::job_prefix(&job.tenant, &job.id))
+                        .await;
                     self.jobs
                         .fail(&lease, &err, now)
                         .await
@@ -377,10 +448,15 @@ impl Worker {
     /// Earlier attempts' files are never served; remove them once one attempt won.
     async fn remove_other_attempts(&self, job: &Job, published: u32) {
         for attempt in 1..published {
-            let prefix = files::attempt_prefix(&job.tenant, &job.id, attempt);
-            if let Err(e) = self.exporter.files.delete_prefix(&prefix).await {
-                tracing::warn!(error = %e, %prefix, "could not remove files of an earlier attempt");
-            }
+            self.remove_files(&files::attempt_prefix(&job.tenant, &job.id, attempt))
+                .await;
+        }
+    }
+
+    /// Best effort: what is left behind, the orphan sweep removes later.
+    async fn remove_files(&self, prefix: &str) {
+        if let Err(e) = self.exporter.files.delete_prefix(prefix).await {
+            tracing::warn!(error = %e, %prefix, "could not remove export files");
         }
     }
 }
@@ -410,6 +486,7 @@ mod tests {
             max_running_per_tenant: 4,
             grace: Duration::from_secs(10),
             janitor_every: Duration::from_secs(60),
+            orphan_sweep_every: Duration::from_secs(3600),
             owner: "t".into(),
         }
     }

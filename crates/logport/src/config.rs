@@ -50,6 +50,12 @@ pub struct Config {
     pub heartbeat: String,
     /// `text` or `json`.
     pub log_format: String,
+    /// Serve part downloads as a 302 to a presigned URL (S3 stores only).
+    pub presigned_downloads: bool,
+    /// How long a presigned download URL stays valid.
+    pub presign_ttl: String,
+    /// How often the object store is swept for files no job owns any more.
+    pub orphan_sweep_interval: String,
 }
 
 impl Default for Config {
@@ -82,6 +88,9 @@ impl Default for Config {
             lease: "30s".into(),
             heartbeat: "5s".into(),
             log_format: "text".into(),
+            presigned_downloads: false,
+            presign_ttl: "15m".into(),
+            orphan_sweep_interval: "1h".into(),
         }
     }
 }
@@ -98,6 +107,8 @@ pub struct Settings {
     pub retry_backoff_max: Duration,
     pub shutdown_grace: Duration,
     pub janitor_interval: Duration,
+    pub presign_ttl: Duration,
+    pub orphan_sweep_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +253,24 @@ impl Config {
         if let Some(v) = get("LOGPORT_LOG_FORMAT") {
             self.log_format = v;
         }
+        if let Some(v) = get("LOGPORT_PRESIGNED_DOWNLOADS") {
+            self.presigned_downloads = match v.trim() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    return Err(bad(
+                        "LOGPORT_PRESIGNED_DOWNLOADS",
+                        format!("`{v}` is not true or false"),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = get("LOGPORT_PRESIGN_TTL") {
+            self.presign_ttl = v;
+        }
+        if let Some(v) = get("LOGPORT_ORPHAN_SWEEP_INTERVAL") {
+            self.orphan_sweep_interval = v;
+        }
         Ok(())
     }
 
@@ -310,6 +339,14 @@ impl Config {
         if janitor_interval.is_zero() {
             return Err(bad("janitor_interval", "must be positive"));
         }
+        let presign_ttl = duration("presign_ttl", &self.presign_ttl)?;
+        if presign_ttl.is_zero() || presign_ttl > Duration::from_secs(7 * 86_400) {
+            return Err(bad("presign_ttl", "must be between 1s and 7d"));
+        }
+        let orphan_sweep_interval = duration("orphan_sweep_interval", &self.orphan_sweep_interval)?;
+        if orphan_sweep_interval.is_zero() {
+            return Err(bad("orphan_sweep_interval", "must be positive"));
+        }
         let store_ok = ["sqlite://", "postgres://", "postgresql://"]
             .iter()
             .any(|p| self.job_store_url.starts_with(p));
@@ -336,6 +373,8 @@ impl Config {
             retry_backoff_max,
             shutdown_grace,
             janitor_interval,
+            presign_ttl,
+            orphan_sweep_interval,
         })
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use logport_api::{ApiLimits, AppState, Quotas, Tokens};
+use logport_api::{ApiLimits, AppState, Downloads, Quotas, Tokens};
 use logport_catalog::{Catalog, SpecLimits};
 use logport_export::{Exporter, Files, WorkerConfig, Workers};
 use logport_queue::{Clock, SystemClock};
@@ -209,6 +209,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             max_running_per_tenant: raw.max_running_per_tenant,
             grace: settings.shutdown_grace,
             janitor_every: settings.janitor_interval,
+            orphan_sweep_every: settings.orphan_sweep_interval,
             owner,
         },
         Arc::clone(&wake),
@@ -232,6 +233,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             max_queued_per_tenant: raw.max_queued_per_tenant,
             max_range_days: raw.max_range_days,
             max_rows_per_export: (raw.max_rows_per_export > 0).then_some(raw.max_rows_per_export),
+        },
+        downloads: Downloads {
+            presigned: raw.presigned_downloads,
+            presign_ttl: settings.presign_ttl,
         },
         max_attempts: raw.max_attempts,
         wake,

@@ -299,6 +299,65 @@ pub async fn manifest(
         .body(body))
 }
 
+fn store_error(job: &str, e: logport_export::FilesError) -> ApiError {
+    if e.is_not_found() {
+        ApiError::Gone(format!("the files of export {job} are gone"))
+    } else {
+        ApiError::Unavailable {
+            detail: format!("object store: {e}"),
+            retry_after: 5,
+        }
+    }
+}
+
+/// A single `Range: bytes=…` against a file of `size` bytes: `Ok(None)` means serve
+/// the whole file (no header, several ranges, or another unit); `Err` means 416.
+fn byte_range(req: &HttpRequest, size: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
+    let Some(value) = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = match (a.is_empty(), b.is_empty()) {
+        // bytes=-N: the last N bytes
+        (true, false) => {
+            let n: u64 = b.parse().map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            size.saturating_sub(n)..size
+        }
+        (false, _) => {
+            let start: u64 = a.parse().map_err(|_| ())?;
+            let end = if b.is_empty() {
+                size
+            } else {
+                let last: u64 = b.parse().map_err(|_| ())?;
+                if last < start {
+                    return Err(());
+                }
+                (last + 1).min(size)
+            };
+            start..end
+        }
+        (true, true) => return Err(()),
+    };
+    if range.start >= size || range.is_empty() {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
 pub async fn part(
     req: HttpRequest,
     caller: Caller,
@@ -329,25 +388,102 @@ pub async fn part(
                 .finish());
         }
     }
-    let (size, stream) = state.files.open(&part.key).await.map_err(|e| {
-        if e.is_not_found() {
-            ApiError::Gone(format!("the files of export {} are gone", job.id))
-        } else {
-            ApiError::Unavailable {
-                detail: format!("object store: {e}"),
-                retry_after: 5,
-            }
-        }
-    })?;
     let file = part.key.rsplit('/').next().unwrap_or("part");
-    // Job ids are hex and part names are ours, so the filename needs no escaping.
-    let disposition = format!("attachment; filename=\"{}-{file}\"", job.id);
-    Ok(HttpResponse::Ok()
-        .content_type(files::content_type(&part.key))
-        .insert_header((header::CONTENT_DISPOSITION, disposition))
-        .insert_header((header::ETAG, etag))
-        .no_chunking(size)
-        .streaming(stream))
+    // Job ids are hex and part names are ours, so the file name needs no escaping.
+    let filename = format!("{}-{file}", job.id);
+    let content_type = files::content_type(&part.key);
+    if state.downloads.presigned {
+        let signed = state
+            .files
+            .presign(
+                &part.key,
+                state.downloads.presign_ttl,
+                &filename,
+                content_type,
+            )
+            .await
+            .map_err(|e| store_error(&job.id, e))?;
+        if let Some(url) = signed {
+            return Ok(HttpResponse::Found()
+                .insert_header((header::LOCATION, url.to_string()))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish());
+        }
+    }
+    let mut resp = HttpResponse::Ok();
+    resp.content_type(content_type)
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        ))
+        .insert_header((header::ETAG, etag.clone()))
+        .insert_header((header::ACCEPT_RANGES, "bytes"));
+    // If-Range: the range applies only to the version the client already has.
+    let if_range_ok = req
+        .headers()
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().map(|t| t.trim() == etag).unwrap_or(false));
+    let range = if if_range_ok {
+        byte_range(&req, part.bytes)
+    } else {
+        Ok(None)
+    };
+    match range {
+        Err(()) => Ok(HttpResponse::RangeNotSatisfiable()
+            .insert_header((header::CONTENT_RANGE, format!("bytes */{}", part.bytes)))
+            .content_type("application/problem+json")
+            .body(format!(
+                "{{\"type\":\"/problems/range-not-satisfiable\",\"title\":\"Range not satisfiable\",\"status\":416,\"detail\":\"the file has {} bytes\"}}",
+                part.bytes
+            ))),
+        Ok(Some(r)) => {
+            let stream = state
+                .files
+                .open_range(&part.key, r.clone())
+                .await
+                .map_err(|e| store_error(&job.id, e))?;
+            Ok(resp
+                .status(actix_web::http::StatusCode::PARTIAL_CONTENT)
+                .insert_header((
+                    header::CONTENT_RANGE,
+                    format!("bytes {}-{}/{}", r.start, r.end - 1, part.bytes),
+                ))
+                .no_chunking(r.end - r.start)
+                .streaming(stream))
+        }
+        Ok(None) => {
+            let (size, stream) = state
+                .files
+                .open(&part.key)
+                .await
+                .map_err(|e| store_error(&job.id, e))?;
+            Ok(resp.no_chunking(size).streaming(stream))
+        }
+    }
+}
+
+/// Removes an export's files at once: a queued or running export is canceled first;
+/// a succeeded one becomes `expired`.
+pub async fn delete(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let job = load(&state, &caller, param(&req, "id")).await?;
+    let now = state.clock.now_ms();
+    if matches!(job.status, JobStatus::Queued | JobStatus::Running) {
+        state.jobs.cancel(&caller.tenant, &job.id, now).await?;
+    }
+    let removed = state
+        .files
+        .delete_prefix(&files::job_prefix(&job.tenant, &job.id))
+        .await
+        .map_err(|e| store_error(&job.id, e))?;
+    if job.status == JobStatus::Succeeded {
+        state.jobs.mark_expired(&job.id, now).await?;
+    }
+    tracing::info!(tenant = %caller.tenant, job_id = %job.id, files = removed, "export deleted");
+    Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn evaluate(
@@ -373,11 +509,25 @@ pub async fn evaluate(
         rows = rows.min(limit);
     }
     let per_row = state.store.bytes_per_row(&spec.slice, &spec.fields).await?;
+    let days = (spec.until - spec.since + 86_399).div_euclid(86_400);
+    let reason = if days > i64::from(state.quotas.max_range_days) {
+        Some(format!(
+            "the date range covers {days} days; at most {} are allowed",
+            state.quotas.max_range_days
+        ))
+    } else {
+        match state.quotas.max_rows_per_export {
+            Some(max) if rows > max => Some(format!(
+                "{rows} rows match; at most {max} may be exported at once"
+            )),
+            _ => None,
+        }
+    };
     Ok(HttpResponse::Ok().json(json!({
-        "possible": true,
+        "possible": reason.is_none(),
         "estimated_rows": rows,
         "estimated_bytes": (per_row * rows as f64).round() as u64,
-        "reason": null,
+        "reason": reason,
     })))
 }
 

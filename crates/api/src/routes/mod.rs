@@ -13,23 +13,59 @@ use futures::StreamExt;
 use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
-    cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
-        .service(resource("/readyz").route(web::get().to(health::readyz)))
-        .service(resource("/v1/slices").route(web::get().to(slices::list)))
-        .service(resource("/v1/slices/{slice}").route(web::get().to(slices::get)))
-        .service(resource("/v1/ingest/{slice}").route(web::post().to(ingest::ingest)))
-        .service(
-            resource("/v1/exports")
-                .route(web::post().to(exports::create))
-                .route(web::get().to(exports::list)),
-        )
-        .service(resource("/v1/exports/evaluate").route(web::post().to(exports::evaluate)))
-        .service(resource("/v1/exports/{id}").route(web::get().to(exports::get)))
-        .service(resource("/v1/exports/{id}/cancel").route(web::post().to(exports::cancel)))
-        .service(resource("/v1/exports/{id}/manifest").route(web::get().to(exports::manifest)))
-        .service(resource("/v1/exports/{id}/parts/{n}").route(web::get().to(exports::part)))
-        .service(resource("/v1/logs/{slice}/preview").route(web::post().to(exports::preview)));
+    // Every resource answers other methods with a 405 that lists the allowed ones; GET
+    // routes answer HEAD too.
+    let resource = |path: &str, allow: &'static str| {
+        web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+            method_not_allowed(req, allow)
+        }))
+    };
+    cfg.service(
+        resource("/healthz", "GET, HEAD")
+            .route(web::get().to(health::healthz))
+            .route(web::head().to(health::healthz)),
+    )
+    .service(
+        resource("/readyz", "GET, HEAD")
+            .route(web::get().to(health::readyz))
+            .route(web::head().to(health::readyz)),
+    )
+    .service(
+        resource("/v1/slices", "GET, HEAD")
+            .route(web::get().to(slices::list))
+            .route(web::head().to(slices::list)),
+    )
+    .service(
+        resource("/v1/slices/{slice}", "GET, HEAD")
+            .route(web::get().to(slices::get))
+            .route(web::head().to(slices::get)),
+    )
+    .service(resource("/v1/ingest/{slice}", "POST").route(web::post().to(ingest::ingest)))
+    .service(
+        resource("/v1/exports", "GET, HEAD, POST")
+            .route(web::post().to(exports::create))
+            .route(web::get().to(exports::list))
+            .route(web::head().to(exports::list)),
+    )
+    .service(resource("/v1/exports/evaluate", "POST").route(web::post().to(exports::evaluate)))
+    .service(
+        resource("/v1/exports/{id}", "GET, HEAD, DELETE")
+            .route(web::get().to(exports::get))
+            .route(web::head().to(exports::get))
+            .route(web::delete().to(exports::delete)),
+    )
+    .service(resource("/v1/exports/{id}/cancel", "POST").route(web::post().to(exports::cancel)))
+    .service(
+        resource("/v1/exports/{id}/manifest", "GET, HEAD")
+            .route(web::get().to(exports::manifest))
+            .route(web::head().to(exports::manifest)),
+    )
+    .service(
+        resource("/v1/exports/{id}/parts/{n}", "GET, HEAD")
+            .route(web::get().to(exports::part))
+            .route(web::head().to(exports::part)),
+    )
+    .service(resource("/v1/logs/{slice}/preview", "POST").route(web::post().to(exports::preview)));
 }
 
 /// For the App's default service: an unknown path.
@@ -37,12 +73,15 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found(format!("path {}", req.path())))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed(format!(
-        "{} is not allowed on {}",
-        req.method(),
-        req.path()
-    )))
+fn method_not_allowed(req: HttpRequest, allow: &'static str) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed {
+        detail: format!(
+            "{} is not allowed on {}; use {allow}",
+            req.method(),
+            req.path()
+        ),
+        allow,
+    })
 }
 
 /// A path parameter as matched (actix has already percent-decoded it).
@@ -51,7 +90,8 @@ fn param<'a>(req: &'a HttpRequest, name: &str) -> &'a str {
 }
 
 /// Reads a request body, decompressing `gzip`/`zstd`, refusing more than `limit`
-/// bytes (before and after decompression) with 413.
+/// bytes with 413 — on the wire and after decompression, which is bounded while it
+/// runs, so a small "bomb" never expands in memory.
 async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
@@ -68,31 +108,97 @@ async fn read_body(
             return Err(too_large());
         }
     }
-    let encoding = req
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
-    match encoding.as_deref() {
-        None | Some("") | Some("identity") | Some("gzip") | Some("x-gzip") | Some("zstd") => {}
-        Some(other) => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Encoding `{other}` is not supported; use gzip or zstd"
-            )))
-        }
-    }
-    let mut stream = actix_web::dev::Decompress::from_headers(payload.into_inner(), req.headers());
-    let mut body = BytesMut::new();
+    let encoding = match req.headers().get(header::CONTENT_ENCODING) {
+        None => Encoding::Identity,
+        Some(v) => match v.to_str().map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            Ok("") | Ok("identity") => Encoding::Identity,
+            Ok("gzip") | Ok("x-gzip") => Encoding::Gzip,
+            Ok("zstd") => Encoding::Zstd,
+            Ok(other) => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "Content-Encoding `{other}` is not supported; use gzip or zstd"
+                )))
+            }
+            Err(_) => {
+                return Err(ApiError::UnsupportedMediaType(
+                    "the Content-Encoding header is not text".into(),
+                ))
+            }
+        },
+    };
+    let mut stream = payload.into_inner();
+    let mut raw = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(
-                None,
-                format!("the body could not be read or decompressed: {e}"),
-            )
-        })?;
-        if body.len() + chunk.len() > limit {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(None, format!("the body could not be read: {e}")))?;
+        if raw.len() + chunk.len() > limit {
             return Err(too_large());
         }
-        body.extend_from_slice(&chunk);
+        raw.extend_from_slice(&chunk);
     }
-    Ok(body.freeze())
+    let raw = raw.freeze();
+    if encoding == Encoding::Identity {
+        return Ok(raw);
+    }
+    web::block(move || decode(encoding, &raw, limit))
+        .await
+        .map_err(|e| ApiError::Internal(format!("decoder task: {e}")))?
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+/// Decompresses a whole body, stopping as soon as the output passes `limit`.
+fn decode(encoding: Encoding, raw: &[u8], limit: usize) -> Result<Bytes, ApiError> {
+    use std::io::Read;
+    let name = match encoding {
+        Encoding::Gzip => "gzip",
+        _ => "zstd",
+    };
+    let reader: Box<dyn Read> = match encoding {
+        // Several gzip members in a row are one valid gzip stream.
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+        _ => Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| {
+            ApiError::bad_request(None, format!("the body is not valid zstd: {e}"))
+        })?),
+    };
+    let mut out = Vec::new();
+    let n = reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::bad_request(
+                None,
+                format!("the body is not valid {name} (corrupt or truncated): {e}"),
+            )
+        })?;
+    if n > limit {
+        return Err(ApiError::TooLarge(format!(
+            "the body is larger than {limit} bytes once decompressed"
+        )));
+    }
+    if encoding == Encoding::Zstd && !zstd_is_complete(raw) {
+        return Err(ApiError::bad_request(
+            None,
+            "the body is not valid zstd (truncated frame)",
+        ));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Whether a zstd body consists of complete frames (a truncated last frame can still
+/// decode part of its content without an error).
+fn zstd_is_complete(raw: &[u8]) -> bool {
+    let mut rest = raw;
+    while !rest.is_empty() {
+        match zstd::zstd_safe::find_frame_compressed_size(rest) {
+            Ok(n) if n > 0 && n <= rest.len() => rest = &rest[n..],
+            _ => return false,
+        }
+    }
+    true
 }
