@@ -81,15 +81,50 @@ fn free_port() -> u16 {
 }
 
 /// How to start a service.
+///
+/// The placement fields (which ClickHouse server and database, which job store, which
+/// object store directory) default to the service's own; set them to make several
+/// services share one queue and one set of files. They are fixed when the service
+/// starts: `restart_with` keeps them and only changes `env`.
 #[derive(Default, Clone)]
 pub struct Options {
     /// Extra `LOGPORT_*` variables.
     pub env: Vec<(String, String)>,
+    /// ClickHouse HTTP URL instead of `LOGPORT_TEST_CLICKHOUSE_URL` (e.g. a
+    /// [`PrivateClickHouse`]).
+    pub clickhouse_url: Option<String>,
+    /// An existing ClickHouse database to use instead of a fresh one; the service
+    /// does not drop it (its owner does).
+    pub clickhouse_database: Option<String>,
+    /// Job store URL instead of the service's own SQLite file (e.g. a [`PgDatabase`]).
+    pub job_store_url: Option<String>,
+    /// Object store directory instead of the service's own `exports/`.
+    pub object_store_dir: Option<PathBuf>,
 }
 
 impl Options {
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn clickhouse_url(mut self, url: &str) -> Self {
+        self.clickhouse_url = Some(url.into());
+        self
+    }
+
+    pub fn clickhouse_database(mut self, database: &str) -> Self {
+        self.clickhouse_database = Some(database.into());
+        self
+    }
+
+    pub fn job_store_url(mut self, url: &str) -> Self {
+        self.job_store_url = Some(url.into());
+        self
+    }
+
+    pub fn object_store_dir(mut self, dir: &Path) -> Self {
+        self.object_store_dir = Some(dir.to_path_buf());
         self
     }
 }
@@ -104,6 +139,10 @@ pub struct Service {
     options: Options,
     port: u16,
     pub http: reqwest::Client,
+    /// Whether `database` was made for this service (and is dropped with it).
+    owns_database: bool,
+    job_store_url: String,
+    object_store_dir: PathBuf,
 }
 
 impl Service {
@@ -112,15 +151,30 @@ impl Service {
     }
 
     pub async fn start_with(options: Options) -> Service {
-        let clickhouse = clickhouse_url();
+        let clickhouse = options
+            .clickhouse_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .unwrap_or_else(clickhouse_url);
         clickhouse_blocking(&clickhouse, "SELECT 1").unwrap_or_else(|e| {
             panic!("ClickHouse at {clickhouse} is not answering ({e}); tests need it")
         });
-        let database = format!("lpt_{}", uuid::Uuid::new_v4().simple());
+        let (database, owns_database) = match &options.clickhouse_database {
+            Some(db) => (db.clone(), false),
+            None => (format!("lpt_{}", uuid::Uuid::new_v4().simple()), true),
+        };
         let dir = tempfile::Builder::new()
             .prefix("logport-test-")
             .tempdir()
             .expect("temp dir");
+        let job_store_url = options
+            .job_store_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("jobs.db").display()));
+        let object_store_dir = options
+            .object_store_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("exports"));
         let mut svc = Service {
             child: None,
             base: String::new(),
@@ -131,8 +185,14 @@ impl Service {
             port: free_port(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
+                // Shorter than the server's keep-alive, so a pooled connection is
+                // never one the server is closing.
+                .pool_idle_timeout(Duration::from_secs(20))
                 .build()
                 .expect("http client"),
+            owns_database,
+            job_store_url,
+            object_store_dir,
         };
         svc.spawn().await;
         svc
@@ -151,12 +211,9 @@ impl Service {
             .env("LOGPORT_CLICKHOUSE_DATABASE", &self.database)
             .env(
                 "LOGPORT_OBJECT_STORE_URL",
-                format!("file://{}", self.dir.path().join("exports").display()),
+                format!("file://{}", self.object_store_dir.display()),
             )
-            .env(
-                "LOGPORT_JOB_STORE_URL",
-                format!("sqlite://{}", self.dir.path().join("jobs.db").display()),
-            )
+            .env("LOGPORT_JOB_STORE_URL", &self.job_store_url)
             .env(
                 "LOGPORT_STATIC_TOKENS",
                 format!("{ACME}@acme,{GLOBEX}@globex"),
@@ -238,6 +295,62 @@ impl Service {
         self.kill();
         self.options = options;
         self.spawn().await;
+    }
+
+    /// The process id of the running `logport serve`.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .expect("the service is not running")
+            .id()
+    }
+
+    /// Sends a signal (`TERM`, `STOP`, `CONT`, ...) to the process with `kill`.
+    pub fn signal(&self, name: &str) {
+        send_signal(self.pid(), name);
+    }
+
+    /// SIGSTOP: the process freezes (a zombie worker, a stalled VM).
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`Service::pause`].
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// Has the process exited? Its status if so (without waiting).
+    pub fn try_exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits (polling) until the process exits on its own; panics after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.try_exit_status() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "logport did not exit within {within:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Where this service's object store keeps its files (`file://` root).
+    pub fn object_store_dir(&self) -> &Path {
+        &self.object_store_dir
+    }
+
+    /// The job store URL this service uses.
+    pub fn job_store_url(&self) -> &str {
+        &self.job_store_url
     }
 
     pub fn get(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
@@ -353,10 +466,243 @@ impl Drop for Service {
                 eprintln!("{l}");
             }
         }
-        let _ = clickhouse_blocking(
-            &self.clickhouse,
-            &format!("DROP DATABASE IF EXISTS {}", self.database),
+        if self.owns_database {
+            let _ = clickhouse_blocking(
+                &self.clickhouse,
+                &format!("DROP DATABASE IF EXISTS {}", self.database),
+            );
+        }
+    }
+}
+
+/// `kill -s NAME PID`.
+fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {name} {pid} failed: {status}");
+}
+
+/// Is the process running (not gone, not a zombie)?
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The PostgreSQL server tests use for job stores shared by several replicas.
+pub fn postgres_url() -> String {
+    match std::env::var("LOGPORT_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => "postgres://postgres@127.0.0.1:5432/postgres".to_string(),
+    }
+}
+
+/// Runs SQL with `psql` against a PostgreSQL URL; returns unaligned tuples-only output.
+pub fn psql(url: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run psql (install postgresql-client): {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    } else {
+        Err(format!(
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A fresh PostgreSQL database on [`postgres_url`]'s server, for one test's job
+/// store; dropped (connections and all) on Drop. A test that cannot reach
+/// PostgreSQL fails.
+pub struct PgDatabase {
+    pub name: String,
+    /// `postgres://…/name`: pass to [`Options::job_store_url`].
+    pub url: String,
+    admin: String,
+}
+
+impl PgDatabase {
+    pub fn create() -> PgDatabase {
+        let admin = postgres_url();
+        let name = format!("lpt_{}", uuid::Uuid::new_v4().simple());
+        psql(&admin, &format!("CREATE DATABASE {name}")).unwrap_or_else(|e| {
+            panic!("PostgreSQL at {admin} is not usable ({e}); the replica tests need it")
+        });
+        // Same server and credentials, another database (keep any ?query).
+        let (head, tail) = admin
+            .rsplit_once('/')
+            .expect("postgres URL with a database");
+        let query = tail.split_once('?').map(|(_, q)| format!("?{q}"));
+        let url = format!("{head}/{name}{}", query.unwrap_or_default());
+        PgDatabase { name, url, admin }
+    }
+
+    /// Runs SQL in this database (e.g. to read the `jobs` table).
+    pub fn query(&self, sql: &str) -> String {
+        psql(&self.url, sql).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let force = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if psql(&self.admin, &force).is_err() {
+            let _ = psql(
+                &self.admin,
+                &format!("DROP DATABASE IF EXISTS {}", self.name),
+            );
+        }
+    }
+}
+
+/// A ClickHouse server of one test's own, started with
+/// `deploy/clickhouse/private-server.sh`, that the test may stop, crash, pause and
+/// start again on the same ports (so services keep their URL). Stopped on Drop.
+pub struct PrivateClickHouse {
+    dir: tempfile::TempDir,
+    http_port: u16,
+    tcp_port: u16,
+    pub url: String,
+    paused: std::sync::atomic::AtomicBool,
+}
+
+impl PrivateClickHouse {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/clickhouse/private-server.sh")
+    }
+
+    /// Starts a new server on free ports with an empty data directory.
+    pub fn launch() -> PrivateClickHouse {
+        let dir = tempfile::Builder::new()
+            .prefix("logport-test-ch-")
+            .tempdir()
+            .expect("temp dir");
+        let (http_port, tcp_port) = (free_port(), free_port());
+        let ch = PrivateClickHouse {
+            dir,
+            http_port,
+            tcp_port,
+            url: format!("http://127.0.0.1:{http_port}"),
+            paused: std::sync::atomic::AtomicBool::new(false),
+        };
+        ch.start();
+        ch
+    }
+
+    /// (Re)starts the server on its ports and data; returns when it answers.
+    pub fn start(&self) {
+        let out = Command::new(Self::script())
+            .arg("start")
+            .arg(self.dir.path())
+            .arg(self.http_port.to_string())
+            .arg(self.tcp_port.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run private-server.sh");
+        assert!(
+            out.status.success(),
+            "private ClickHouse did not start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(url, self.url, "private ClickHouse came up on another port");
+    }
+
+    /// Stops the server cleanly (SIGTERM, then SIGKILL after 10 s).
+    pub fn stop(&self) {
+        self.resume();
+        let status = Command::new(Self::script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("run private-server.sh");
+        assert!(status.success(), "private ClickHouse did not stop");
+    }
+
+    /// Crashes the server (SIGKILL): open connections are reset mid-request.
+    pub fn kill(&self) {
+        if let Some(pid) = self.pid() {
+            send_signal(pid, "KILL");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while process_alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = std::fs::remove_file(self.dir.path().join("server.pid"));
+        }
+        self.paused
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("server.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// SIGSTOP: connections are still accepted (by the kernel) but nothing is
+    /// answered, so queries hang.
+    pub fn pause(&self) {
+        let pid = self.pid().expect("private ClickHouse is not running");
+        send_signal(pid, "STOP");
+        self.paused.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// SIGCONT after [`PrivateClickHouse::pause`].
+    pub fn resume(&self) {
+        if self.paused.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            if let Some(pid) = self.pid() {
+                send_signal(pid, "CONT");
+            }
+        }
+    }
+
+    /// Runs SQL on this server.
+    pub fn query(&self, sql: &str) -> String {
+        clickhouse_blocking(&self.url, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+impl Drop for PrivateClickHouse {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args(["-s", "CONT", &pid.to_string()])
+                .status();
+            let _ = Command::new(Self::script())
+                .arg("stop")
+                .arg(self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -404,4 +750,190 @@ pub async fn problem(resp: reqwest::Response) -> (u16, Value) {
     }
     assert_eq!(body["status"], status, "{body}");
     (status, body)
+}
+
+/// The S3-compatible server tests use: `LOGPORT_TEST_S3_ENDPOINT`, e.g.
+/// `http://127.0.0.1:45123` — moto's standalone server, which `scripts/test.sh`
+/// starts. A test that needs it fails without it; it never skips.
+pub fn s3_endpoint() -> String {
+    match std::env::var("LOGPORT_TEST_S3_ENDPOINT") {
+        Ok(u) if !u.is_empty() => u.trim_end_matches('/').to_string(),
+        _ => panic!(
+            "LOGPORT_TEST_S3_ENDPOINT is not set: run the tests with ./scripts/test.sh, which \
+             starts an S3-compatible server (python3 -m moto.server, from PyPI `moto[server]`)"
+        ),
+    }
+}
+
+/// One object of an S3 listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Object {
+    pub key: String,
+    pub size: u64,
+    /// Without quotes; a multipart upload's ETag ends in `-<parts>`.
+    pub etag: String,
+}
+
+/// A fresh bucket on [`s3_endpoint`]'s server, for one test. Talks plain HTTP,
+/// independently of the service's S3 client, with a dummy SigV4 `Authorization` header:
+/// moto does not verify signatures, but answers anonymous requests for private objects
+/// with 403, as S3 does.
+pub struct S3Bucket {
+    pub endpoint: String,
+    pub name: String,
+    http: reqwest::Client,
+}
+
+impl S3Bucket {
+    /// Creates a bucket with a unique name (an HTTP `PUT /<bucket>`).
+    pub async fn create() -> S3Bucket {
+        let endpoint = s3_endpoint();
+        let name = format!("lpt-{}", uuid::Uuid::new_v4().simple());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client");
+        let resp = http
+            .put(format!("{endpoint}/{name}"))
+            .header("authorization", S3_DUMMY_AUTH)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("the S3 server at {endpoint} is not answering ({e}); tests need it")
+            });
+        assert!(
+            resp.status().is_success(),
+            "cannot create bucket {name} at {endpoint}: {}",
+            resp.status()
+        );
+        S3Bucket {
+            endpoint,
+            name,
+            http,
+        }
+    }
+
+    /// `s3://<bucket>/<prefix>`.
+    pub fn store_url(&self, prefix: &str) -> String {
+        format!("s3://{}/{}", self.name, prefix.trim_matches('/'))
+    }
+
+    /// Options for a service whose export files go to this bucket under `prefix`
+    /// (object_store reads the `AWS_*` variables).
+    pub fn options(&self, prefix: &str) -> Options {
+        Options::default()
+            .env("LOGPORT_OBJECT_STORE_URL", &self.store_url(prefix))
+            .env("AWS_ENDPOINT", &self.endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "logport-test")
+            .env("AWS_SECRET_ACCESS_KEY", "logport-test-secret")
+            .env("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false")
+    }
+
+    /// Every object whose key starts with `prefix` (ListObjectsV2, all pages), by key.
+    pub async fn list(&self, prefix: &str) -> Vec<S3Object> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = format!(
+                "{}/{}?list-type=2&prefix={}",
+                self.endpoint,
+                self.name,
+                url_encode(prefix)
+            );
+            if let Some(t) = &token {
+                url.push_str(&format!("&continuation-token={}", url_encode(t)));
+            }
+            let resp = self
+                .http
+                .get(url)
+                .header("authorization", S3_DUMMY_AUTH)
+                .send()
+                .await
+                .expect("list objects");
+            let status = resp.status();
+            let xml = resp.text().await.expect("listing body");
+            assert!(status.is_success(), "list {prefix}: {status} {xml}");
+            for block in xml_elements(&xml, "Contents") {
+                let field = |tag: &str| {
+                    xml_elements(block, tag)
+                        .first()
+                        .map(|v| xml_unescape(v))
+                        .unwrap_or_default()
+                };
+                out.push(S3Object {
+                    key: field("Key"),
+                    size: field("Size").parse().expect("object size"),
+                    etag: field("ETag").trim_matches('"').to_string(),
+                });
+            }
+            let truncated = xml_elements(&xml, "IsTruncated").first() == Some(&"true");
+            token = xml_elements(&xml, "NextContinuationToken")
+                .first()
+                .map(|t| xml_unescape(t));
+            if !truncated || token.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// An object's bytes, or `None` when there is no such key.
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let resp = self
+            .http
+            .get(format!("{}/{}/{key}", self.endpoint, self.name))
+            .header("authorization", S3_DUMMY_AUTH)
+            .send()
+            .await
+            .expect("get object");
+        if resp.status() == 404 {
+            return None;
+        }
+        assert!(resp.status().is_success(), "get {key}: {}", resp.status());
+        Some(resp.bytes().await.expect("object body").to_vec())
+    }
+}
+
+/// What [`S3Bucket`] sends as `Authorization` (moto checks the form, not the signature).
+const S3_DUMMY_AUTH: &str = "AWS4-HMAC-SHA256 Credential=logport-test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0000";
+
+/// The contents of every `<tag>…</tag>` in `xml` (no nesting of the same tag).
+fn xml_elements<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        out.push(&after[..end]);
+        rest = &after[end + close.len()..];
+    }
+    out
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#34;", "\"")
+        .replace("&apos;", "'")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }

@@ -344,8 +344,12 @@ async fn every_slice_describes_its_table_exactly() {
             assert!(api.contains_key(c), "{slice} lacks {c}");
         }
         assert!(!api.contains_key("tenant_id"), "{slice} exposes tenant_id");
-        // The table has exactly the described fields (plus the internal tenant_id),
-        // with the described types.
+        assert!(
+            !api.contains_key("received_ms"),
+            "{slice} exposes received_ms"
+        );
+        // The table has exactly the described fields (plus the internal tenant_id and
+        // received_ms), with the described types.
         let table: BTreeMap<String, String> = columns
             .iter()
             .filter(|((t, _), _)| t == slice)
@@ -353,6 +357,7 @@ async fn every_slice_describes_its_table_exactly() {
             .collect();
         let mut expected = api.clone();
         expected.insert("tenant_id".into(), "String".into());
+        expected.insert("received_ms".into(), "UInt16".into());
         assert_eq!(table, expected, "{slice}: API and table disagree");
     }
 }

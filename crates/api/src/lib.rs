@@ -81,6 +81,28 @@ impl Default for Downloads {
     }
 }
 
+/// Limits of the compatibility protocols (AppMetrica's and Metrica's Logs APIs).
+#[derive(Debug, Clone)]
+pub struct CompatLimits {
+    /// Largest AppMetrica response (estimated before queuing, checked again when
+    /// served): beyond it the answer is 400 `… Try to use more parts.`
+    pub max_response_bytes: u64,
+    /// Bytes the processed, not yet cleaned Metrica log requests of one counter may hold.
+    pub counter_quota_bytes: u64,
+    /// Metrica log requests are cut into parts of about this many bytes.
+    pub part_max_bytes: u64,
+}
+
+impl Default for CompatLimits {
+    fn default() -> Self {
+        CompatLimits {
+            max_response_bytes: 1 << 30,
+            counter_quota_bytes: 10 << 30,
+            part_max_bytes: 256 << 20,
+        }
+    }
+}
+
 /// Everything handlers share.
 pub struct AppState {
     pub catalog: Arc<Catalog>,
@@ -94,10 +116,20 @@ pub struct AppState {
     pub downloads: Downloads,
     /// Attempts an export gets before it fails for good.
     pub max_attempts: u32,
+    /// Writes ingest batches, coalescing small ones.
+    pub inserter: Arc<logport_store::Inserter>,
+    /// Bounds the bytes of ingest requests in progress (one permit per KiB).
+    pub ingest_gate: Arc<tokio::sync::Semaphore>,
+    /// Idempotency keys of ingest requests in progress.
+    pub ingest_keys: routes::InFlightKeys,
+    /// Limits of the AppMetrica and Metrica protocols.
+    pub compat: CompatLimits,
     /// Wakes an idle worker when a job is queued.
     pub wake: Arc<Notify>,
     pub clock: Arc<dyn Clock>,
 }
+
+pub use routes::InFlightKeys;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {

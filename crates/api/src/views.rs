@@ -53,7 +53,7 @@ pub fn job_view(job: &Job) -> JobView<'_> {
         started_at: job.started_at.map(rfc3339_ms),
         finished_at: job.finished_at.map(rfc3339_ms),
         expires_at: job.expires_at.map(rfc3339_ms),
-        watermark: rfc3339_ms(job.watermark * 1000),
+        watermark: rfc3339_ms(job.created_at),
         attempts: job.attempts,
         progress,
         error: job.error.as_ref(),

@@ -1,15 +1,17 @@
-//! Validating one ingest line (a JSON object) into a row of typed values.
+//! Validating ingest records (NDJSON objects or CSV rows) into rows of typed values.
 //!
 //! A row holds one value per public field, in catalog order, ready for the store's
-//! RowBinary writer. The server owns `tenant_id` and `received_time`; `event_id` is
-//! generated (UUID v7, time-ordered) when the line has none.
+//! RowBinary writer. The server owns `tenant_id` and `received_time`. An `event_id`
+//! missing from a record is generated: time-ordered (UUID v7) normally, or derived
+//! from the request's idempotency seed and the record's line number (UUID v5) when the
+//! client sent an `Idempotency-Key` — so a retried request produces the very same ids.
 
 use serde_json::{Map, Value as Json};
 
-use crate::schema::{Slice, TENANT_COLUMN};
+use crate::schema::{Field, Slice, TENANT_COLUMN};
 use crate::value::Value;
 
-/// Why a line was rejected: the member (when one is to blame) and a sentence.
+/// Why a record was rejected: the member (when one is to blame) and a sentence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LineError {
     pub field: Option<String>,
@@ -25,9 +27,51 @@ impl LineError {
     }
 }
 
-/// Parses and validates one NDJSON line.
-pub fn parse_line(slice: &Slice, line: &[u8], received_time: u32) -> Result<Vec<Value>, LineError> {
-    let obj: Map<String, Json> = serde_json::from_slice(line).map_err(|e| LineError {
+/// A validated record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// One value per public field, in catalog order.
+    pub values: Vec<Value>,
+    /// The record carried its own `event_id` (rather than one generated here).
+    pub event_id_given: bool,
+}
+
+/// What the server adds to every row of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct RowContext<'a> {
+    pub received_time: u32,
+    /// Tenant and idempotency key of the request: makes generated ids deterministic.
+    pub id_seed: Option<&'a [u8]>,
+}
+
+/// Namespace of the UUID v5 event ids derived from idempotency keys.
+const EVENT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_bytes([
+    0x6c, 0x6f, 0x67, 0x70, 0x6f, 0x72, 0x74, 0x2d, 0x65, 0x76, 0x65, 0x6e, 0x74, 0x2d, 0x69, 0x64,
+]);
+
+impl RowContext<'_> {
+    fn event_id(&self, line: u64) -> uuid::Uuid {
+        match self.id_seed {
+            Some(seed) => {
+                let mut name = Vec::with_capacity(seed.len() + 9);
+                name.extend_from_slice(seed);
+                name.push(0);
+                name.extend_from_slice(&line.to_be_bytes());
+                uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
+            }
+            None => uuid::Uuid::now_v7(),
+        }
+    }
+}
+
+/// Parses and validates one NDJSON line (`line` is its 1-based number in the body).
+pub fn parse_line(
+    slice: &Slice,
+    bytes: &[u8],
+    ctx: &RowContext<'_>,
+    line: u64,
+) -> Result<Row, LineError> {
+    let obj: Map<String, Json> = serde_json::from_slice(bytes).map_err(|e| LineError {
         field: None,
         detail: if e.is_data() {
             "the line must be a JSON object".to_string()
@@ -35,52 +79,152 @@ pub fn parse_line(slice: &Slice, line: &[u8], received_time: u32) -> Result<Vec<
             format!("not valid JSON: {e}")
         },
     })?;
-    row_from_object(slice, &obj, received_time)
+    row_from_object(slice, &obj, ctx, line)
 }
 
 /// Validates an already parsed object.
 pub fn row_from_object(
     slice: &Slice,
     obj: &Map<String, Json>,
-    received_time: u32,
-) -> Result<Vec<Value>, LineError> {
+    ctx: &RowContext<'_>,
+    line: u64,
+) -> Result<Row, LineError> {
     for key in obj.keys() {
-        if key == TENANT_COLUMN || key == "received_time" {
-            return Err(LineError::at(
-                key,
-                format!("`{key}` is set by the server and cannot be sent"),
-            ));
-        }
-        if slice.field(key).is_none() {
-            return Err(LineError::at(
-                key,
-                format!("`{key}` is not a field of slice `{}`", slice.name),
-            ));
-        }
+        check_member(slice, key)?;
     }
-    let mut row = Vec::with_capacity(slice.fields.len());
-    for field in &slice.fields {
-        let value = match obj.get(&field.name) {
-            _ if field.name == "received_time" => Value::DateTime(received_time),
-            Some(v) => Value::from_json(&field.ty, v).map_err(|d| LineError::at(&field.name, d))?,
-            None if field.required => {
+    assemble(slice, ctx, line, |f| {
+        obj.get(&f.name).map(|v| Value::from_json(&f.ty, v))
+    })
+}
+
+/// The columns of a CSV body, from its header row.
+#[derive(Debug, Clone)]
+pub struct CsvHeader {
+    /// For each CSV column, the index of its catalog field.
+    fields: Vec<usize>,
+}
+
+impl CsvHeader {
+    pub fn parse(slice: &Slice, names: &[&str]) -> Result<CsvHeader, LineError> {
+        let mut fields = Vec::with_capacity(names.len());
+        for name in names {
+            let name = name.trim();
+            check_member(slice, name)?;
+            let i = slice
+                .fields
+                .iter()
+                .position(|f| f.name == name)
+                .ok_or_else(|| LineError::at(name, "unknown field"))?;
+            if fields.contains(&i) {
                 return Err(LineError::at(
-                    &field.name,
-                    format!("`{}` is required", field.name),
-                ))
+                    name,
+                    format!("`{name}` appears twice in the header"),
+                ));
             }
-            None if field.name == "event_id" => Value::Uuid(uuid::Uuid::now_v7()),
-            None => Value::default_for(&field.ty),
+            fields.push(i);
+        }
+        Ok(CsvHeader { fields })
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+/// Validates one CSV record against its header. An empty value means "absent": the
+/// field's default (NULL for Nullable fields).
+pub fn row_from_csv(
+    slice: &Slice,
+    header: &CsvHeader,
+    values: &[&str],
+    ctx: &RowContext<'_>,
+    line: u64,
+) -> Result<Row, LineError> {
+    if values.len() != header.fields.len() {
+        return Err(LineError {
+            field: None,
+            detail: format!(
+                "the record has {} values but the header names {} fields",
+                values.len(),
+                header.fields.len()
+            ),
+        });
+    }
+    assemble(slice, ctx, line, |f| {
+        let col = header
+            .fields
+            .iter()
+            .position(|&i| slice.fields[i].name == f.name)?;
+        let text = values[col];
+        (!text.is_empty()).then(|| Value::from_json(&f.ty, &Json::String(text.to_string())))
+    })
+}
+
+fn check_member(slice: &Slice, key: &str) -> Result<(), LineError> {
+    if key == TENANT_COLUMN || key == "received_time" {
+        return Err(LineError::at(
+            key,
+            format!("`{key}` is set by the server and cannot be sent"),
+        ));
+    }
+    if slice.field(key).is_none() {
+        return Err(LineError::at(
+            key,
+            format!("`{key}` is not a field of slice `{}`", slice.name),
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the row from whatever `given` finds for each field.
+fn assemble(
+    slice: &Slice,
+    ctx: &RowContext<'_>,
+    line: u64,
+    given: impl Fn(&Field) -> Option<Result<Value, String>>,
+) -> Result<Row, LineError> {
+    let mut row = Vec::with_capacity(slice.fields.len());
+    let mut event_id_given = true;
+    for field in &slice.fields {
+        let value = if field.name == "received_time" {
+            Value::DateTime(ctx.received_time)
+        } else {
+            match given(field) {
+                Some(v) => v.map_err(|d| LineError::at(&field.name, d))?,
+                None if field.required => {
+                    return Err(LineError::at(
+                        &field.name,
+                        format!("`{}` is required", field.name),
+                    ))
+                }
+                None if field.name == "event_id" => {
+                    event_id_given = false;
+                    Value::Uuid(ctx.event_id(line))
+                }
+                None => Value::default_for(&field.ty),
+            }
         };
         row.push(value);
     }
-    Ok(row)
+    Ok(Row {
+        values: row,
+        event_id_given,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Catalog;
+
+    const CTX: RowContext<'static> = RowContext {
+        received_time: 99,
+        id_seed: None,
+    };
 
     const SCHEMA: &str = r#"
 name = "clicks"
@@ -115,9 +259,11 @@ default = true
         let row = parse_line(
             &slice(),
             br#"{"click_id":"c1","event_time":"2026-11-05T10:00:00Z"}"#,
-            99,
+            &CTX,
+            1,
         )
-        .unwrap();
+        .unwrap()
+        .values;
         // app_id, event_id, event_time, received_time, click_id, cost
         assert_eq!(row[0], Value::UInt(0));
         assert!(matches!(row[1], Value::Uuid(u) if !u.is_nil()));
@@ -130,7 +276,7 @@ default = true
     #[test]
     fn rejects_bad_lines_naming_the_field() {
         let s = slice();
-        let field = |line: &str| parse_line(&s, line.as_bytes(), 1).unwrap_err().field;
+        let field = |line: &str| parse_line(&s, line.as_bytes(), &CTX, 1).unwrap_err().field;
         assert_eq!(
             field(r#"{"click_id":"c","event_time":1,"nope":1}"#).as_deref(),
             Some("nope")
@@ -156,6 +302,57 @@ default = true
         assert_eq!(field(r#"{"click_id":"c","#), None);
         assert_eq!(field(r#"[1,2]"#), None);
         assert_eq!(field("{\"click_id\":\"\u{0}\\ud800\"}"), None);
-        assert!(parse_line(&s, b"{\"click_id\":\"\xff\",\"event_time\":1}", 1).is_err());
+        assert!(parse_line(&s, b"{\"click_id\":\"\xff\",\"event_time\":1}", &CTX, 1).is_err());
+    }
+
+    #[test]
+    fn idempotency_seeds_make_ids_deterministic() {
+        let s = slice();
+        let seed = RowContext {
+            received_time: 1,
+            id_seed: Some(b"acme\0key-1"),
+        };
+        let line = br#"{"click_id":"c","event_time":1}"#;
+        let a = parse_line(&s, line, &seed, 3).unwrap().values;
+        let b = parse_line(&s, line, &seed, 3).unwrap().values;
+        let c = parse_line(&s, line, &seed, 4).unwrap().values;
+        assert_eq!(a[1], b[1]);
+        assert_ne!(a[1], c[1]);
+        let other = RowContext {
+            received_time: 1,
+            id_seed: Some(b"acme\0key-2"),
+        };
+        assert_ne!(parse_line(&s, line, &other, 3).unwrap().values[1], a[1]);
+        let random = parse_line(&s, line, &CTX, 3).unwrap().values;
+        assert_ne!(random[1], parse_line(&s, line, &CTX, 3).unwrap().values[1]);
+        assert!(!parse_line(&s, line, &CTX, 3).unwrap().event_id_given);
+        let given =
+            br#"{"click_id":"c","event_time":1,"event_id":"67e55044-10b1-426f-9247-bb680e5fe0c8"}"#;
+        assert!(parse_line(&s, given, &CTX, 3).unwrap().event_id_given);
+    }
+
+    #[test]
+    fn csv_records() {
+        let s = slice();
+        let header = CsvHeader::parse(&s, &["event_time", "click_id", "cost"]).unwrap();
+        let row = row_from_csv(&s, &header, &["2026-11-05 10:00:00", "c,1", ""], &CTX, 2)
+            .unwrap()
+            .values;
+        assert_eq!(row[4], Value::Str("c,1".into()));
+        assert_eq!(row[5], Value::Null, "empty means absent");
+        let row = row_from_csv(&s, &header, &["1", "c", "2.5"], &CTX, 3)
+            .unwrap()
+            .values;
+        assert_eq!(row[5], Value::Float(2.5));
+        let bad = row_from_csv(&s, &header, &["1", "c", "x"], &CTX, 4).unwrap_err();
+        assert_eq!(bad.field.as_deref(), Some("cost"));
+        assert!(row_from_csv(&s, &header, &["1", "c"], &CTX, 5).is_err());
+        assert!(
+            row_from_csv(&s, &header, &["1", "", ""], &CTX, 6).is_err(),
+            "click_id is required"
+        );
+        for bad in [&["nope"][..], &["tenant_id"], &["cost", "cost"]] {
+            assert!(CsvHeader::parse(&s, bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -11,8 +11,8 @@ pub mod value;
 
 pub use schema::{Catalog, Field, Partition, SchemaError, Slice, TENANT_COLUMN};
 pub use spec::{
-    Compression, DateDimension, ExportRequest, ExportSpec, Filter, FilterOp, Format, SpecError,
-    SpecLimits,
+    BucketRequest, Compression, DateDimension, ExportRequest, ExportSpec, Filter, FilterOp,
+    FilterRequest, Format, SpecError, SpecLimits,
 };
 pub use types::{ColumnType, TypeFamily};
 pub use value::Value;

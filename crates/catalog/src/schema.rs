@@ -15,13 +15,15 @@ use crate::types::ColumnType;
 /// The internal tenant column: never ingested from the body, never exported as a field.
 pub const TENANT_COLUMN: &str = "tenant_id";
 
-/// Names no schema file may declare, because the catalog owns them.
-pub const COMMON_FIELDS: [&str; 5] = [
+/// Names no schema file may declare, because the catalog owns them (`received_ms`
+/// is the store's internal sub-second receive order).
+pub const COMMON_FIELDS: [&str; 6] = [
     TENANT_COLUMN,
     "app_id",
     "event_id",
     "event_time",
     "received_time",
+    "received_ms",
 ];
 
 #[derive(Debug, thiserror::Error)]

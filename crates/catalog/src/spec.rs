@@ -83,7 +83,27 @@ pub struct ExportRequest {
     pub utf8_bom: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
+    /// `json`/`jsonl` only: write every value as a JSON string (`"1.5"`, `""` for
+    /// NULL), as AppMetrica's Logs API does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_strings: Option<bool>,
+    /// Only the rows of one of `count` disjoint buckets (by a hash of `event_id`): the
+    /// buckets `0..count` of one request together hold exactly its rows, once each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<BucketRequest>,
 }
+
+/// One bucket of a result split `count` ways (AppMetrica's `parts_count` and
+/// `part_number`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketRequest {
+    pub count: u32,
+    pub number: u32,
+}
+
+/// Most buckets a result may be split into.
+pub const MAX_BUCKETS: u32 = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,6 +119,14 @@ pub struct FilterRequest {
 impl ExportRequest {
     /// Parses a request body, naming the offending member on error.
     pub fn from_json(body: &[u8]) -> Result<Self, SpecError> {
+        // serde also reads a struct from a JSON array, member by member in declaration
+        // order; a request is an object, so `["clicks", null, …]` is not one.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(SpecError::Malformed {
+                field: None,
+                detail: "the body must be a JSON object, not an array".into(),
+            });
+        }
         parse_json_body(body)
     }
 }
@@ -287,6 +315,10 @@ pub struct ExportSpec {
     pub part_max_bytes: Option<u64>,
     pub utf8_bom: bool,
     pub limit: Option<u64>,
+    /// Every value as a JSON string (`json`/`jsonl` only).
+    pub json_strings: bool,
+    /// `(count, number)`: only rows with `hash(event_id) % count = number`.
+    pub bucket: Option<(u32, u32)>,
 }
 
 /// What this server can do, as far as request validation is concerned. (Per-tenant
@@ -426,6 +458,31 @@ impl ExportRequest {
         if self.limit == Some(0) {
             return Err(SpecError::invalid("limit", "must be at least 1"));
         }
+        let json_strings = self.json_strings.unwrap_or(false);
+        if json_strings && !matches!(format, Format::Json | Format::Jsonl) {
+            return Err(SpecError::invalid(
+                "json_strings",
+                "string values apply to json and jsonl only",
+            ));
+        }
+        let bucket = match self.bucket {
+            None => None,
+            Some(b) if b.count == 0 || b.count > MAX_BUCKETS => {
+                return Err(SpecError::invalid(
+                    "bucket.count",
+                    format!("must be 1 to {MAX_BUCKETS}"),
+                ))
+            }
+            Some(b) if b.number >= b.count => {
+                return Err(SpecError::invalid(
+                    "bucket.number",
+                    format!("must be 0 to {} (below bucket.count)", b.count - 1),
+                ))
+            }
+            // One bucket is the whole result.
+            Some(b) if b.count == 1 => None,
+            Some(b) => Some((b.count, b.number)),
+        };
 
         Ok(ExportSpec {
             slice: slice.name.clone(),
@@ -441,6 +498,8 @@ impl ExportRequest {
             part_max_bytes: self.part_max_bytes,
             utf8_bom,
             limit: self.limit,
+            json_strings,
+            bucket,
         })
     }
 }
@@ -748,6 +807,22 @@ default = false
             "utf8_bom"
         );
         assert_eq!(err_field(with(json!({"limit": 0}))), "limit");
+        assert_eq!(
+            err_field(with(json!({"json_strings": true}))),
+            "json_strings"
+        );
+        assert_eq!(
+            err_field(with(json!({"bucket": {"count": 0, "number": 0}}))),
+            "bucket.count"
+        );
+        assert_eq!(
+            err_field(with(json!({"bucket": {"count": 3, "number": 3}}))),
+            "bucket.number"
+        );
+        assert_eq!(
+            err_field(with(json!({"bucket": {"count": 3, "number": 0, "x": 1}}))),
+            "bucket.x"
+        );
         assert_eq!(err_field(with(json!({"colour": 1}))), "colour");
         assert_eq!(err_field(with(json!({"app_id": "x"}))), "app_id");
         assert_eq!(err_field(with(json!({"app_id": -1}))), "app_id");
@@ -821,6 +896,22 @@ default = false
             ExportRequest::from_json(b"[1]"),
             Err(SpecError::Malformed { .. })
         ));
+        assert!(matches!(
+            ExportRequest::from_json(br#" ["clicks", null, "2026-11-01", "2026-11-07"]"#),
+            Err(SpecError::Malformed { field: None, .. })
+        ));
+    }
+
+    #[test]
+    fn strings_and_buckets() {
+        let s = req(with(json!({"format": "json", "json_strings": true,
+            "bucket": {"count": 4, "number": 3}})))
+        .unwrap();
+        assert!(s.json_strings);
+        assert_eq!(s.bucket, Some((4, 3)));
+        let whole = req(with(json!({"bucket": {"count": 1, "number": 0}}))).unwrap();
+        assert_eq!(whole.bucket, None);
+        assert!(!req(base()).unwrap().json_strings);
     }
 
     #[test]

@@ -81,6 +81,14 @@ pub fn format_rfc3339(secs: i64) -> String {
         .unwrap_or_default()
 }
 
+/// RFC 3339 in UTC with milliseconds, from Unix milliseconds.
+pub fn format_rfc3339_ms(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
 /// A time zone for interpreting dates in export requests: `UTC`, a fixed offset
 /// (`+03:00`) or an IANA name (`Europe/Berlin`).
 #[derive(Debug, Clone, Copy)]

@@ -122,6 +122,10 @@ fn parse_int(ty: &ColumnType, v: &Json) -> Result<Value, String> {
                 return Err(format!("{n} is not an integer"));
             }
         }
+        // Flags arrive as true/false from CSV and some trackers.
+        Json::String(s) if *ty == ColumnType::UInt8 && matches!(s.as_str(), "true" | "false") => {
+            i128::from(s == "true")
+        }
         // Trackers often send numbers as strings ("sub ids", macros); accept exact ones.
         Json::String(s) => s
             .trim()

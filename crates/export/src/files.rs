@@ -48,6 +48,8 @@ pub struct Files {
     /// S3 only: presigns downloads. Keys are under `prefix` there.
     signer: Option<Arc<dyn Signer>>,
     prefix: String,
+    /// `file://` only: the root directory, to remove what listing does not show.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl Files {
@@ -68,6 +70,7 @@ impl Files {
                     url: url.into(),
                     signer: None,
                     prefix: String::new(),
+                    local_root: Some(dir),
                 })
             }
             "s3" => {
@@ -93,6 +96,7 @@ impl Files {
                     url: url.into(),
                     signer: Some(s3),
                     prefix,
+                    local_root: None,
                 })
             }
             _ => Err(FilesError::BadUrl(url.into())),
@@ -204,6 +208,22 @@ impl Files {
                 Ok(()) => n += 1,
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
+            }
+        }
+        // A local upload is staged as `name#N` until it completes, and listing hides
+        // such files: one left by a crashed process would stay forever. Remove the
+        // prefix's directory with whatever is left in it.
+        if let Some(root) = &self.local_root {
+            let dir = root.join(prefix.as_ref());
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(FilesError::Io {
+                        path: dir.display().to_string(),
+                        source,
+                    })
+                }
             }
         }
         Ok(n)

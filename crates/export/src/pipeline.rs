@@ -221,11 +221,8 @@ impl Exporter {
             .filter_map(|f| slice.field(f).map(|fd| (f.clone(), fd.ty.clone())))
             .collect();
         let selection = Selection {
-            database: self.store.database(),
-            slice,
-            tenant: &job.tenant,
-            spec: &spec,
-            watermark: Some(job.watermark),
+            watermark_ms: Some(job.created_at),
+            ..self.store.select(slice, &job.tenant, &spec)
         };
         let sql = selection.export_sql();
         let query_id = format!("logport-{}-{}", job.id, a.lease.attempt);
@@ -250,27 +247,35 @@ impl Exporter {
             }
             _ => {
                 let plan = text_plan(&spec, &columns);
+                let sql = selection.text_export_sql();
                 let stream =
                     self.store
                         .stream(&sql, plan.clickhouse_format, &query_id, OUTPUT_SETTINGS)?;
-                self.text_parts(stream, &plan, &spec, &mut sink).await
+                self.text_parts(stream, &plan, &spec, &selection, &mut sink)
+                    .await
             }
         };
         if let Err(e) = result {
             if matches!(e, ExportError::Canceled) {
-                // Stop the server's work too; the job is already canceled in the store.
-                let kill = tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    self.store.kill_query(&query_id),
-                )
-                .await;
-                match kill {
-                    Ok(Ok(())) => tracing::info!(%query_id, "export query killed"),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, %query_id, "could not kill export query")
+                // Stop the server's work too, without holding the worker: the job is
+                // already canceled in the store, and a stalled server must not keep
+                // the worker from its next job.
+                let store = self.store.clone();
+                let query_id = query_id.clone();
+                tokio::spawn(async move {
+                    let kill = tokio::time::timeout(
+                        std::time::Duration::from_secs(30),
+                        store.kill_query(&query_id),
+                    )
+                    .await;
+                    match kill {
+                        Ok(Ok(())) => tracing::info!(%query_id, "export query killed"),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, %query_id, "could not kill export query")
+                        }
+                        Err(_) => tracing::warn!(%query_id, "KILL QUERY timed out"),
                     }
-                    Err(_) => tracing::warn!(%query_id, "KILL QUERY timed out"),
-                }
+                });
             }
             return Err(e);
         }
@@ -295,7 +300,7 @@ impl Exporter {
             },
             fields: &spec.fields,
             request: &job.request,
-            watermark: time::format_rfc3339(job.watermark),
+            watermark: logport_catalog::time::format_rfc3339_ms(job.created_at),
             created_at: time::format_rfc3339(job.created_at.div_euclid(1000)),
             finished_at: time::format_rfc3339(logport_queue::now_ms().div_euclid(1000)),
             parts: parts
@@ -327,6 +332,7 @@ impl Exporter {
         mut stream: ByteStream,
         plan: &TextPlan,
         spec: &ExportSpec,
+        selection: &Selection<'_>,
         sink: &mut Sink<'_, '_>,
     ) -> Result<(), ExportError> {
         let mut scanner = Scanner::new(plan.framing);
@@ -385,8 +391,20 @@ impl Exporter {
                     }
                 }
             }
-            if let Some(text) = scanner.suspected_exception() {
-                if let Some(e) = logport_store::trailing_exception(text) {
+            if let Some(e) = scanner
+                .suspected_exception()
+                .and_then(logport_store::trailing_exception)
+            {
+                // CSV quotes strings and JSON records start with `{`, but TabSeparated
+                // does not quote: a row whose first value begins with `Code: ` looks
+                // like an exception. It is data when the rows are exactly as many as
+                // the same query counts (an exception adds its lines and drops rows).
+                let is_data = plan.clickhouse_format == "TabSeparated" && {
+                    let counted = self.store.count(&selection.count_sql()).await?;
+                    let counted = spec.limit.map_or(counted, |l| counted.min(l));
+                    counted == sink.attempt.counters.rows.load(Ordering::Relaxed)
+                };
+                if !is_data {
                     return Err(e.into());
                 }
             }

@@ -374,6 +374,7 @@ impl Worker {
                         return;
                     }
                     Ok(false) => {
+                        self.discard_attempt(&job, lease.attempt).await;
                         tracing::warn!("lease lost before completion; the attempt is discarded");
                         return;
                     }
@@ -389,6 +390,7 @@ impl Worker {
                     Err(e) => Err(e.to_string()),
                 },
                 Some(Stop::LeaseLost) => {
+                    self.discard_attempt(&job, lease.attempt).await;
                     tracing::warn!("lease lost; attempt abandoned");
                     return;
                 }
@@ -400,6 +402,7 @@ impl Worker {
                 }
             },
             Err(ExportError::LeaseLost) => {
+                self.discard_attempt(&job, lease.attempt).await;
                 tracing::warn!("lease lost; attempt abandoned");
                 return;
             }
@@ -443,6 +446,16 @@ impl Worker {
             // The lease will expire and the reaper will requeue the job.
             tracing::error!(error = %e, "could not record the export outcome");
         }
+    }
+
+    /// An attempt that lost its lease can never be published (every write to the job
+    /// store is fenced), yet it may have finished a part, or even its manifest, before
+    /// it learnt so, possibly after the winning attempt removed the other attempts'
+    /// files. Its prefix is its own (attempt numbers are fenced too): remove it now
+    /// rather than leave it to the orphan sweep.
+    async fn discard_attempt(&self, job: &Job, attempt: u32) {
+        self.remove_files(&files::attempt_prefix(&job.tenant, &job.id, attempt))
+            .await;
     }
 
     /// Earlier attempts' files are never served; remove them once one attempt won.

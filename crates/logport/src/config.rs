@@ -30,6 +30,10 @@ pub struct Config {
     pub ingest_max_line_bytes: usize,
     pub ingest_max_rows: usize,
     pub json_max_bytes: usize,
+    /// Longest a small ingest request waits to be coalesced with others.
+    pub ingest_batch_wait: String,
+    /// Bytes of ingest requests in progress before new ones get 503.
+    pub ingest_max_inflight_bytes: usize,
     pub max_range_days: u32,
     /// Most exports one tenant may have queued (429 beyond).
     pub max_queued_per_tenant: u64,
@@ -56,6 +60,12 @@ pub struct Config {
     pub presign_ttl: String,
     /// How often the object store is swept for files no job owns any more.
     pub orphan_sweep_interval: String,
+    /// Largest AppMetrica-style response; larger results answer 400 `Try to use more parts.`
+    pub compat_max_response_bytes: u64,
+    /// Bytes the processed, not yet cleaned Metrica-style log requests of one counter may hold.
+    pub compat_counter_quota_bytes: u64,
+    /// Size at which Metrica-style log requests are cut into parts.
+    pub compat_part_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -76,6 +86,8 @@ impl Default for Config {
             ingest_max_line_bytes: 1 << 20,
             ingest_max_rows: 1_000_000,
             json_max_bytes: 1 << 20,
+            ingest_batch_wait: "200ms".into(),
+            ingest_max_inflight_bytes: 256 << 20,
             max_range_days: 366,
             max_queued_per_tenant: 100,
             max_running_per_tenant: 4,
@@ -91,6 +103,9 @@ impl Default for Config {
             presigned_downloads: false,
             presign_ttl: "15m".into(),
             orphan_sweep_interval: "1h".into(),
+            compat_max_response_bytes: 1 << 30,
+            compat_counter_quota_bytes: 10 << 30,
+            compat_part_max_bytes: 256 << 20,
         }
     }
 }
@@ -109,6 +124,7 @@ pub struct Settings {
     pub janitor_interval: Duration,
     pub presign_ttl: Duration,
     pub orphan_sweep_interval: Duration,
+    pub ingest_batch_wait: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +233,12 @@ impl Config {
         if let Some(v) = get("LOGPORT_JSON_MAX_BYTES") {
             self.json_max_bytes = num("LOGPORT_JSON_MAX_BYTES", &v)?;
         }
+        if let Some(v) = get("LOGPORT_INGEST_BATCH_WAIT") {
+            self.ingest_batch_wait = v;
+        }
+        if let Some(v) = get("LOGPORT_INGEST_MAX_INFLIGHT_BYTES") {
+            self.ingest_max_inflight_bytes = num("LOGPORT_INGEST_MAX_INFLIGHT_BYTES", &v)?;
+        }
         if let Some(v) = get("LOGPORT_MAX_RANGE_DAYS") {
             self.max_range_days = num("LOGPORT_MAX_RANGE_DAYS", &v)?;
         }
@@ -271,6 +293,15 @@ impl Config {
         if let Some(v) = get("LOGPORT_ORPHAN_SWEEP_INTERVAL") {
             self.orphan_sweep_interval = v;
         }
+        if let Some(v) = get("LOGPORT_COMPAT_MAX_RESPONSE_BYTES") {
+            self.compat_max_response_bytes = num("LOGPORT_COMPAT_MAX_RESPONSE_BYTES", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_COMPAT_COUNTER_QUOTA_BYTES") {
+            self.compat_counter_quota_bytes = num("LOGPORT_COMPAT_COUNTER_QUOTA_BYTES", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_COMPAT_PART_MAX_BYTES") {
+            self.compat_part_max_bytes = num("LOGPORT_COMPAT_PART_MAX_BYTES", &v)?;
+        }
         Ok(())
     }
 
@@ -319,6 +350,13 @@ impl Config {
                 return Err(bad(key, "must be at least 1"));
             }
         }
+        if self.compat_max_response_bytes == 0 {
+            return Err(bad("compat_max_response_bytes", "must be at least 1"));
+        }
+        // The export spec's own lower bound for part_max_bytes.
+        if self.compat_part_max_bytes < 1024 {
+            return Err(bad("compat_part_max_bytes", "must be at least 1024"));
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(bad("log_format", "must be text or json"));
         }
@@ -344,6 +382,13 @@ impl Config {
             return Err(bad("presign_ttl", "must be between 1s and 7d"));
         }
         let orphan_sweep_interval = duration("orphan_sweep_interval", &self.orphan_sweep_interval)?;
+        let ingest_batch_wait = duration("ingest_batch_wait", &self.ingest_batch_wait)?;
+        if self.ingest_max_inflight_bytes < self.ingest_max_bytes {
+            return Err(bad(
+                "ingest_max_inflight_bytes",
+                "must be at least ingest_max_bytes (one largest request must fit)",
+            ));
+        }
         if orphan_sweep_interval.is_zero() {
             return Err(bad("orphan_sweep_interval", "must be positive"));
         }
@@ -375,6 +420,7 @@ impl Config {
             janitor_interval,
             presign_ttl,
             orphan_sweep_interval,
+            ingest_batch_wait,
         })
     }
 }
@@ -428,6 +474,16 @@ mod tests {
             ("LOGPORT_STATIC_TOKENS", "x", "static_tokens"),
             ("LOGPORT_WORKERS", "999", "workers"),
             ("LOGPORT_JOB_STORE_URL", "mysql://x", "job_store_url"),
+            (
+                "LOGPORT_COMPAT_PART_MAX_BYTES",
+                "10",
+                "compat_part_max_bytes",
+            ),
+            (
+                "LOGPORT_COMPAT_MAX_RESPONSE_BYTES",
+                "0",
+                "compat_max_response_bytes",
+            ),
         ] {
             let mut c = Config::default();
             c.apply_env(env(&[(k, v)])).unwrap();

@@ -9,11 +9,11 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use logport_api::{ApiLimits, AppState, Downloads, Quotas, Tokens};
+use logport_api::{ApiLimits, AppState, Downloads, InFlightKeys, Quotas, Tokens};
 use logport_catalog::{Catalog, SpecLimits};
 use logport_export::{Exporter, Files, WorkerConfig, Workers};
 use logport_queue::{Clock, SystemClock};
-use logport_store::{Store, StoreConfig};
+use logport_store::{Inserter, InserterConfig, Store, StoreConfig};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -216,7 +216,19 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         shutdown.clone(),
     );
 
+    let inserter = Inserter::new(
+        store.clone(),
+        InserterConfig {
+            max_wait: settings.ingest_batch_wait,
+            ..InserterConfig::default()
+        },
+    );
     let state = web::Data::new(AppState {
+        inserter,
+        ingest_gate: Arc::new(tokio::sync::Semaphore::new(
+            raw.ingest_max_inflight_bytes.div_ceil(1024),
+        )),
+        ingest_keys: InFlightKeys::default(),
         catalog,
         store,
         jobs,
@@ -239,6 +251,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             presign_ttl: settings.presign_ttl,
         },
         max_attempts: raw.max_attempts,
+        compat: logport_api::CompatLimits {
+            max_response_bytes: raw.compat_max_response_bytes,
+            counter_quota_bytes: raw.compat_counter_quota_bytes,
+            part_max_bytes: raw.compat_part_max_bytes,
+        },
         wake,
         clock,
     });
@@ -251,6 +268,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     .bind(&raw.listen)
     .with_context(|| format!("cannot listen on {}", raw.listen))?
     .disable_signals()
+    // Longer than common clients' pool idle timeouts, so a client never sends a
+    // request on a connection the server is closing.
+    .keep_alive(Duration::from_secs(120))
     .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
     .run();
     tracing::info!(listen = %raw.listen, workers = raw.workers, "logport serving");

@@ -167,6 +167,29 @@ pub struct NewJob {
     pub request: serde_json::Value,
     pub idempotency_key: Option<String>,
     pub max_attempts: u32,
+    /// The app the export reads (`None`: every app), so quotas can count per app.
+    pub app_id: Option<u64>,
+    /// Requests with the same fingerprint share one result (AppMetrica's "identical
+    /// request"): see [`JobStore::find_by_fingerprint`].
+    pub fingerprint: Option<String>,
+}
+
+/// The newest job made for a fingerprint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FingerprintedJob {
+    pub job: Job,
+    /// When its result (or its failure) was first handed to a client.
+    pub served_at: Option<i64>,
+}
+
+/// A job under its number: Metrica-style clients address requests by integer ids,
+/// counted per tenant from 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberedJob {
+    pub number: u64,
+    /// When a client removed its files (as opposed to the janitor's expiry).
+    pub cleaned_at: Option<i64>,
+    pub job: Job,
 }
 
 /// The result of `create`: a new job, or the one an earlier request with the same
@@ -307,6 +330,43 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Is the store answering?
     async fn ping(&self) -> Result<(), QueueError>;
+
+    /// The tenant's newest job created with this fingerprint.
+    async fn find_by_fingerprint(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+    ) -> Result<Option<FingerprintedJob>, QueueError>;
+
+    /// Records that a job's outcome was handed to a client; only the first time
+    /// counts. Returns whether this call recorded it.
+    async fn mark_served(&self, tenant: &str, id: &str, now: i64) -> Result<bool, QueueError>;
+
+    /// How many of the tenant's jobs for this app are queued or running.
+    async fn count_pending_for_app(&self, tenant: &str, app_id: u64) -> Result<u64, QueueError>;
+
+    /// The job's number, assigned now (the tenant's next) if it has none; `None` for
+    /// another tenant's or an unknown job.
+    async fn number(&self, tenant: &str, id: &str) -> Result<Option<u64>, QueueError>;
+
+    /// The tenant's job with this number.
+    async fn numbered(&self, tenant: &str, number: u64) -> Result<Option<NumberedJob>, QueueError>;
+
+    /// The tenant's numbered jobs (of one app, when given), newest (highest number)
+    /// first.
+    async fn list_numbered(
+        &self,
+        tenant: &str,
+        app_id: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<NumberedJob>, QueueError>;
+
+    /// Records that a client removed the files of a numbered job; only the first time
+    /// counts.
+    async fn mark_cleaned(&self, tenant: &str, number: u64, now: i64) -> Result<bool, QueueError>;
+
+    /// Bytes of the succeeded (not yet expired or cleaned) numbered jobs of an app.
+    async fn prepared_bytes(&self, tenant: &str, app_id: u64) -> Result<u64, QueueError>;
 }
 
 /// How a worker claims.

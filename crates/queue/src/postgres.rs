@@ -13,8 +13,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::{
-    ClaimOptions, Created, Heartbeat, Job, JobError, JobStatus, JobStore, Lease, ListQuery, NewJob,
-    Part, Progress, QueueError,
+    ClaimOptions, Created, FingerprintedJob, Heartbeat, Job, JobError, JobStatus, JobStore, Lease,
+    ListQuery, NewJob, NumberedJob, Part, Progress, QueueError,
 };
 
 /// Key of the advisory lock that serialises claims ("logport" in ASCII).
@@ -61,6 +61,14 @@ impl PostgresJobStore {
             })
             .collect::<Result<_, sqlx::Error>>()?;
         Ok(job)
+    }
+
+    async fn numbered_from_row(&self, row: &PgRow) -> Result<NumberedJob, QueueError> {
+        Ok(NumberedJob {
+            number: row.try_get::<i64, _>("number")? as u64,
+            cleaned_at: row.try_get("cleaned_at")?,
+            job: self.with_parts(row).await?,
+        })
     }
 
     async fn one(&self, row: Option<PgRow>) -> Result<Option<Job>, QueueError> {
@@ -125,8 +133,9 @@ impl JobStore for PostgresJobStore {
         let hash = crate::request_hash(&new.request);
         let row = sqlx::query(
             "INSERT INTO jobs (id, tenant, slice, status, request, request_hash, idempotency_key,
-                 created_at, updated_at, run_after, watermark, attempts, max_attempts)
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $7, $8, 0, $9)
+                 created_at, updated_at, run_after, watermark, attempts, max_attempts,
+                 app_id, fingerprint)
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $7, $8, 0, $9, $10, $11)
              ON CONFLICT DO NOTHING
              RETURNING *",
         )
@@ -139,6 +148,9 @@ impl JobStore for PostgresJobStore {
         .bind(now)
         .bind(now.div_euclid(1000))
         .bind(new.max_attempts as i32)
+        // App ids are UInt64: stored bit for bit in the signed column.
+        .bind(new.app_id.map(|a| a as i64))
+        .bind(&new.fingerprint)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = row {
@@ -461,5 +473,164 @@ impl JobStore for PostgresJobStore {
     async fn ping(&self) -> Result<(), QueueError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn find_by_fingerprint(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+    ) -> Result<Option<FingerprintedJob>, QueueError> {
+        let row = sqlx::query(
+            "SELECT * FROM jobs WHERE tenant = $1 AND fingerprint = $2
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Some(FingerprintedJob {
+                served_at: r.try_get("served_at")?,
+                job: self.with_parts(&r).await?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    async fn mark_served(&self, tenant: &str, id: &str, now: i64) -> Result<bool, QueueError> {
+        let n = sqlx::query(
+            "UPDATE jobs SET served_at = $1 WHERE tenant = $2 AND id = $3 AND served_at IS NULL",
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn count_pending_for_app(&self, tenant: &str, app_id: u64) -> Result<u64, QueueError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE tenant = $1 AND app_id = $2
+               AND status IN ('queued', 'running')",
+        )
+        .bind(tenant)
+        .bind(app_id as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn number(&self, tenant: &str, id: &str) -> Result<Option<u64>, QueueError> {
+        let existing = || {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT number FROM numbered_jobs WHERE tenant = $1 AND job_id = $2",
+            )
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+        };
+        if let Some(n) = existing().await? {
+            return Ok(Some(n as u64));
+        }
+        let known: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM jobs WHERE tenant = $1 AND id = $2")
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        if known.is_none() {
+            return Ok(None);
+        }
+        // The upsert locks the tenant's counter row until commit: numbers are handed out
+        // one at a time, without gaps between concurrent callers.
+        let mut tx = self.pool.begin().await?;
+        let next: i64 = sqlx::query_scalar(
+            "INSERT INTO request_numbers (tenant, last) VALUES ($1, 1)
+             ON CONFLICT (tenant) DO UPDATE SET last = request_numbers.last + 1
+             RETURNING last",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO numbered_jobs (tenant, number, job_id) VALUES ($1, $2, $3)
+             ON CONFLICT (job_id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(next)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(existing().await?.map(|n| n as u64))
+    }
+
+    async fn numbered(&self, tenant: &str, number: u64) -> Result<Option<NumberedJob>, QueueError> {
+        let row = sqlx::query(
+            "SELECT n.number, n.cleaned_at, j.* FROM numbered_jobs n
+             JOIN jobs j ON j.id = n.job_id
+             WHERE n.tenant = $1 AND n.number = $2",
+        )
+        .bind(tenant)
+        .bind(number as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Some(self.numbered_from_row(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_numbered(
+        &self,
+        tenant: &str,
+        app_id: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<NumberedJob>, QueueError> {
+        let rows = sqlx::query(
+            "SELECT n.number, n.cleaned_at, j.* FROM numbered_jobs n
+             JOIN jobs j ON j.id = n.job_id
+             WHERE n.tenant = $1 AND ($2::bigint IS NULL OR j.app_id = $2)
+             ORDER BY n.number DESC LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(app_id.map(|a| a as i64))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.numbered_from_row(r).await?);
+        }
+        Ok(out)
+    }
+
+    async fn mark_cleaned(&self, tenant: &str, number: u64, now: i64) -> Result<bool, QueueError> {
+        let n = sqlx::query(
+            "UPDATE numbered_jobs SET cleaned_at = $1
+             WHERE tenant = $2 AND number = $3 AND cleaned_at IS NULL",
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(number as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn prepared_bytes(&self, tenant: &str, app_id: u64) -> Result<u64, QueueError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(j.progress_bytes), 0)::bigint FROM numbered_jobs n
+             JOIN jobs j ON j.id = n.job_id
+             WHERE n.tenant = $1 AND j.app_id = $2 AND j.status = 'succeeded'",
+        )
+        .bind(tenant)
+        .bind(app_id as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
     }
 }

@@ -14,8 +14,8 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use crate::{
-    ClaimOptions, Created, Heartbeat, Job, JobError, JobStatus, JobStore, Lease, ListQuery, NewJob,
-    Part, Progress, QueueError,
+    ClaimOptions, Created, FingerprintedJob, Heartbeat, Job, JobError, JobStatus, JobStore, Lease,
+    ListQuery, NewJob, NumberedJob, Part, Progress, QueueError,
 };
 
 pub struct SqliteJobStore {
@@ -87,6 +87,14 @@ impl SqliteJobStore {
         Ok(job)
     }
 
+    async fn numbered_from_row(&self, row: &SqliteRow) -> Result<NumberedJob, QueueError> {
+        Ok(NumberedJob {
+            number: row.try_get::<i64, _>("number")? as u64,
+            cleaned_at: row.try_get("cleaned_at")?,
+            job: self.with_parts(row).await?,
+        })
+    }
+
     async fn get_any(&self, id: &str) -> Result<Option<Job>, QueueError> {
         let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
             .bind(id)
@@ -156,8 +164,9 @@ impl JobStore for SqliteJobStore {
         // A unique index on (tenant, idempotency_key) decides races between duplicates.
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, tenant, slice, status, request, request_hash, idempotency_key,
-                 created_at, updated_at, run_after, watermark, attempts, max_attempts)
-             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, ?)
+                 created_at, updated_at, run_after, watermark, attempts, max_attempts,
+                 app_id, fingerprint)
+             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
              ON CONFLICT DO NOTHING",
         )
         .bind(&id)
@@ -171,6 +180,9 @@ impl JobStore for SqliteJobStore {
         .bind(now)
         .bind(now.div_euclid(1000))
         .bind(new.max_attempts as i64)
+        // App ids are UInt64: stored bit for bit in the signed column.
+        .bind(new.app_id.map(|a| a as i64))
+        .bind(&new.fingerprint)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -499,5 +511,165 @@ impl JobStore for SqliteJobStore {
     async fn ping(&self) -> Result<(), QueueError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn find_by_fingerprint(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+    ) -> Result<Option<FingerprintedJob>, QueueError> {
+        let row = sqlx::query(
+            "SELECT * FROM jobs WHERE tenant = ? AND fingerprint = ?
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Some(FingerprintedJob {
+                served_at: r.try_get("served_at")?,
+                job: self.with_parts(&r).await?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    async fn mark_served(&self, tenant: &str, id: &str, now: i64) -> Result<bool, QueueError> {
+        let n = sqlx::query(
+            "UPDATE jobs SET served_at = ? WHERE tenant = ? AND id = ? AND served_at IS NULL",
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn count_pending_for_app(&self, tenant: &str, app_id: u64) -> Result<u64, QueueError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE tenant = ? AND app_id = ?
+               AND status IN ('queued', 'running')",
+        )
+        .bind(tenant)
+        .bind(app_id as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn number(&self, tenant: &str, id: &str) -> Result<Option<u64>, QueueError> {
+        let existing = || {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT number FROM numbered_jobs WHERE tenant = ? AND job_id = ?",
+            )
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+        };
+        if let Some(n) = existing().await? {
+            return Ok(Some(n as u64));
+        }
+        let known: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM jobs WHERE tenant = ? AND id = ?")
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        if known.is_none() {
+            return Ok(None);
+        }
+        // The counter's upsert comes first so the transaction takes the write lock at once.
+        let mut tx = self.pool.begin().await?;
+        let next: i64 = sqlx::query_scalar(
+            "INSERT INTO request_numbers (tenant, last) VALUES (?, 1)
+             ON CONFLICT (tenant) DO UPDATE SET last = request_numbers.last + 1
+             RETURNING last",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO numbered_jobs (tenant, number, job_id) VALUES (?, ?, ?)
+             ON CONFLICT (job_id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(next)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(existing().await?.map(|n| n as u64))
+    }
+
+    async fn numbered(&self, tenant: &str, number: u64) -> Result<Option<NumberedJob>, QueueError> {
+        let row = sqlx::query(
+            "SELECT n.number, n.cleaned_at, j.* FROM numbered_jobs n
+             JOIN jobs j ON j.id = n.job_id
+             WHERE n.tenant = ? AND n.number = ?",
+        )
+        .bind(tenant)
+        .bind(number as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Some(self.numbered_from_row(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_numbered(
+        &self,
+        tenant: &str,
+        app_id: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<NumberedJob>, QueueError> {
+        let app = app_id.map(|a| a as i64);
+        let rows = sqlx::query(
+            "SELECT n.number, n.cleaned_at, j.* FROM numbered_jobs n
+             JOIN jobs j ON j.id = n.job_id
+             WHERE n.tenant = ? AND (? IS NULL OR j.app_id = ?)
+             ORDER BY n.number DESC LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(app)
+        .bind(app)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.numbered_from_row(r).await?);
+        }
+        Ok(out)
+    }
+
+    async fn mark_cleaned(&self, tenant: &str, number: u64, now: i64) -> Result<bool, QueueError> {
+        let n = sqlx::query(
+            "UPDATE numbered_jobs SET cleaned_at = ?
+             WHERE tenant = ? AND number = ? AND cleaned_at IS NULL",
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(number as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn prepared_bytes(&self, tenant: &str, app_id: u64) -> Result<u64, QueueError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(j.progress_bytes), 0) FROM numbered_jobs n
+             JOIN jobs j ON j.id = n.job_id
+             WHERE n.tenant = ? AND j.app_id = ? AND j.status = 'succeeded'",
+        )
+        .bind(tenant)
+        .bind(app_id as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
     }
 }

@@ -24,6 +24,16 @@ fn new_job(tenant: &str, key: Option<&str>, body: serde_json::Value) -> NewJob {
         request: body,
         idempotency_key: key.map(String::from),
         max_attempts: 3,
+        app_id: None,
+        fingerprint: None,
+    }
+}
+
+fn compat_job(tenant: &str, app_id: u64, fingerprint: Option<&str>, i: i64) -> NewJob {
+    NewJob {
+        app_id: Some(app_id),
+        fingerprint: fingerprint.map(String::from),
+        ..new_job(tenant, None, json!({ "app": app_id, "i": i }))
     }
 }
 
@@ -108,6 +118,11 @@ suite!(
     expiry,
     concurrent_idempotent_creates_make_one_job,
     concurrent_claims_take_each_job_once,
+    fingerprints_find_the_newest_job,
+    pending_jobs_per_app,
+    numbers_count_per_tenant,
+    numbered_jobs_list_clean_and_quota,
+    concurrent_numbering_gives_distinct_numbers,
 );
 
 suite!(
@@ -127,6 +142,11 @@ suite!(
     expiry,
     concurrent_idempotent_creates_make_one_job,
     concurrent_claims_take_each_job_once,
+    fingerprints_find_the_newest_job,
+    pending_jobs_per_app,
+    numbers_count_per_tenant,
+    numbered_jobs_list_clean_and_quota,
+    concurrent_numbering_gives_distinct_numbers,
 );
 
 async fn create_get_and_tenant_walls(s: &dyn JobStore) {
@@ -631,4 +651,228 @@ async fn concurrent_claims_take_each_job_once(s: &dyn JobStore) {
     let unique: std::collections::HashSet<&String> = all.iter().collect();
     assert_eq!(all.len(), 40);
     assert_eq!(unique.len(), 40, "a job was claimed twice");
+}
+
+async fn fingerprints_find_the_newest_job(s: &dyn JobStore) {
+    assert!(s.find_by_fingerprint("acme", "fp").await.unwrap().is_none());
+    let old = s
+        .create(compat_job("acme", 7, Some("fp"), 1), T0)
+        .await
+        .unwrap();
+    let new = s
+        .create(compat_job("acme", 7, Some("fp"), 2), T0 + 10)
+        .await
+        .unwrap();
+    s.create(compat_job("acme", 7, Some("other"), 3), T0 + 20)
+        .await
+        .unwrap();
+    s.create(compat_job("acme", 7, None, 4), T0 + 30)
+        .await
+        .unwrap();
+    let found = s.find_by_fingerprint("acme", "fp").await.unwrap().unwrap();
+    assert_eq!(found.job.id, new.job().id);
+    assert_ne!(found.job.id, old.job().id);
+    assert_eq!(found.served_at, None);
+    assert!(
+        s.find_by_fingerprint("globex", "fp")
+            .await
+            .unwrap()
+            .is_none(),
+        "fingerprints are per tenant"
+    );
+
+    assert!(!s
+        .mark_served("globex", &new.job().id, T0 + 40)
+        .await
+        .unwrap());
+    assert!(s.mark_served("acme", &new.job().id, T0 + 40).await.unwrap());
+    assert!(
+        !s.mark_served("acme", &new.job().id, T0 + 50).await.unwrap(),
+        "only the first time counts"
+    );
+    let found = s.find_by_fingerprint("acme", "fp").await.unwrap().unwrap();
+    assert_eq!(found.served_at, Some(T0 + 40));
+    // The job itself is unchanged by the fingerprint columns.
+    assert_eq!(
+        found.job,
+        s.get("acme", &new.job().id).await.unwrap().unwrap()
+    );
+}
+
+async fn pending_jobs_per_app(s: &dyn JobStore) {
+    for i in 0..3 {
+        s.create(compat_job("acme", 7, None, i), T0 + i)
+            .await
+            .unwrap();
+    }
+    s.create(compat_job("acme", 8, None, 9), T0 + 5)
+        .await
+        .unwrap();
+    s.create(compat_job("globex", 7, None, 9), T0 + 5)
+        .await
+        .unwrap();
+    s.create(new_job("acme", None, json!({})), T0 + 6)
+        .await
+        .unwrap();
+    assert_eq!(s.count_pending_for_app("acme", 7).await.unwrap(), 3);
+    assert_eq!(s.count_pending_for_app("acme", 8).await.unwrap(), 1);
+    assert_eq!(s.count_pending_for_app("acme", 9).await.unwrap(), 0);
+    // A running job is still pending; a finished one is not.
+    let running = s.claim("w", &OPTS, T0 + 10).await.unwrap().unwrap();
+    assert_eq!(s.count_pending_for_app("acme", 7).await.unwrap(), 3);
+    s.succeed(
+        &running.lease().unwrap(),
+        "m",
+        Progress::default(),
+        T0 + 99,
+        T0 + 11,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.count_pending_for_app("acme", 7).await.unwrap(), 2);
+    // App ids use the whole UInt64 range.
+    s.create(compat_job("acme", u64::MAX, None, 1), T0 + 12)
+        .await
+        .unwrap();
+    assert_eq!(s.count_pending_for_app("acme", u64::MAX).await.unwrap(), 1);
+}
+
+async fn numbers_count_per_tenant(s: &dyn JobStore) {
+    let a = s.create(compat_job("acme", 7, None, 1), T0).await.unwrap();
+    let b = s
+        .create(compat_job("acme", 8, None, 2), T0 + 1)
+        .await
+        .unwrap();
+    let g = s
+        .create(compat_job("globex", 7, None, 3), T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(s.number("acme", &a.job().id).await.unwrap(), Some(1));
+    assert_eq!(
+        s.number("acme", &a.job().id).await.unwrap(),
+        Some(1),
+        "a job keeps its number"
+    );
+    assert_eq!(s.number("acme", &b.job().id).await.unwrap(), Some(2));
+    assert_eq!(s.number("globex", &g.job().id).await.unwrap(), Some(1));
+    assert_eq!(s.number("globex", &a.job().id).await.unwrap(), None);
+    assert_eq!(s.number("acme", "0123456789abcdef").await.unwrap(), None);
+
+    let one = s.numbered("acme", 1).await.unwrap().unwrap();
+    assert_eq!(one.number, 1);
+    assert_eq!(one.job, s.get("acme", &a.job().id).await.unwrap().unwrap());
+    assert_eq!(one.cleaned_at, None);
+    assert_eq!(
+        s.numbered("globex", 1).await.unwrap().unwrap().job.id,
+        g.job().id
+    );
+    assert!(s.numbered("globex", 2).await.unwrap().is_none());
+    assert!(s.numbered("acme", 3).await.unwrap().is_none());
+}
+
+async fn numbered_jobs_list_clean_and_quota(s: &dyn JobStore) {
+    let mut ids = Vec::new();
+    for (i, app) in [7u64, 8, 7].into_iter().enumerate() {
+        let c = s
+            .create(compat_job("acme", app, None, i as i64), T0 + i as i64)
+            .await
+            .unwrap();
+        s.number("acme", &c.job().id).await.unwrap().unwrap();
+        ids.push(c.job().id.clone());
+    }
+    // An unnumbered job of the same app is not a numbered one.
+    s.create(compat_job("acme", 7, None, 9), T0 + 9)
+        .await
+        .unwrap();
+    let all = s.list_numbered("acme", None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|n| n.number).collect::<Vec<_>>(),
+        [3, 2, 1],
+        "newest first"
+    );
+    let app7 = s.list_numbered("acme", Some(7), 10).await.unwrap();
+    assert_eq!(app7.iter().map(|n| n.number).collect::<Vec<_>>(), [3, 1]);
+    assert_eq!(s.list_numbered("acme", Some(7), 1).await.unwrap().len(), 1);
+    assert!(s
+        .list_numbered("globex", None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Jobs 1 and 3 (app 7) succeed with 100 and 50 bytes; the unnumbered one with 1000.
+    assert_eq!(s.prepared_bytes("acme", 7).await.unwrap(), 0);
+    let mut now = T0 + 100;
+    while let Some(job) = s.claim("w", &OPTS, now).await.unwrap() {
+        let bytes = match ids.iter().position(|id| *id == job.id) {
+            Some(0) => 100,
+            Some(2) => 50,
+            Some(_) => 7,
+            None => 1000,
+        };
+        let part = Part {
+            n: 1,
+            key: format!("{}/p1", job.id),
+            rows: 1,
+            bytes,
+            sha256: "s".into(),
+        };
+        let lease = job.lease().unwrap();
+        s.add_part(&lease, &part, now).await.unwrap();
+        let progress = Progress {
+            rows: 1,
+            bytes,
+            parts: 1,
+        };
+        assert!(s
+            .succeed(&lease, "m", progress, now + 1000, now)
+            .await
+            .unwrap());
+        now += 1;
+    }
+    assert_eq!(s.prepared_bytes("acme", 7).await.unwrap(), 150);
+    assert_eq!(s.prepared_bytes("acme", 8).await.unwrap(), 7);
+    assert_eq!(s.prepared_bytes("globex", 7).await.unwrap(), 0);
+    let first = s.numbered("acme", 1).await.unwrap().unwrap();
+    assert_eq!(
+        first.job.parts.len(),
+        1,
+        "numbered jobs come with their parts"
+    );
+    assert_eq!(first.job.parts[0].bytes, 100);
+
+    // Cleaning: the files go (the job expires) and the number remembers who did it.
+    assert!(s.mark_cleaned("acme", 1, now).await.unwrap());
+    assert!(!s.mark_cleaned("acme", 1, now + 1).await.unwrap());
+    assert!(!s.mark_cleaned("globex", 1, now).await.unwrap());
+    assert!(s.mark_expired(&ids[0], now).await.unwrap());
+    let cleaned = s.numbered("acme", 1).await.unwrap().unwrap();
+    assert_eq!(cleaned.cleaned_at, Some(now));
+    assert_eq!(cleaned.job.status, JobStatus::Expired);
+    assert_eq!(s.prepared_bytes("acme", 7).await.unwrap(), 50);
+}
+
+async fn concurrent_numbering_gives_distinct_numbers(s: &dyn JobStore) {
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let c = s
+            .create(compat_job("acme", 7, None, i), T0 + i)
+            .await
+            .unwrap();
+        ids.push(c.job().id.clone());
+    }
+    // Every job numbered by several callers at once.
+    let calls = ids
+        .iter()
+        .chain(ids.iter())
+        .map(|id| async move { (id.clone(), s.number("acme", id).await.unwrap().unwrap()) });
+    let results = futures::future::join_all(calls).await;
+    let mut by_job = std::collections::HashMap::new();
+    for (id, n) in results {
+        let first = *by_job.entry(id).or_insert(n);
+        assert_eq!(first, n, "a job got two numbers");
+    }
+    let mut numbers: Vec<u64> = by_job.values().copied().collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 20, "two jobs share a number");
 }

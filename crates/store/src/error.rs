@@ -1,7 +1,7 @@
 //! ClickHouse failures, classified once: callers decide retry-or-fail from
 //! [`StoreError::is_retryable`] and nothing else.
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The server answered with an exception.
     #[error("ClickHouse error {code}: {message}")]

@@ -7,17 +7,25 @@
 //! server-side parameters, no RowBinaryWithNamesAndTypes, no TTL-only logic.
 
 pub mod error;
+pub mod inserter;
 pub mod query;
 pub mod rowbinary;
 pub mod sql;
 
 use bytes::Bytes;
-use logport_catalog::{Catalog, ColumnType, Partition, Slice, Value, TENANT_COLUMN};
+use logport_catalog::{Catalog, ColumnType, Partition, Value, TENANT_COLUMN};
 use serde::Deserialize;
 
 pub use error::{trailing_exception, StoreError};
+pub use inserter::{Batch, Inserter, InserterConfig, SubmitError};
+pub use logport_catalog::Slice;
 pub use query::Selection;
 use sql::{ident, quote_string};
+
+/// Internal column: the millisecond of `received_time`'s second at which a row was
+/// received, so an export's watermark (its creation instant) is exact to the
+/// millisecond on servers whose `DateTime` has whole seconds.
+pub const RECEIVED_MS_COLUMN: &str = "received_ms";
 
 /// How to reach ClickHouse.
 #[derive(Debug, Clone)]
@@ -128,6 +136,23 @@ impl Store {
         self.caps
     }
 
+    /// What a query over one tenant's rows of a slice reads, as the spec selects them.
+    pub fn select<'a>(
+        &'a self,
+        slice: &'a Slice,
+        tenant: &'a str,
+        spec: &'a logport_catalog::ExportSpec,
+    ) -> Selection<'a> {
+        Selection {
+            database: &self.database,
+            slice,
+            tenant,
+            spec,
+            watermark_ms: None,
+            legacy_epoch: self.caps.major < 19,
+        }
+    }
+
     /// Is the server answering?
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.client
@@ -169,19 +194,23 @@ impl Store {
                 report.created_tables.push(slice.name.clone());
                 continue;
             }
-            for field in &slice.fields {
-                let want = self.ddl_type(&field.ty);
-                match existing.iter().find(|c| c.name == field.name) {
+            let wanted = slice
+                .fields
+                .iter()
+                .map(|f| (f.name.as_str(), self.ddl_type(&f.ty)))
+                .chain([(RECEIVED_MS_COLUMN, "UInt16".to_string())]);
+            for (name, want) in wanted {
+                match existing.iter().find(|c| c.name == name) {
                     Some(have) if have.ty != want => report.type_mismatches.push(format!(
                         "{}.{}: have {}, catalog says {}",
-                        slice.name, field.name, have.ty, want
+                        slice.name, name, have.ty, want
                     )),
                     Some(_) => {}
                     None => {
                         let sql = format!(
                             "ALTER TABLE {} ADD COLUMN {} {}",
                             self.table(&slice.name),
-                            ident(&field.name),
+                            ident(name),
                             want
                         );
                         match self.ddl(&sql).await {
@@ -192,7 +221,7 @@ impl Store {
                         }
                         report
                             .added_columns
-                            .push(format!("{}.{}", slice.name, field.name));
+                            .push(format!("{}.{}", slice.name, name));
                     }
                 }
             }
@@ -229,6 +258,7 @@ impl Store {
                 .iter()
                 .map(|f| format!("{} {}", ident(&f.name), self.ddl_type(&f.ty))),
         );
+        cols.push(format!("{} UInt16", ident(RECEIVED_MS_COLUMN)));
         let partition = match slice.partition {
             Partition::Day => "toYYYYMMDD(received_time)",
             Partition::Month => "toYYYYMM(received_time)",
@@ -252,10 +282,12 @@ impl Store {
 
     /// Appends one validated row (values in the slice's field order) for a tenant to
     /// a RowBinary buffer, the form [`Store::insert_rowbinary`] sends.
+    /// `received_ms` is the millisecond within the row's `received_time` second.
     pub fn encode_row(
         slice: &Slice,
         tenant: &str,
         row: &[Value],
+        received_ms: u16,
         out: &mut Vec<u8>,
     ) -> Result<(), StoreError> {
         if row.len() != slice.fields.len() {
@@ -270,6 +302,7 @@ impl Store {
         for (field, v) in slice.fields.iter().zip(row) {
             rowbinary::write_value(out, &field.ty, v).map_err(StoreError::Client)?;
         }
+        out.extend_from_slice(&received_ms.min(999).to_le_bytes());
         Ok(())
     }
 
@@ -281,6 +314,7 @@ impl Store {
         }
         let mut columns = vec![ident(TENANT_COLUMN)];
         columns.extend(slice.fields.iter().map(|f| ident(&f.name)));
+        columns.push(ident(RECEIVED_MS_COLUMN));
         let sql = format!(
             "INSERT INTO {} ({}) FORMAT RowBinary",
             self.table(&slice.name),
@@ -295,6 +329,33 @@ impl Store {
         }
         insert.end().await?;
         Ok(())
+    }
+
+    /// Whether a tenant's slice holds an event with this id (looked up on the day of
+    /// its `event_time`, which the primary key narrows to).
+    pub async fn contains_event(
+        &self,
+        slice: &Slice,
+        tenant: &str,
+        app_id: u64,
+        event_id: &uuid::Uuid,
+        event_time: u32,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "SELECT count() AS rows FROM {} WHERE {} = {} AND app_id = {app_id} \
+             AND toDate(event_time) = toDate(toDateTime({event_time})) AND event_id = {}",
+            self.table(&slice.name),
+            ident(TENANT_COLUMN),
+            quote_string(tenant),
+            sql::literal(&Value::Uuid(*event_id)),
+        );
+        Ok(self
+            .client
+            .query_raw(&sql)
+            .fetch_one::<CountRow>()
+            .await?
+            .rows
+            > 0)
     }
 
     /// Average uncompressed bytes per row of the given columns, from table statistics.

@@ -5,19 +5,26 @@
 //! (when given), then the filters. Column names come from the validated spec, values
 //! through [`crate::sql::literal`]; nothing else from the request reaches the text.
 
-use logport_catalog::{time, ExportSpec, Filter, FilterOp, Slice, TENANT_COLUMN};
+use logport_catalog::{time, ColumnType, ExportSpec, Filter, FilterOp, Slice, TENANT_COLUMN};
+
+use crate::RECEIVED_MS_COLUMN;
 
 use crate::sql::{ident, literal, quote_string};
 
 /// What a query reads: one tenant's rows of one slice, as an export spec selects them.
+/// Made by [`crate::Store::select`], which knows the server.
 #[derive(Debug, Clone, Copy)]
 pub struct Selection<'a> {
     pub database: &'a str,
     pub slice: &'a Slice,
     pub tenant: &'a str,
     pub spec: &'a ExportSpec,
-    /// Only rows received at or before this Unix second: the export's ingest watermark.
-    pub watermark: Option<i64>,
+    /// Only rows received at or before this Unix millisecond: the export's ingest
+    /// watermark (the job's creation time).
+    pub watermark_ms: Option<i64>,
+    /// The server prints the epoch as `0000-00-00` (ClickHouse before 19.x); text
+    /// output spells it `1970-01-01` like current servers.
+    pub legacy_epoch: bool,
 }
 
 impl Selection<'_> {
@@ -49,10 +56,24 @@ impl Selection<'_> {
             "{dim} >= toDateTime({}) AND {dim} < toDateTime({})",
             spec.since, spec.until
         ));
-        if let Some(w) = self.watermark {
-            conds.push(format!("{} <= toDateTime({w})", ident("received_time")));
+        if let Some(ms) = self.watermark_ms {
+            // received_time has whole seconds; received_ms orders rows within one.
+            let (sec, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+            let rt = ident("received_time");
+            conds.push(format!(
+                "{rt} < toDateTime({sec}) OR ({rt} = toDateTime({sec}) AND {} <= {milli})",
+                ident(RECEIVED_MS_COLUMN)
+            ));
         }
         conds.extend(spec.filters.iter().map(filter_sql));
+        if let Some((count, number)) = spec.bucket {
+            // 18.16's cityHash64 takes no UUID, so the hash is of its text: the same
+            // split on every server version.
+            conds.push(format!(
+                "cityHash64(toString({})) % {count} = {number}",
+                ident("event_id")
+            ));
+        }
         conds
             .into_iter()
             .map(|c| format!("({c})"))
@@ -69,8 +90,9 @@ impl Selection<'_> {
             .join(", ")
     }
 
-    /// The export: the chosen columns, unordered (ClickHouse streams in storage order,
-    /// which keeps memory flat), capped by the spec's `limit`.
+    /// The export in the columns' own types (for RowBinary): the chosen columns,
+    /// unordered (ClickHouse streams in storage order, which keeps memory flat), capped
+    /// by the spec's `limit`.
     pub fn export_sql(&self) -> String {
         let mut sql = format!(
             "SELECT {} FROM {} WHERE {}",
@@ -84,15 +106,74 @@ impl Selection<'_> {
         sql
     }
 
+    /// The export for a text format: [`Self::export_sql`] with the text each column
+    /// should print as. With `json_strings` every column becomes its text (NULL an
+    /// empty string); on old servers an epoch date prints as 1970-01-01. Both happen
+    /// in an outer SELECT: an alias named like its column would otherwise change what
+    /// the WHERE compares.
+    pub fn text_export_sql(&self) -> String {
+        self.outer(self.export_sql())
+    }
+
+    fn outer(&self, inner: String) -> String {
+        let mut changed = false;
+        let exprs: Vec<String> = self
+            .spec
+            .fields
+            .iter()
+            .map(|f| {
+                let col = ident(f);
+                let ty = self.slice.field(f).map(|fd| &fd.ty);
+                let nullable = ty.is_some_and(ColumnType::is_nullable);
+                let epoch = match ty.map(ColumnType::base) {
+                    Some(ColumnType::Date) if self.legacy_epoch => {
+                        Some(("toDate(0)", "1970-01-01"))
+                    }
+                    Some(ColumnType::DateTime) if self.legacy_epoch => {
+                        Some(("toDateTime(0)", "1970-01-01 00:00:00"))
+                    }
+                    _ => None,
+                };
+                let text = match epoch {
+                    Some((zero, shown)) => {
+                        format!(
+                            "if({col} = {zero}, {}, toString({col}))",
+                            quote_string(shown)
+                        )
+                    }
+                    None => format!("toString({col})"),
+                };
+                if self.spec.json_strings {
+                    changed = true;
+                    if nullable {
+                        format!("ifNull({text}, '') AS {col}")
+                    } else {
+                        format!("{text} AS {col}")
+                    }
+                } else if epoch.is_some() {
+                    changed = true;
+                    format!("{text} AS {col}")
+                } else {
+                    col
+                }
+            })
+            .collect();
+        if changed {
+            format!("SELECT {} FROM ({inner})", exprs.join(", "))
+        } else {
+            inner
+        }
+    }
+
     /// The newest matching rows, for the preview table.
     pub fn preview_sql(&self, limit: u64) -> String {
-        format!(
+        self.outer(format!(
             "SELECT {} FROM {} WHERE {} ORDER BY {} DESC LIMIT {limit}",
             self.columns(),
             self.table(),
             self.where_sql(),
             ident(self.spec.dimension.column()),
-        )
+        ))
     }
 
     /// Rows and uncompressed bytes of the selected columns, for `evaluate`.
@@ -169,7 +250,8 @@ default = true
             slice: catalog.slice("clicks").unwrap(),
             tenant: "acme'",
             spec: &spec,
-            watermark: Some(1_793_500_000),
+            watermark_ms: Some(1_793_500_000_250),
+            legacy_epoch: true,
         };
         assert_eq!(
             sel.export_sql(),
@@ -177,8 +259,43 @@ default = true
              AND (`app_id` = 7) \
              AND (toDate(`event_time`) >= toDate('2026-11-01') AND toDate(`event_time`) <= toDate('2026-11-01')) \
              AND (`event_time` >= toDateTime(1793491200) AND `event_time` < toDateTime(1793577600)) \
-             AND (`received_time` <= toDateTime(1793500000)) \
+             AND (`received_time` < toDateTime(1793500000) OR (`received_time` = toDateTime(1793500000) AND `received_ms` <= 250)) \
              AND (`country` IN ('US', 'x\\') OR 1=1 --')) LIMIT 10"
         );
+    }
+
+    #[test]
+    fn buckets_and_string_values() {
+        let catalog = Catalog::from_files([("clicks.toml".into(), SCHEMA.into())]).unwrap();
+        let req = ExportRequest::from_json(
+            br#"{"slice":"clicks","date_since":"2026-11-01","date_until":"2026-11-01",
+                "fields":["country","app_id"],"format":"json","json_strings":true,
+                "bucket":{"count":3,"number":2}}"#,
+        )
+        .unwrap();
+        let spec = req.validate(&catalog, &SpecLimits::default()).unwrap();
+        let sel = Selection {
+            database: "logport",
+            slice: catalog.slice("clicks").unwrap(),
+            tenant: "acme",
+            spec: &spec,
+            watermark_ms: None,
+            legacy_epoch: false,
+        };
+        let sql = sel.text_export_sql();
+        assert!(
+            sql.starts_with(
+                "SELECT toString(`country`) AS `country`, toString(`app_id`) AS `app_id` \
+                 FROM (SELECT `country`, `app_id` FROM `logport`.`clicks` WHERE "
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with("AND (cityHash64(toString(`event_id`)) % 3 = 2))"),
+            "{sql}"
+        );
+        assert!(sel
+            .count_sql()
+            .ends_with("AND (cityHash64(toString(`event_id`)) % 3 = 2)"));
     }
 }

@@ -6,18 +6,15 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use logport_catalog::{ExportRequest, ExportSpec};
 use logport_export::files;
 use logport_queue::{Created, JobStatus, ListQuery, NewJob};
-use logport_store::Selection;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{param, read_body};
+use super::{idempotency_key, param, read_body};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::views::job_view;
 use crate::AppState;
 
-/// Longest accepted `Idempotency-Key`.
-const MAX_KEY_LEN: usize = 255;
 /// Most rows a preview may return.
 const MAX_PREVIEW_ROWS: u64 = 1000;
 
@@ -30,26 +27,6 @@ async fn read_request(
     let request = ExportRequest::from_json(&body)?;
     let spec = request.validate(&state.catalog, &state.spec_limits)?;
     Ok((request, spec))
-}
-
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(v) = req.headers().get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = v
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|k| {
-            !k.is_empty() && k.len() <= MAX_KEY_LEN && k.chars().all(|c| c.is_ascii_graphic())
-        })
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                Some("Idempotency-Key"),
-                format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} printable ASCII characters"),
-            )
-        })?;
-    Ok(Some(key.to_string()))
 }
 
 pub async fn create(
@@ -72,6 +49,8 @@ pub async fn create(
                 request: normalized,
                 idempotency_key: key,
                 max_attempts: state.max_attempts,
+                app_id: spec.app_id,
+                fingerprint: None,
             },
             state.clock.now_ms(),
         )
@@ -133,13 +112,7 @@ async fn check_quotas(
             .catalog
             .slice(&spec.slice)
             .ok_or_else(|| ApiError::UnknownSlice(spec.slice.clone()))?;
-        let sel = Selection {
-            database: state.store.database(),
-            slice,
-            tenant: &caller.tenant,
-            spec,
-            watermark: None,
-        };
+        let sel = state.store.select(slice, &caller.tenant, spec);
         let rows = state.store.count(&sel.count_sql()).await?;
         let rows = spec.limit.map_or(rows, |l| rows.min(l));
         if rows > max_rows {
@@ -378,9 +351,16 @@ pub async fn part(
         .ok_or_else(|| ApiError::not_found(format!("part {n} of export {}", job.id)))?;
     let etag = format!("\"{}\"", part.sha256);
     if let Some(inm) = req.headers().get(header::IF_NONE_MATCH) {
+        // If-None-Match uses the weak comparison (RFC 9110 §13.1.2): `W/"x"` matches
+        // our strong `"x"`; If-Range below keeps the strong one.
         let matches = inm
             .to_str()
-            .map(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+            .map(|v| {
+                v.split(',').map(str::trim).any(|t| {
+                    let t = t.strip_prefix("W/").unwrap_or(t);
+                    t == etag || t == "*"
+                })
+            })
             .unwrap_or(false);
         if matches {
             return Ok(HttpResponse::NotModified()
@@ -497,13 +477,7 @@ pub async fn evaluate(
         .catalog
         .slice(&spec.slice)
         .ok_or_else(|| ApiError::UnknownSlice(spec.slice.clone()))?;
-    let sel = Selection {
-        database: state.store.database(),
-        slice,
-        tenant: &caller.tenant,
-        spec: &spec,
-        watermark: None,
-    };
+    let sel = state.store.select(slice, &caller.tenant, &spec);
     let mut rows = state.store.count(&sel.count_sql()).await?;
     if let Some(limit) = spec.limit {
         rows = rows.min(limit);
@@ -569,13 +543,7 @@ pub async fn preview(
         .catalog
         .slice(&spec.slice)
         .ok_or_else(|| ApiError::UnknownSlice(spec.slice.clone()))?;
-    let sel = Selection {
-        database: state.store.database(),
-        slice,
-        tenant: &caller.tenant,
-        spec: &spec,
-        watermark: None,
-    };
+    let sel = state.store.select(slice, &caller.tenant, &spec);
     let text = state
         .store
         .fetch_json_rows(

@@ -1,20 +1,36 @@
-//! `POST /v1/ingest/{slice}`: NDJSON in, one atomic INSERT out.
+//! `POST /v1/ingest/{slice}`: NDJSON or CSV in, committed rows out.
 //!
-//! Every line is validated against the catalog before anything is written. Strict
-//! mode (the default) rejects the whole batch if any line is bad, so a client can fix
-//! and resend it without creating duplicates; `?on_error=skip` stores the good lines
-//! and reports the bad ones. All rows of a request share one `received_time`, so they
-//! land in one partition, and the INSERT is all-or-nothing. The answer comes only
-//! after ClickHouse has committed the rows.
+//! Every record is validated against the catalog before anything is written. Strict
+//! mode (the default) rejects the whole batch if any record is bad, so a client can fix
+//! and resend it; `?on_error=skip` stores the good records and reports the bad ones.
+//! All rows of a request share one `received_time`, land in one partition and are
+//! written by one INSERT (possibly coalesced with other small requests, see
+//! `logport_store::inserter`): all or nothing. The answer comes only after ClickHouse
+//! has committed the rows.
+//!
+//! Retries add nothing twice:
+//! - with an `Idempotency-Key`, generated event ids derive from (tenant, key, line), so
+//!   a retry carries the same ids; if the first row's id is already stored, the batch
+//!   was committed before (inserts are atomic) and the retry is answered without
+//!   writing. Concurrent requests with the same key are refused with 409.
+//! - a batch whose every record carries its own `event_id` is recognised as a repeat
+//!   when its first and last ids are stored.
+//!
+//! The window is the retention of the slice: as long as the rows exist, a repeat is
+//! recognised. Overlapping but different batches are not deduplicated row by row.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use logport_catalog::{ingest::parse_line, time, Slice};
-use logport_store::Store;
+use logport_catalog::ingest::{parse_line, row_from_csv, CsvHeader, Row, RowContext};
+use logport_catalog::{time, Slice, Value};
+use logport_store::{Batch, Store, SubmitError};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{param, read_body};
+use super::{idempotency_key, param, read_body};
 use crate::auth::Caller;
 use crate::error::{ApiError, LineProblem};
 use crate::{ApiLimits, AppState};
@@ -27,6 +43,40 @@ const MAX_REPORTED: usize = 100;
 struct IngestParams {
     #[serde(default)]
     on_error: Option<String>,
+}
+
+/// Idempotency keys of requests being handled right now (this process).
+#[derive(Default)]
+pub struct InFlightKeys(Mutex<HashSet<String>>);
+
+struct KeyGuard<'a> {
+    keys: &'a InFlightKeys,
+    key: String,
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.keys.0.lock() {
+            set.remove(&self.key);
+        }
+    }
+}
+
+impl InFlightKeys {
+    fn claim(&self, key: String) -> Option<KeyGuard<'_>> {
+        let inserted = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        // The lock is released here: a guard's drop takes it again (an eagerly built
+        // guard dropped under the lock would deadlock and free another request's key).
+        if inserted {
+            Some(KeyGuard { keys: self, key })
+        } else {
+            None
+        }
+    }
 }
 
 pub async fn ingest(
@@ -53,15 +103,64 @@ pub async fn ingest(
             ))
         }
     };
+    let csv = is_csv(&req)?;
+    let key = idempotency_key(&req)?;
+
+    // Backpressure: bytes of requests in progress are bounded; past that, 503.
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(state.limits.ingest_max_bytes)
+        .min(state.limits.ingest_max_bytes)
+        .max(1);
+    let _permit = state
+        .ingest_gate
+        .clone()
+        .try_acquire_many_owned(u32::try_from(announced.div_ceil(1024)).unwrap_or(u32::MAX))
+        .map_err(|_| ApiError::Unavailable {
+            detail: "ingest is at capacity; retry shortly".into(),
+            retry_after: 1,
+        })?;
+    let _key_guard = match &key {
+        Some(k) => Some(
+            state
+                .ingest_keys
+                .claim(format!("{}\0{}\0{k}", caller.tenant, slice.name))
+                .ok_or_else(|| {
+                    ApiError::Conflict(
+                        "a request with this Idempotency-Key is being handled; retry when it answers"
+                            .into(),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+
     let body = read_body(&req, payload, state.limits.ingest_max_bytes).await?;
-    let received = (logport_queue::now_ms() / 1000) as u32;
+    let now_ms = state.clock.now_ms();
+    let received = now_ms.div_euclid(1000) as u32;
+    let received_ms = now_ms.rem_euclid(1000) as u16;
     let limits = state.limits.clone();
     let tenant = caller.tenant.clone();
+    let seed = key
+        .as_ref()
+        .map(|k| format!("{tenant}\0{}\0{k}", slice.name));
     let slice_for_parse = slice.clone();
-    let batch =
-        web::block(move || encode_batch(&slice_for_parse, &tenant, &body, received, &limits))
-            .await
-            .map_err(|e| ApiError::Internal(format!("ingest worker: {e}")))??;
+    let batch = web::block(move || {
+        let ctx = RowContext {
+            received_time: received,
+            id_seed: seed.as_deref().map(str::as_bytes),
+        };
+        let enc = Encoded::new(body.len(), received_ms);
+        if csv {
+            encode_csv(enc, &slice_for_parse, &tenant, &body, &ctx, &limits)
+        } else {
+            encode_ndjson(enc, &slice_for_parse, &tenant, &body, &ctx, &limits)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("ingest worker: {e}")))??;
 
     if !batch.errors.is_empty() && !skip_bad {
         let first = &batch.errors[0];
@@ -84,48 +183,213 @@ pub async fn ingest(
     if batch.accepted == 0 && batch.errors.is_empty() {
         return Err(ApiError::Invalid {
             field: None,
-            detail: "the body holds no events (send one JSON object per line)".into(),
+            detail:
+                "the body holds no events (send one JSON object per line, or CSV with a header row)"
+                    .into(),
             errors: Vec::new(),
         });
     }
-    state.store.insert_rowbinary(&slice, batch.data).await?;
-    tracing::info!(tenant = %caller.tenant, slice = %slice.name, rows = batch.accepted, rejected = batch.rejected, "ingest batch committed");
+
+    let repeat = match (&batch.first, &batch.last) {
+        (Some(first), Some(last)) if key.is_some() || batch.all_ids_given => {
+            let (first, last) = (*first, *last);
+            let stored = |m: Marker| {
+                let (store, slice, tenant) = (&state.store, &slice, &caller.tenant);
+                async move {
+                    store
+                        .contains_event(slice, tenant, m.app_id, &m.event_id, m.event_time)
+                        .await
+                }
+            };
+            stored(first).await? && (key.is_some() || stored(last).await?)
+        }
+        _ => false,
+    };
+    if repeat {
+        tracing::info!(tenant = %caller.tenant, slice = %slice.name, rows = batch.accepted, "ingest batch is a repeat; nothing written");
+    } else if batch.accepted > 0 {
+        state
+            .inserter
+            .insert(
+                &slice,
+                Batch {
+                    data: batch.data,
+                    rows: batch.accepted,
+                    day: received / 86_400,
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                SubmitError::Busy => ApiError::Unavailable {
+                    detail:
+                        "too many ingest requests are waiting for the event store; retry shortly"
+                            .into(),
+                    retry_after: 1,
+                },
+                SubmitError::Store(e) => e.into(),
+            })?;
+        tracing::info!(tenant = %caller.tenant, slice = %slice.name, rows = batch.accepted, rejected = batch.rejected, "ingest batch committed");
+    }
     Ok(HttpResponse::Ok().json(json!({
         "accepted": batch.accepted,
         "rejected": batch.rejected,
         "errors": batch.errors,
+        "duplicate": repeat,
         "received_time": time::format_rfc3339(i64::from(received)),
     })))
 }
 
-struct Batch {
+/// `Content-Type: text/csv` selects CSV; JSON types (or none) select NDJSON.
+fn is_csv(req: &HttpRequest) -> Result<bool, ApiError> {
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(false);
+    };
+    let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    match mime {
+        "text/csv" | "application/csv" => Ok(true),
+        ""
+        | "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines"
+        | "application/json"
+        | "text/plain"
+        | "application/octet-stream"
+        | "application/x-www-form-urlencoded" => Ok(false),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type `{other}` is not supported; send application/x-ndjson or text/csv"
+        ))),
+    }
+}
+
+/// Where a row can be looked up again: to recognise a repeated batch.
+#[derive(Debug, Clone, Copy)]
+struct Marker {
+    app_id: u64,
+    event_id: uuid::Uuid,
+    event_time: u32,
+}
+
+impl Marker {
+    fn of(row: &Row) -> Option<Marker> {
+        // Common fields come first in catalog order: app_id, event_id, event_time.
+        match (row.values.first(), row.values.get(1), row.values.get(2)) {
+            (Some(Value::UInt(app_id)), Some(Value::Uuid(event_id)), Some(Value::DateTime(t))) => {
+                Some(Marker {
+                    app_id: *app_id,
+                    event_id: *event_id,
+                    event_time: *t,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+struct Encoded {
     data: Bytes,
     accepted: u64,
     rejected: u64,
     errors: Vec<LineProblem>,
+    first: Option<Marker>,
+    last: Option<Marker>,
+    all_ids_given: bool,
+    /// The millisecond of the request's receipt within its second.
+    received_ms: u16,
 }
 
-fn encode_batch(
+impl Encoded {
+    fn new(capacity: usize, received_ms: u16) -> (Encoded, Vec<u8>) {
+        (
+            Encoded {
+                data: Bytes::new(),
+                accepted: 0,
+                rejected: 0,
+                errors: Vec::new(),
+                first: None,
+                last: None,
+                all_ids_given: true,
+                received_ms,
+            },
+            Vec::with_capacity(capacity),
+        )
+    }
+
+    fn check_room(&self, limits: &ApiLimits) -> Result<(), ApiError> {
+        if (self.accepted + self.rejected) as usize >= limits.ingest_max_rows {
+            return Err(ApiError::TooLarge(format!(
+                "a request may carry at most {} events; split the batch",
+                limits.ingest_max_rows
+            )));
+        }
+        Ok(())
+    }
+
+    fn take(
+        &mut self,
+        slice: &Slice,
+        tenant: &str,
+        line: u64,
+        parsed: Result<Row, logport_catalog::ingest::LineError>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ApiError> {
+        match parsed {
+            Ok(row) => {
+                Store::encode_row(slice, tenant, &row.values, self.received_ms, out)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                self.all_ids_given &= row.event_id_given;
+                let marker = Marker::of(&row);
+                if self.first.is_none() {
+                    self.first = marker;
+                } else {
+                    self.last = marker;
+                }
+                self.accepted += 1;
+            }
+            Err(e) => self.reject(line, e.field, e.detail),
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, line: u64, field: Option<String>, detail: String) {
+        self.rejected += 1;
+        if self.errors.len() < MAX_REPORTED {
+            self.errors.push(LineProblem {
+                line,
+                field,
+                detail,
+            });
+        }
+    }
+
+    fn finish(mut self, out: Vec<u8>) -> Encoded {
+        self.data = Bytes::from(out);
+        if self.last.is_none() {
+            // A single row is both first and last.
+            self.last = self.first;
+        }
+        self
+    }
+}
+
+fn encode_ndjson(
+    (mut enc, mut out): (Encoded, Vec<u8>),
     slice: &Slice,
     tenant: &str,
     body: &[u8],
-    received: u32,
+    ctx: &RowContext<'_>,
     limits: &ApiLimits,
-) -> Result<Batch, ApiError> {
-    let mut data = Vec::with_capacity(body.len());
-    let (mut accepted, mut rejected) = (0u64, 0u64);
-    let mut errors = Vec::new();
+) -> Result<Encoded, ApiError> {
     for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
-        let line_no = i as u64 + 1;
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if line.iter().all(u8::is_ascii_whitespace) {
+        let line = i as u64 + 1;
+        let text = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        if line.len() > limits.ingest_max_line_bytes {
-            rejected += 1;
-            report(
-                &mut errors,
-                line_no,
+        if text.len() > limits.ingest_max_line_bytes {
+            enc.reject(
+                line,
                 None,
                 format!(
                     "the line is longer than {} bytes",
@@ -134,38 +398,84 @@ fn encode_batch(
             );
             continue;
         }
-        if (accepted + rejected) as usize >= limits.ingest_max_rows {
-            return Err(ApiError::TooLarge(format!(
-                "a request may carry at most {} events; split the batch",
-                limits.ingest_max_rows
-            )));
-        }
-        match parse_line(slice, line, received) {
-            Ok(row) => {
-                Store::encode_row(slice, tenant, &row, &mut data)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
-                accepted += 1;
-            }
-            Err(e) => {
-                rejected += 1;
-                report(&mut errors, line_no, e.field, e.detail);
-            }
-        }
+        enc.check_room(limits)?;
+        enc.take(
+            slice,
+            tenant,
+            line,
+            parse_line(slice, text, ctx, line),
+            &mut out,
+        )?;
     }
-    Ok(Batch {
-        data: Bytes::from(data),
-        accepted,
-        rejected,
-        errors,
-    })
+    Ok(enc.finish(out))
 }
 
-fn report(errors: &mut Vec<LineProblem>, line: u64, field: Option<String>, detail: String) {
-    if errors.len() < MAX_REPORTED {
-        errors.push(LineProblem {
-            line,
-            field,
-            detail,
-        });
+fn encode_csv(
+    (mut enc, mut out): (Encoded, Vec<u8>),
+    slice: &Slice,
+    tenant: &str,
+    body: &[u8],
+    ctx: &RowContext<'_>,
+    limits: &ApiLimits,
+) -> Result<Encoded, ApiError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(body);
+    let mut header: Option<CsvHeader> = None;
+    let mut record = csv::ByteRecord::new();
+    loop {
+        let line = reader.position().line();
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                // A broken quote or similar: the rest of the body cannot be framed.
+                enc.reject(line, None, format!("malformed CSV: {e}"));
+                break;
+            }
+        }
+        let line = record.position().map_or(line, |p| p.line());
+        let values: Result<Vec<&str>, _> = record.iter().map(std::str::from_utf8).collect();
+        let Ok(values) = values else {
+            enc.reject(line, None, "the record is not valid UTF-8".into());
+            continue;
+        };
+        let Some(h) = &header else {
+            match CsvHeader::parse(slice, &values) {
+                Ok(h) => header = Some(h),
+                Err(e) => {
+                    // Without a header no record can be read: reject the whole body.
+                    return Err(ApiError::Invalid {
+                        field: e.field.clone(),
+                        detail: format!(
+                            "line {line}: header row: {}; nothing was stored",
+                            e.detail
+                        ),
+                        errors: vec![LineProblem {
+                            line,
+                            field: e.field,
+                            detail: e.detail,
+                        }],
+                    });
+                }
+            }
+            continue;
+        };
+        if record.as_slice().len() > limits.ingest_max_line_bytes {
+            enc.reject(
+                line,
+                None,
+                format!(
+                    "the record is longer than {} bytes",
+                    limits.ingest_max_line_bytes
+                ),
+            );
+            continue;
+        }
+        enc.check_room(limits)?;
+        let parsed = row_from_csv(slice, h, &values, ctx, line);
+        enc.take(slice, tenant, line, parsed, &mut out)?;
     }
+    Ok(enc.finish(out))
 }

@@ -1,8 +1,11 @@
 //! Route table and the helpers handlers share.
 
+mod appmetrica;
+mod compat;
 mod exports;
 mod health;
 mod ingest;
+mod metrica;
 mod slices;
 
 use actix_web::http::header;
@@ -11,6 +14,8 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use crate::error::ApiError;
+
+pub use ingest::InFlightKeys;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Every resource answers other methods with a 405 that lists the allowed ones; GET
@@ -66,6 +71,68 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(exports::part)),
     )
     .service(resource("/v1/logs/{slice}/preview", "POST").route(web::post().to(exports::preview)));
+    // The public Logs API protocols (routes/appmetrica.rs, routes/metrica.rs); bodies
+    // are gzip-compressed when the client accepts it.
+    let compress = actix_web::middleware::Compress::default;
+    cfg.service(
+        resource("/logs/v1/export/{file}", "GET, HEAD")
+            .route(web::get().to(appmetrica::export))
+            .route(web::head().to(appmetrica::export))
+            .wrap(compress()),
+    )
+    .service(
+        resource("/management/v1/logsapi/status", "GET, HEAD")
+            .route(web::get().to(appmetrica::status))
+            .route(web::head().to(appmetrica::status)),
+    )
+    .service(
+        resource(
+            "/management/v1/counter/{counter_id}/logrequests/evaluate",
+            "GET, HEAD",
+        )
+        .route(web::get().to(metrica::evaluate))
+        .route(web::head().to(metrica::evaluate)),
+    )
+    .service(
+        resource(
+            "/management/v1/counter/{counter_id}/logrequests",
+            "GET, HEAD, POST",
+        )
+        .route(web::post().to(metrica::create))
+        .route(web::get().to(metrica::list))
+        .route(web::head().to(metrica::list)),
+    )
+    .service(
+        resource(
+            "/management/v1/counter/{counter_id}/logrequest/{request_id}",
+            "GET, HEAD",
+        )
+        .route(web::get().to(metrica::info))
+        .route(web::head().to(metrica::info)),
+    )
+    .service(
+        resource(
+            "/management/v1/counter/{counter_id}/logrequest/{request_id}/part/{part_number}/download",
+            "GET, HEAD",
+        )
+        .route(web::get().to(metrica::download))
+        .route(web::head().to(metrica::download))
+        .wrap(compress()),
+    )
+    .service(
+        resource(
+            "/management/v1/counter/{counter_id}/logrequest/{request_id}/clean",
+            "POST",
+        )
+        .route(web::post().to(metrica::clean)),
+    )
+    .service(
+        resource(
+            "/management/v1/counter/{counter_id}/logrequest/{request_id}/cancel",
+            "POST",
+        )
+        .route(web::post().to(metrica::cancel)),
+    );
 }
 
 /// For the App's default service: an unknown path.
@@ -82,6 +149,30 @@ fn method_not_allowed(req: HttpRequest, allow: &'static str) -> Result<HttpRespo
         ),
         allow,
     })
+}
+
+/// Longest accepted `Idempotency-Key`.
+const MAX_KEY_LEN: usize = 255;
+
+/// The `Idempotency-Key` header, if sent: 1–255 printable ASCII characters.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(v) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| {
+            !k.is_empty() && k.len() <= MAX_KEY_LEN && k.chars().all(|c| c.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                Some("Idempotency-Key"),
+                format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} printable ASCII characters"),
+            )
+        })?;
+    Ok(Some(key.to_string()))
 }
 
 /// A path parameter as matched (actix has already percent-decoded it).

@@ -1,0 +1,722 @@
+//! AppMetrica-style Logs API: `GET /logs/v1/export/{slice}.{csv|json}` answers 202
+//! `Wait for result` until the file of that request is ready, then 200 with the file.
+//! (shared/logs-api/COMPAT.md, section A.)
+//!
+//! Decisions:
+//! - A request becomes an ordinary export job: `application_id` is the job's `app_id`,
+//!   `date_dimension=default|receive` is `event|received`, every other non-reserved
+//!   parameter `<field>=<value>` an `eq` filter (repeated: an `in` filter). Dates take
+//!   `yyyy-mm-dd` (whole day) or `yyyy-mm-dd hh:mm:ss`, in UTC; a request with neither
+//!   (AppMetrica's undated exports, such as push tokens) covers the whole history and
+//!   is exempt from the date-range limit. JSON is `{"data":[…]}` with every value a
+//!   string (NULL an empty string), as AppMetrica writes it; the catalog's
+//!   `json_strings` does it inside ClickHouse. `use_utf8_bom` applies to CSV (a BOM is
+//!   not valid at the start of JSON).
+//! - "Identical request": the fingerprint of the normalised export request (parameter
+//!   order does not matter; the token's tenant is part of it). The newest job with
+//!   that fingerprint decides the answer:
+//!   - queued or running: 202 (running: with `Progress is N%`, rows written against a
+//!     count of the request's rows), whatever `Cache-Control` says — a client that sends
+//!     `no-cache` with every poll must not restart its own job;
+//!   - succeeded and never served yet: 200 — it was made for whoever is polling, so
+//!     `no-cache` and `max-age` take it too (otherwise a client sending `no-cache` on
+//!     every poll would never get its file);
+//!   - succeeded and served before: 200 if it finished within the last 24 hours (or
+//!     within `max-age=N` seconds), and not with `no-cache`; otherwise a new job;
+//!   - failed: its error once (500, `text/plain`), then a new job on the next request;
+//!   - canceled, expired or older than 24 hours: a new job.
+//!
+//!   "Served" is recorded when a GET's 200 starts (a HEAD does not count); `no-store`
+//!   counts as `no-cache`. Two identical first requests arriving at the same moment
+//!   may each queue a job; every later request follows the newest.
+//! - Before queuing, the result is estimated (rows counted × average row size): past
+//!   `LOGPORT_COMPAT_MAX_RESPONSE_BYTES` the answer is 400 `… Try to use more parts.`,
+//!   and so is a finished file that turned out larger. `parts_count`/`part_number`
+//!   split the result deterministically by a hash of `event_id`: the parts of one
+//!   request are disjoint and together are the whole result.
+//! - Quota: at most 3 queued or running jobs per app (429 with AppMetrica's text),
+//!   whichever API queued them; the tenant-wide limits of `/v1` apply too.
+//! - The job's file is one part (no part limits are set), streamed as the 200 body;
+//!   `Accept-Encoding: gzip` compresses it on the fly (the routes' `Compress`).
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use logport_catalog::{ExportRequest, ExportSpec, SpecError};
+use logport_queue::{FingerprintedJob, Job, JobStatus, NewJob};
+use serde_json::{json, Value as Json};
+
+use super::compat::{self, AuthFailure, Params};
+use super::param;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Queued or running requests one app may have (AppMetrica's quota).
+pub const MAX_PENDING_PER_APP: u64 = 3;
+/// The range of a request without dates: every day a `Date` can hold.
+const WHOLE_HISTORY: (&str, &str) = ("1970-01-01", "2105-12-31");
+/// How long a finished file answers identical requests.
+pub const REUSE_MS: i64 = 24 * 3600 * 1000;
+
+/// Parameters with a meaning of their own; any other is a field filter.
+const RESERVED: [&str; 9] = [
+    "application_id",
+    "date_since",
+    "date_until",
+    "date_dimension",
+    "fields",
+    "limit",
+    "use_utf8_bom",
+    "parts_count",
+    "part_number",
+];
+
+/// An AppMetrica error: a status and a `text/plain` sentence.
+#[derive(Debug)]
+pub struct TextError {
+    status: StatusCode,
+    text: String,
+    retry_after: Option<u32>,
+}
+
+impl TextError {
+    fn new(status: StatusCode, text: impl Into<String>) -> Self {
+        TextError {
+            status,
+            text: text.into(),
+            retry_after: None,
+        }
+    }
+
+    fn bad(text: impl Into<String>) -> Self {
+        TextError::new(StatusCode::BAD_REQUEST, text)
+    }
+}
+
+impl std::fmt::Display for TextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl ResponseError for TextError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status);
+        resp.content_type("text/plain; charset=utf-8");
+        if let Some(s) = self.retry_after {
+            resp.insert_header((header::RETRY_AFTER, s.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.insert_header((header::WWW_AUTHENTICATE, "OAuth realm=\"logport\""));
+        }
+        resp.body(self.text.clone())
+    }
+}
+
+/// Failures of the backends (and internal ones), as `/v1` classifies them.
+impl From<ApiError> for TextError {
+    fn from(e: ApiError) -> Self {
+        let retry_after = match &e {
+            ApiError::Unavailable { retry_after, .. } | ApiError::TooMany { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        };
+        // ApiError's own rendering logs internal errors; its text is safe to show.
+        let text = match &e {
+            ApiError::Internal(inner) => {
+                tracing::error!(error = %inner, "internal error");
+                "Internal server error".to_string()
+            }
+            other => other.to_string(),
+        };
+        TextError {
+            status: e.status_code(),
+            text,
+            retry_after,
+        }
+    }
+}
+
+impl From<logport_queue::QueueError> for TextError {
+    fn from(e: logport_queue::QueueError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<logport_store::StoreError> for TextError {
+    fn from(e: logport_store::StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<logport_export::FilesError> for TextError {
+    fn from(e: logport_export::FilesError) -> Self {
+        tracing::warn!(error = %e, "object store unavailable");
+        TextError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            text: "The file store is temporarily unavailable; retry later".into(),
+            retry_after: Some(5),
+        }
+    }
+}
+
+/// What `Cache-Control` asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    pub no_cache: bool,
+    pub max_age: Option<u64>,
+}
+
+impl CacheControl {
+    pub fn parse(req: &HttpRequest) -> CacheControl {
+        let mut cc = CacheControl::default();
+        for value in req.headers().get_all(header::CACHE_CONTROL) {
+            let Ok(text) = value.to_str() else { continue };
+            for directive in text.split(',').map(str::trim) {
+                let (name, arg) = match directive.split_once('=') {
+                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                    None => (directive, None),
+                };
+                match name.to_ascii_lowercase().as_str() {
+                    "no-cache" | "no-store" => cc.no_cache = true,
+                    "max-age" => {
+                        if let Some(n) = arg.and_then(|a| a.parse().ok()) {
+                            cc.max_age = Some(cc.max_age.map_or(n, |m: u64| m.min(n)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        cc
+    }
+}
+
+/// What to answer, given the newest job of an identical request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// 202: it is being prepared.
+    Wait,
+    /// 200 with its file.
+    Serve,
+    /// Its failure, once.
+    ReportFailure,
+    /// Queue a new job.
+    Start,
+}
+
+/// The caching rules of the module doc, in one place.
+pub fn decide(found: Option<&FingerprintedJob>, cc: CacheControl, now: i64) -> Decision {
+    let Some(found) = found else {
+        return Decision::Start;
+    };
+    let job = &found.job;
+    match job.status {
+        JobStatus::Queued | JobStatus::Running => Decision::Wait,
+        JobStatus::Succeeded => {
+            let age = now - job.finished_at.unwrap_or(job.created_at);
+            if age > REUSE_MS {
+                Decision::Start
+            } else if found.served_at.is_none() {
+                Decision::Serve
+            } else if cc.no_cache {
+                Decision::Start
+            } else {
+                let limit = cc.max_age.map_or(REUSE_MS, |s| {
+                    i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
+                });
+                if age <= limit {
+                    Decision::Serve
+                } else {
+                    Decision::Start
+                }
+            }
+        }
+        JobStatus::Failed if found.served_at.is_none() => Decision::ReportFailure,
+        JobStatus::Failed | JobStatus::Canceled | JobStatus::Expired => Decision::Start,
+    }
+}
+
+/// `GET /logs/v1/export/{file}` where file is `{slice}.csv` or `{slice}.json`.
+pub async fn export(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, TextError> {
+    let params = Params::parse(&req).map_err(TextError::bad)?;
+    let tenant = compat::tenant(&req, &state, &params).map_err(|f| {
+        TextError::new(
+            StatusCode::UNAUTHORIZED,
+            match f {
+                AuthFailure::Missing => "Authorization required: send Authorization: OAuth <token>",
+                AuthFailure::Invalid => "Invalid OAuth token",
+            },
+        )
+    })?;
+    let file = param(&req, "file");
+    let (slice, ext) = file
+        .rsplit_once('.')
+        .filter(|(_, ext)| matches!(*ext, "csv" | "json"))
+        .ok_or_else(|| {
+            TextError::new(
+                StatusCode::NOT_FOUND,
+                format!("Unknown export `{file}`: use /logs/v1/export/{{type}}.csv or .json"),
+            )
+        })?;
+    let (request, undated) = export_request(&state, slice, ext, &params)?;
+    let spec = request
+        .validate(&state.catalog, &state.spec_limits)
+        .map_err(spec_error)?;
+    let app_id = spec.app_id.unwrap_or_default();
+    let normalized = request.normalized(&state.catalog);
+    let fingerprint = fingerprint(&normalized);
+    let now = state.clock.now_ms();
+
+    let found = state
+        .jobs
+        .find_by_fingerprint(&tenant, &fingerprint)
+        .await?;
+    let cc = CacheControl::parse(&req);
+    match decide(found.as_ref(), cc, now) {
+        Decision::Wait => {
+            let job = found.map(|f| f.job);
+            let progress = match job {
+                Some(job) if job.status == JobStatus::Running => {
+                    progress(&state, &tenant, &spec, &job).await
+                }
+                _ => None,
+            };
+            Ok(wait(progress))
+        }
+        Decision::Serve => {
+            let job = found.map(|f| f.job).ok_or_else(|| {
+                TextError::from(ApiError::Internal("a served job vanished".into()))
+            })?;
+            let head = req.method() == actix_web::http::Method::HEAD;
+            serve(&state, &tenant, &job, ext, now, head).await
+        }
+        Decision::ReportFailure => {
+            let job = found.map(|f| f.job).ok_or_else(|| {
+                TextError::from(ApiError::Internal("a failed job vanished".into()))
+            })?;
+            state.jobs.mark_served(&tenant, &job.id, now).await?;
+            let why = job
+                .error
+                .as_ref()
+                .map_or("unknown error".to_string(), |e| e.message.clone());
+            Err(TextError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("The request failed: {why}. Repeat it to try again."),
+            ))
+        }
+        Decision::Start => {
+            check_quotas(&state, &tenant, app_id, &spec, undated).await?;
+            let (_, bytes) = compat::estimate(&state, &tenant, &spec).await?;
+            let max = state.compat.max_response_bytes;
+            if bytes > max {
+                return Err(too_large(bytes, max));
+            }
+            let normalized =
+                serde_json::to_value(&normalized).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let created = state
+                .jobs
+                .create(
+                    NewJob {
+                        tenant: tenant.clone(),
+                        slice: spec.slice.clone(),
+                        request: normalized,
+                        idempotency_key: None,
+                        max_attempts: state.max_attempts,
+                        app_id: Some(app_id),
+                        fingerprint: Some(fingerprint),
+                    },
+                    now,
+                )
+                .await?;
+            state.wake.notify_one();
+            tracing::info!(%tenant, job_id = %created.job().id, slice = %spec.slice, app_id, "appmetrica export queued");
+            Ok(wait(None))
+        }
+    }
+}
+
+/// `GET /management/v1/logsapi/status`: whether the Logs API takes requests. Its
+/// errors are the management API's JSON, as Metrica's.
+pub async fn status(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, super::metrica::MetricaError> {
+    let params = Params::parse(&req)
+        .map_err(|e| super::metrica::MetricaError::from(ApiError::bad_request(None, e)))?;
+    compat::tenant(&req, &state, &params).map_err(super::metrica::MetricaError::auth)?;
+    Ok(HttpResponse::Ok().json(json!({"logs_api_availability_status": "enabled"})))
+}
+
+/// 202 `Wait for result`, with how far a running job is (the hint AppMetrica loaders
+/// read with `Progress is (\d+)%`).
+fn wait(progress: Option<u64>) -> HttpResponse {
+    let body = match progress {
+        Some(p) => format!("Wait for result. Progress is {p}%"),
+        None => "Wait for result".to_string(),
+    };
+    HttpResponse::Accepted()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
+}
+
+/// Percent of the rows a running job has written, against a count of its rows now;
+/// never 100 before it is done, and nothing when the count is not available.
+async fn progress(state: &AppState, tenant: &str, spec: &ExportSpec, job: &Job) -> Option<u64> {
+    let total = compat::count(state, tenant, spec).await.ok()?;
+    (total > 0).then(|| (job.progress.rows.saturating_mul(100) / total).min(99))
+}
+
+fn too_large(bytes: u64, max: u64) -> TextError {
+    TextError::bad(format!(
+        "Result is too large (about {bytes} bytes; one response carries at most {max}). \
+         Try to use more parts."
+    ))
+}
+
+async fn serve(
+    state: &AppState,
+    tenant: &str,
+    job: &Job,
+    ext: &str,
+    now: i64,
+    head: bool,
+) -> Result<HttpResponse, TextError> {
+    let total: u64 = job.parts.iter().map(|p| p.bytes).sum();
+    let max = state.compat.max_response_bytes;
+    if total > max {
+        return Err(too_large(total, max));
+    }
+    let parts: Vec<_> = job.parts.iter().collect();
+    let content_type = match ext {
+        "json" => "application/json; charset=utf-8",
+        _ => "text/csv; charset=utf-8",
+    };
+    let resp = compat::stream_parts(&state.files, &parts, content_type).await?;
+    // A HEAD carries no file: the file still waits for its GET.
+    if !head {
+        state.jobs.mark_served(tenant, &job.id, now).await?;
+    }
+    Ok(resp)
+}
+
+/// The quotas a new job must fit.
+async fn check_quotas(
+    state: &AppState,
+    tenant: &str,
+    app_id: u64,
+    spec: &ExportSpec,
+    undated: bool,
+) -> Result<(), TextError> {
+    let days = compat::days_covered(spec);
+    let max_days = i64::from(state.quotas.max_range_days);
+    if days > max_days && !undated {
+        return Err(TextError::bad(format!(
+            "The date range covers {days} days; at most {max_days} are allowed"
+        )));
+    }
+    if state.jobs.count_pending_for_app(tenant, app_id).await? >= MAX_PENDING_PER_APP {
+        return Err(TextError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            text: format!(
+                "There are already {MAX_PENDING_PER_APP} enqueued queries for given \
+                 application_id. Wait until they are completed."
+            ),
+            retry_after: Some(30),
+        });
+    }
+    let queued = state.jobs.count_queued(tenant).await?;
+    if queued >= state.quotas.max_queued_per_tenant {
+        return Err(TextError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            text: format!(
+                "There are already {queued} enqueued queries for this account. \
+                 Wait until they are completed."
+            ),
+            retry_after: Some(30),
+        });
+    }
+    Ok(())
+}
+
+fn spec_error(e: SpecError) -> TextError {
+    match e {
+        SpecError::UnknownSlice(s) => {
+            TextError::new(StatusCode::NOT_FOUND, format!("Unknown export type `{s}`"))
+        }
+        other => TextError::bad(other.to_string()),
+    }
+}
+
+/// Same normalised request, same fingerprint.
+fn fingerprint(normalized: &ExportRequest) -> String {
+    use sha2::Digest;
+    let text = serde_json::to_string(normalized).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(
+        format!("appmetrica-v1\n{text}").as_bytes(),
+    ))
+}
+
+/// The export request an AppMetrica query string stands for, and whether it came
+/// without dates.
+fn export_request(
+    state: &AppState,
+    slice_name: &str,
+    ext: &str,
+    params: &Params,
+) -> Result<(ExportRequest, bool), TextError> {
+    let slice = state.catalog.slice(slice_name).ok_or_else(|| {
+        TextError::new(
+            StatusCode::NOT_FOUND,
+            format!("Unknown export type `{slice_name}`"),
+        )
+    })?;
+    let required = |name: &str| {
+        params
+            .first(name)
+            .ok_or_else(|| TextError::bad(format!("Parameter `{name}` is required")))
+    };
+    let number = |name: &str| -> Result<Option<u64>, TextError> {
+        params
+            .first(name)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    TextError::bad(format!("Parameter `{name}` must be a non-negative integer"))
+                })
+            })
+            .transpose()
+    };
+    let app_id = required("application_id")?
+        .parse::<u64>()
+        .map_err(|_| TextError::bad("Parameter `application_id` must be a number"))?;
+    // Without dates (AppMetrica's undated exports, e.g. push tokens): the whole history.
+    let undated = params.first("date_since").is_none() && params.first("date_until").is_none();
+    let (date_since, date_until) = if undated {
+        (WHOLE_HISTORY.0, WHOLE_HISTORY.1)
+    } else {
+        (required("date_since")?, required("date_until")?)
+    };
+    for (name, value) in [("date_since", date_since), ("date_until", date_until)] {
+        if !is_appmetrica_date(value) {
+            return Err(TextError::bad(format!(
+                "Parameter `{name}` must be yyyy-mm-dd or yyyy-mm-dd hh:mm:ss, not `{value}`"
+            )));
+        }
+    }
+    let dimension = match params.first("date_dimension").unwrap_or("default") {
+        "default" => "event",
+        "receive" => "received",
+        other => {
+            return Err(TextError::bad(format!(
+                "Parameter `date_dimension` must be default or receive, not `{other}`"
+            )))
+        }
+    };
+    let fields = params.list("fields");
+    if fields.is_empty() {
+        return Err(TextError::bad("Parameter `fields` is required"));
+    }
+    let bom = match params.first("use_utf8_bom") {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(TextError::bad(format!(
+                "Parameter `use_utf8_bom` must be true or false, not `{other}`"
+            )))
+        }
+    };
+    let bucket = match (number("parts_count")?, number("part_number")?) {
+        (None, None) => None,
+        (Some(count), number) => {
+            let number = number.unwrap_or(0);
+            if count == 0
+                || number >= count
+                || count > u64::from(logport_catalog::spec::MAX_BUCKETS)
+            {
+                return Err(TextError::bad(format!(
+                    "part_number must be below parts_count, and parts_count 1 to {}",
+                    logport_catalog::spec::MAX_BUCKETS
+                )));
+            }
+            Some(json!({"count": count, "number": number}))
+        }
+        (None, Some(_)) => {
+            return Err(TextError::bad(
+                "Parameter `part_number` needs `parts_count`",
+            ))
+        }
+    };
+    // Filters: every other parameter names a field. Sorted, so the order of the
+    // parameters does not change the request's fingerprint.
+    let mut filters: std::collections::BTreeMap<&str, Vec<Json>> = Default::default();
+    for (name, value) in params.pairs() {
+        if RESERVED.contains(&name) || compat::AUTH_PARAMS.contains(&name) {
+            continue;
+        }
+        if slice.field(name).is_none() {
+            return Err(TextError::bad(format!(
+                "Unknown parameter `{name}`: not a field of `{slice_name}`"
+            )));
+        }
+        filters
+            .entry(name)
+            .or_default()
+            .push(Json::String(value.to_string()));
+    }
+    let filters: Vec<Json> = filters
+        .into_iter()
+        .map(|(field, mut values)| {
+            values.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            values.dedup();
+            if values.len() == 1 {
+                json!({"field": field, "op": "eq", "value": values[0]})
+            } else {
+                json!({"field": field, "op": "in", "values": values})
+            }
+        })
+        .collect();
+    let json = ext == "json";
+    let mut body = json!({
+        "slice": slice_name,
+        "app_id": app_id,
+        "date_since": date_since,
+        "date_until": date_until,
+        "date_dimension": dimension,
+        "fields": fields,
+        "filters": filters,
+        "format": ext,
+    });
+    if let Some(limit) = number("limit")? {
+        body["limit"] = json!(limit);
+    }
+    if bom && !json {
+        body["utf8_bom"] = json!(true);
+    }
+    if json {
+        body["json_strings"] = json!(true);
+    }
+    if let Some(b) = bucket {
+        body["bucket"] = b;
+    }
+    let request = serde_json::from_value(body).map_err(|e| TextError::bad(e.to_string()))?;
+    Ok((request, undated))
+}
+
+/// `yyyy-mm-dd` or `yyyy-mm-dd hh:mm:ss`.
+fn is_appmetrica_date(v: &str) -> bool {
+    let shape = |s: &str, pattern: &str| {
+        s.len() == pattern.len()
+            && s.bytes().zip(pattern.bytes()).all(|(c, p)| match p {
+                b'd' => c.is_ascii_digit(),
+                _ => c == p,
+            })
+    };
+    shape(v, "dddd-dd-dd") || shape(v, "dddd-dd-dd dd:dd:dd")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logport_queue::{Job, Progress};
+
+    fn job(status: JobStatus, finished_at: Option<i64>) -> Job {
+        Job {
+            id: "j".into(),
+            tenant: "t".into(),
+            slice: "events".into(),
+            status,
+            request: json!({}),
+            idempotency_key: None,
+            created_at: 0,
+            started_at: None,
+            finished_at,
+            expires_at: None,
+            watermark: 0,
+            attempts: 1,
+            max_attempts: 5,
+            progress: Progress::default(),
+            error: None,
+            parts: Vec::new(),
+            manifest_key: None,
+            lease_owner: None,
+            lease_until: None,
+        }
+    }
+
+    fn found(status: JobStatus, finished_at: Option<i64>, served: bool) -> FingerprintedJob {
+        FingerprintedJob {
+            job: job(status, finished_at),
+            served_at: served.then_some(1),
+        }
+    }
+
+    const NO_CACHE: CacheControl = CacheControl {
+        no_cache: true,
+        max_age: None,
+    };
+
+    #[test]
+    fn caching_rules() {
+        let plain = CacheControl::default();
+        let hour = 3600 * 1000;
+        assert_eq!(decide(None, plain, 0), Decision::Start);
+        for s in [JobStatus::Queued, JobStatus::Running] {
+            assert_eq!(
+                decide(Some(&found(s, None, false)), NO_CACHE, 9),
+                Decision::Wait
+            );
+        }
+        // Never served: whoever asks gets it, even with no-cache.
+        let fresh = found(JobStatus::Succeeded, Some(hour), false);
+        assert_eq!(decide(Some(&fresh), NO_CACHE, 2 * hour), Decision::Serve);
+        // Served before: no-cache starts over; otherwise 24 hours or max-age.
+        let served = found(JobStatus::Succeeded, Some(hour), true);
+        assert_eq!(decide(Some(&served), NO_CACHE, 2 * hour), Decision::Start);
+        assert_eq!(decide(Some(&served), plain, 2 * hour), Decision::Serve);
+        assert_eq!(decide(Some(&served), plain, 26 * hour), Decision::Start);
+        let max_age = |s| CacheControl {
+            no_cache: false,
+            max_age: Some(s),
+        };
+        assert_eq!(
+            decide(Some(&served), max_age(3600), 2 * hour),
+            Decision::Serve
+        );
+        assert_eq!(
+            decide(Some(&served), max_age(3599), 2 * hour),
+            Decision::Start
+        );
+        assert_eq!(
+            decide(Some(&fresh), plain, 26 * hour),
+            Decision::Start,
+            "a day-old file is never reused"
+        );
+        assert_eq!(
+            decide(Some(&found(JobStatus::Failed, Some(1), false)), plain, 2),
+            Decision::ReportFailure
+        );
+        for s in [JobStatus::Failed, JobStatus::Canceled, JobStatus::Expired] {
+            assert_eq!(
+                decide(Some(&found(s, Some(1), true)), plain, 2),
+                Decision::Start
+            );
+        }
+    }
+
+    #[test]
+    fn dates() {
+        assert!(is_appmetrica_date("2026-11-01"));
+        assert!(is_appmetrica_date("2026-11-01 10:00:00"));
+        assert!(!is_appmetrica_date("2026-11-01T10:00:00"));
+        assert!(!is_appmetrica_date("1793491200"));
+        assert!(!is_appmetrica_date("2026-1-01"));
+    }
+}

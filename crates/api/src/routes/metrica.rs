@@ -1,0 +1,653 @@
+//! Metrica-style log requests under `/management/v1/counter/{counter_id}/`: evaluate,
+//! create, list, info, download of parts, clean, cancel (shared/logs-api/COMPAT.md,
+//! section B).
+//!
+//! Decisions:
+//! - A log request is an ordinary export job: `counter_id` is its `app_id`, `source`
+//!   its slice, `date1`..`date2` whole UTC days, format TSV with a header row in every
+//!   part, parts cut at about `LOGPORT_COMPAT_PART_MAX_BYTES`. Parameters come in the
+//!   query string (a body is ignored, whatever its Content-Type); `fields` is
+//!   comma-separated, repeated, or both. `attribution` is accepted and answered as
+//!   `LASTSIGN`: raw logs have no attribution model.
+//! - `request_id` is the job's number, counted per tenant from 1 in the job store (a
+//!   Metrica client stores integers). Part `N` (from 0) is the job's part `N + 1`.
+//! - Status: queued or running → `created` (`awaiting_retry` when queued again after a
+//!   failed attempt), succeeded → `processed`, failed → `processing_failed`, canceled →
+//!   `canceled`, expired → `cleaned_automatically_as_too_old`, or `cleaned_by_user`
+//!   once `clean` removed its files.
+//! - Quota: the processed, not yet cleaned requests of one counter may hold at most
+//!   `LOGPORT_COMPAT_COUNTER_QUOTA_BYTES` together with the estimate of a new one:
+//!   `evaluate` says `possible:false`, `create` answers 429 `quota_requests`. How many
+//!   run in parallel is the queue's per-tenant running limit.
+//! - `date2` must be before today (UTC); a request covers at most 365 days.
+//! - Errors are Metrica's JSON `{"errors":[{error_type, message}], code, message}`,
+//!   with the exact messages clients match for downloads that are not possible yet
+//!   (`Only log of requests in status 'processed' can be downloaded`) and for walking
+//!   past the last part (`Incorrect part number`), both 400. A missing token is 401
+//!   `unauthorized`, an unknown one 403 `invalid_token`.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use chrono::NaiveDate;
+use logport_catalog::{ExportRequest, ExportSpec, SpecError};
+use logport_queue::{JobStatus, NewJob, NumberedJob};
+use serde_json::{json, Value as Json};
+
+use super::compat::{self, AuthFailure, Params};
+use super::param;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The exact message clients wait on (and retry) while a request is prepared.
+pub const NOT_PROCESSED: &str = "Only log of requests in status 'processed' can be downloaded";
+/// The exact message clients stop walking parts at.
+pub const BAD_PART: &str = "Incorrect part number";
+/// Longest span of one log request, in days.
+pub const MAX_DAYS: i64 = 365;
+/// Most requests `list` returns (the newest).
+const LIST_LIMIT: u32 = 1000;
+
+/// A Metrica error answer.
+#[derive(Debug)]
+pub struct MetricaError {
+    status: StatusCode,
+    error_type: &'static str,
+    message: String,
+    retry_after: Option<u32>,
+}
+
+impl MetricaError {
+    fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
+        MetricaError {
+            status,
+            error_type,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        MetricaError::new(StatusCode::BAD_REQUEST, "invalid_parameter", message)
+    }
+
+    fn missing(name: &str) -> Self {
+        MetricaError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_parameter",
+            format!("Parameter {name} is required"),
+        )
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        MetricaError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub(super) fn auth(f: AuthFailure) -> Self {
+        match f {
+            AuthFailure::Missing => MetricaError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authorization required: send Authorization: OAuth <token>",
+            ),
+            AuthFailure::Invalid => MetricaError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_token",
+                "Invalid oauth_token",
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for MetricaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl ResponseError for MetricaError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status);
+        if let Some(s) = self.retry_after {
+            resp.insert_header((header::RETRY_AFTER, s.to_string()));
+        }
+        resp.json(json!({
+            "errors": [{"error_type": self.error_type, "message": self.message}],
+            "code": self.status.as_u16(),
+            "message": self.message,
+        }))
+    }
+}
+
+/// Failures of the backends (and internal ones), as `/v1` classifies them.
+impl From<ApiError> for MetricaError {
+    fn from(e: ApiError) -> Self {
+        let status = e.status_code();
+        let error_type = match status.as_u16() {
+            401 => "unauthorized",
+            403 => "access_denied",
+            404 => "not_found",
+            429 => "quota_requests",
+            400..=499 => "invalid_parameter",
+            _ => "backend_error",
+        };
+        let retry_after = match &e {
+            ApiError::Unavailable { retry_after, .. } | ApiError::TooMany { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        };
+        let message = match &e {
+            ApiError::Internal(inner) => {
+                tracing::error!(error = %inner, "internal error");
+                "Internal server error".to_string()
+            }
+            other => other.to_string(),
+        };
+        MetricaError {
+            status,
+            error_type,
+            message,
+            retry_after,
+        }
+    }
+}
+
+impl From<logport_queue::QueueError> for MetricaError {
+    fn from(e: logport_queue::QueueError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<logport_store::StoreError> for MetricaError {
+    fn from(e: logport_store::StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<logport_export::FilesError> for MetricaError {
+    fn from(e: logport_export::FilesError) -> Self {
+        tracing::warn!(error = %e, "object store unavailable");
+        MetricaError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error_type: "backend_error",
+            message: "The file store is temporarily unavailable; retry later".into(),
+            retry_after: Some(5),
+        }
+    }
+}
+
+/// The tenant of the token and the query string.
+fn caller(req: &HttpRequest, state: &AppState) -> Result<(String, Params), MetricaError> {
+    let params = Params::parse(req).map_err(MetricaError::invalid)?;
+    let tenant = compat::tenant(req, state, &params).map_err(MetricaError::auth)?;
+    Ok((tenant, params))
+}
+
+fn integer(req: &HttpRequest, name: &str) -> Result<u64, MetricaError> {
+    param(req, name)
+        .parse()
+        .map_err(|_| MetricaError::invalid(format!("Wrong parameter value: {name}")))
+}
+
+/// The dates, source and fields of a new log request.
+struct Asked {
+    source: String,
+    date1: NaiveDate,
+    date2: NaiveDate,
+    fields: Vec<String>,
+}
+
+impl Asked {
+    fn parse(params: &Params, today: NaiveDate) -> Result<Asked, MetricaError> {
+        let required = |name: &str| {
+            params
+                .first(name)
+                .ok_or_else(|| MetricaError::missing(name))
+        };
+        let date = |name: &str| -> Result<NaiveDate, MetricaError> {
+            let text = required(name)?;
+            NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+                MetricaError::invalid(format!(
+                    "Wrong parameter value: {name} must be a date YYYY-MM-DD, not `{text}`"
+                ))
+            })
+        };
+        let date1 = date("date1")?;
+        let date2 = date("date2")?;
+        let source = required("source")?.to_string();
+        let fields = params.list("fields");
+        if fields.is_empty() {
+            return Err(MetricaError::missing("fields"));
+        }
+        if date2 >= today {
+            return Err(MetricaError::invalid(format!(
+                "date2 must be before today ({today}): the logs of a day can be requested \
+                 once it is over"
+            )));
+        }
+        if date1 > date2 {
+            return Err(MetricaError::invalid("date1 must not be after date2"));
+        }
+        let days = (date2 - date1).num_days() + 1;
+        if days > MAX_DAYS {
+            return Err(MetricaError::invalid(format!(
+                "A log request covers at most {MAX_DAYS} days; this one covers {days}"
+            )));
+        }
+        Ok(Asked {
+            source,
+            date1,
+            date2,
+            fields,
+        })
+    }
+
+    fn days(&self) -> u64 {
+        (self.date2 - self.date1).num_days() as u64 + 1
+    }
+
+    fn request(
+        &self,
+        state: &AppState,
+        counter: u64,
+    ) -> Result<(ExportRequest, ExportSpec), MetricaError> {
+        let body = json!({
+            "slice": self.source,
+            "app_id": counter,
+            "date_since": self.date1.to_string(),
+            "date_until": self.date2.to_string(),
+            "fields": self.fields,
+            "format": "tsv",
+            "part_max_bytes": state.compat.part_max_bytes,
+        });
+        let request: ExportRequest =
+            serde_json::from_value(body).map_err(|e| MetricaError::invalid(e.to_string()))?;
+        let spec = request
+            .validate(&state.catalog, &state.spec_limits)
+            .map_err(|e| match e {
+                SpecError::UnknownSlice(s) => {
+                    MetricaError::invalid(format!("Wrong parameter value: source `{s}` is unknown"))
+                }
+                other => MetricaError::invalid(other.to_string()),
+            })?;
+        Ok((request, spec))
+    }
+}
+
+fn today(state: &AppState) -> NaiveDate {
+    chrono::DateTime::from_timestamp_millis(state.clock.now_ms())
+        .map(|t| t.date_naive())
+        .unwrap_or_default()
+}
+
+/// Room left in the counter's quota, and the new request's estimated bytes.
+async fn quota_room(
+    state: &AppState,
+    tenant: &str,
+    counter: u64,
+    spec: &ExportSpec,
+) -> Result<(u64, u64, u64), MetricaError> {
+    let prepared = state.jobs.prepared_bytes(tenant, counter).await?;
+    let (_, estimate) = compat::estimate(state, tenant, spec).await?;
+    Ok((
+        prepared,
+        state.compat.counter_quota_bytes.saturating_sub(prepared),
+        estimate,
+    ))
+}
+
+/// `GET …/logrequests/evaluate`
+pub async fn evaluate(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, MetricaError> {
+    let (tenant, params) = caller(&req, &state)?;
+    let counter = integer(&req, "counter_id")?;
+    let asked = Asked::parse(&params, today(&state))?;
+    let (_, spec) = asked.request(&state, counter)?;
+    let (_, room, estimate) = quota_room(&state, &tenant, counter, &spec).await?;
+    let per_day = estimate.div_ceil(asked.days());
+    // Days of this density that fit the room left (any number when they are empty);
+    // never fewer than asked when the request fits.
+    let possible = estimate <= room;
+    let mut max_days = room
+        .checked_div(per_day)
+        .map_or(MAX_DAYS as u64, |d| d.min(MAX_DAYS as u64));
+    if possible {
+        max_days = max_days.max(asked.days());
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "log_request_evaluation": {
+            "possible": possible,
+            "max_possible_day_quantity": max_days,
+        }
+    })))
+}
+
+/// `POST …/logrequests`
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, MetricaError> {
+    let (tenant, params) = caller(&req, &state)?;
+    let counter = integer(&req, "counter_id")?;
+    let asked = Asked::parse(&params, today(&state))?;
+    let (request, spec) = asked.request(&state, counter)?;
+    let (prepared, room, estimate) = quota_room(&state, &tenant, counter, &spec).await?;
+    if estimate > room {
+        return Err(MetricaError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error_type: "quota_requests",
+            message: format!(
+                "The prepared logs of counter {counter} take {prepared} of its {} bytes and \
+                 this request needs about {estimate} more: clean processed requests or \
+                 request fewer days",
+                state.compat.counter_quota_bytes
+            ),
+            retry_after: None,
+        });
+    }
+    let queued = state.jobs.count_queued(&tenant).await?;
+    if queued >= state.quotas.max_queued_per_tenant {
+        return Err(MetricaError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error_type: "quota_requests",
+            message: format!(
+                "{queued} log requests are already waiting to be processed; wait until \
+                 some are done"
+            ),
+            retry_after: Some(30),
+        });
+    }
+    let normalized = serde_json::to_value(request.normalized(&state.catalog))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let now = state.clock.now_ms();
+    let created = state
+        .jobs
+        .create(
+            NewJob {
+                tenant: tenant.clone(),
+                slice: spec.slice.clone(),
+                request: normalized,
+                idempotency_key: None,
+                max_attempts: state.max_attempts,
+                app_id: Some(counter),
+                fingerprint: None,
+            },
+            now,
+        )
+        .await?;
+    state.wake.notify_one();
+    let job_id = created.job().id.clone();
+    let number =
+        state.jobs.number(&tenant, &job_id).await?.ok_or_else(|| {
+            ApiError::Internal(format!("job {job_id} vanished before its number"))
+        })?;
+    tracing::info!(%tenant, job_id = %job_id, request_id = number, counter, "metrica log request queued");
+    let numbered = load(&state, &tenant, counter, number).await?;
+    Ok(HttpResponse::Ok().json(json!({ "log_request": log_request(&numbered, counter) })))
+}
+
+/// `GET …/logrequests`
+pub async fn list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, MetricaError> {
+    let (tenant, _) = caller(&req, &state)?;
+    let counter = integer(&req, "counter_id")?;
+    let mut all = state
+        .jobs
+        .list_numbered(&tenant, Some(counter), LIST_LIMIT)
+        .await?;
+    all.reverse();
+    let requests: Vec<Json> = all.iter().map(|n| log_request(n, counter)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "requests": requests })))
+}
+
+/// The counter's log request, or 404.
+async fn load(
+    state: &AppState,
+    tenant: &str,
+    counter: u64,
+    number: u64,
+) -> Result<NumberedJob, MetricaError> {
+    state
+        .jobs
+        .numbered(tenant, number)
+        .await?
+        .filter(|n| n.job.request["app_id"].as_u64() == Some(counter))
+        .ok_or_else(|| {
+            MetricaError::not_found(format!(
+                "Log request {number} of counter {counter} not found"
+            ))
+        })
+}
+
+async fn load_from_path(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<(String, u64, NumberedJob), MetricaError> {
+    let (tenant, _) = caller(req, state)?;
+    let counter = integer(req, "counter_id")?;
+    let number = integer(req, "request_id")?;
+    let numbered = load(state, &tenant, counter, number).await?;
+    Ok((tenant, counter, numbered))
+}
+
+/// `GET …/logrequest/{request_id}`
+pub async fn info(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, MetricaError> {
+    let (_, counter, numbered) = load_from_path(&req, &state).await?;
+    Ok(HttpResponse::Ok().json(json!({ "log_request": log_request(&numbered, counter) })))
+}
+
+/// `GET …/logrequest/{request_id}/part/{part_number}/download`
+pub async fn download(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, MetricaError> {
+    let (_, _, numbered) = load_from_path(&req, &state).await?;
+    if status(&numbered) != "processed" {
+        return Err(MetricaError::invalid(NOT_PROCESSED));
+    }
+    let n: u32 = param(&req, "part_number")
+        .parse()
+        .map_err(|_| MetricaError::invalid(BAD_PART))?;
+    let part = n
+        .checked_add(1)
+        .and_then(|ours| numbered.job.parts.iter().find(|p| p.n == ours))
+        .ok_or_else(|| MetricaError::invalid(BAD_PART))?;
+    Ok(compat::stream_parts(
+        &state.files,
+        &[part],
+        "text/tab-separated-values; charset=utf-8",
+    )
+    .await?)
+}
+
+/// `POST …/logrequest/{request_id}/clean`
+pub async fn clean(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, MetricaError> {
+    let (tenant, counter, numbered) = load_from_path(&req, &state).await?;
+    match status(&numbered) {
+        "processed" => {
+            let job = &numbered.job;
+            let removed = compat::delete_files(&state.files, &tenant, &job.id).await?;
+            let now = state.clock.now_ms();
+            state.jobs.mark_expired(&job.id, now).await?;
+            state
+                .jobs
+                .mark_cleaned(&tenant, numbered.number, now)
+                .await?;
+            tracing::info!(%tenant, job_id = %job.id, request_id = numbered.number, files = removed, "metrica log request cleaned");
+        }
+        "cleaned_by_user" | "cleaned_automatically_as_too_old" => {}
+        _ => {
+            return Err(MetricaError::invalid(
+                "Only log of requests in status 'processed' can be cleaned",
+            ))
+        }
+    }
+    let numbered = load(&state, &tenant, counter, numbered.number).await?;
+    Ok(HttpResponse::Ok().json(json!({ "log_request": log_request(&numbered, counter) })))
+}
+
+/// `POST …/logrequest/{request_id}/cancel`
+pub async fn cancel(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, MetricaError> {
+    let (tenant, counter, numbered) = load_from_path(&req, &state).await?;
+    match numbered.job.status {
+        JobStatus::Queued | JobStatus::Running => {
+            state
+                .jobs
+                .cancel(&tenant, &numbered.job.id, state.clock.now_ms())
+                .await?;
+            tracing::info!(%tenant, job_id = %numbered.job.id, request_id = numbered.number, "metrica log request canceled");
+        }
+        JobStatus::Canceled => {}
+        _ => {
+            return Err(MetricaError::invalid(
+                "Only log of requests in status 'created' can be canceled",
+            ))
+        }
+    }
+    let numbered = load(&state, &tenant, counter, numbered.number).await?;
+    Ok(HttpResponse::Ok().json(json!({ "log_request": log_request(&numbered, counter) })))
+}
+
+/// A job's status in Metrica's words.
+pub fn status(n: &NumberedJob) -> &'static str {
+    if n.cleaned_at.is_some() {
+        return "cleaned_by_user";
+    }
+    match n.job.status {
+        JobStatus::Queued if n.job.attempts > 0 => "awaiting_retry",
+        JobStatus::Queued | JobStatus::Running => "created",
+        JobStatus::Succeeded => "processed",
+        JobStatus::Failed => "processing_failed",
+        JobStatus::Canceled => "canceled",
+        JobStatus::Expired => "cleaned_automatically_as_too_old",
+    }
+}
+
+/// The LogRequest object.
+fn log_request(n: &NumberedJob, counter: u64) -> Json {
+    let request = &n.job.request;
+    let status = status(n);
+    let mut view = json!({
+        "request_id": n.number,
+        "counter_id": counter,
+        "source": n.job.slice,
+        "date1": request["date_since"],
+        "date2": request["date_until"],
+        "fields": request["fields"],
+        "status": status,
+        "attribution": "LASTSIGN",
+    });
+    if status == "processed" {
+        let parts: Vec<Json> = n
+            .job
+            .parts
+            .iter()
+            .map(|p| json!({"part_number": p.n.saturating_sub(1), "size": p.bytes}))
+            .collect();
+        view["size"] = json!(n.job.parts.iter().map(|p| p.bytes).sum::<u64>());
+        view["parts"] = Json::Array(parts);
+    }
+    view
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logport_queue::{Job, Progress};
+
+    fn numbered(status: JobStatus, attempts: u32, cleaned: bool) -> NumberedJob {
+        NumberedJob {
+            number: 7,
+            cleaned_at: cleaned.then_some(1),
+            job: Job {
+                id: "j".into(),
+                tenant: "t".into(),
+                slice: "events".into(),
+                status,
+                request: json!({"app_id": 42, "date_since": "2026-11-01",
+                    "date_until": "2026-11-02", "fields": ["session_id"]}),
+                idempotency_key: None,
+                created_at: 0,
+                started_at: None,
+                finished_at: None,
+                expires_at: None,
+                watermark: 0,
+                attempts,
+                max_attempts: 5,
+                progress: Progress::default(),
+                error: None,
+                parts: vec![
+                    logport_queue::Part {
+                        n: 1,
+                        key: "k1".into(),
+                        rows: 1,
+                        bytes: 10,
+                        sha256: "a".into(),
+                    },
+                    logport_queue::Part {
+                        n: 2,
+                        key: "k2".into(),
+                        rows: 1,
+                        bytes: 5,
+                        sha256: "b".into(),
+                    },
+                ],
+                manifest_key: None,
+                lease_owner: None,
+                lease_until: None,
+            },
+        }
+    }
+
+    #[test]
+    fn statuses_in_metrica_words() {
+        use JobStatus::*;
+        for (status, attempts, cleaned, want) in [
+            (Queued, 0, false, "created"),
+            (Queued, 1, false, "awaiting_retry"),
+            (Running, 2, false, "created"),
+            (Succeeded, 1, false, "processed"),
+            (Failed, 5, false, "processing_failed"),
+            (Canceled, 0, false, "canceled"),
+            (Expired, 1, false, "cleaned_automatically_as_too_old"),
+            (Expired, 1, true, "cleaned_by_user"),
+        ] {
+            assert_eq!(status_of(status, attempts, cleaned), want);
+        }
+    }
+
+    fn status_of(s: JobStatus, attempts: u32, cleaned: bool) -> &'static str {
+        status(&numbered(s, attempts, cleaned))
+    }
+
+    #[test]
+    fn log_request_shape() {
+        assert_eq!(
+            log_request(&numbered(JobStatus::Succeeded, 1, false), 42),
+            json!({"request_id": 7, "counter_id": 42, "source": "events",
+                "date1": "2026-11-01", "date2": "2026-11-02", "fields": ["session_id"],
+                "status": "processed", "attribution": "LASTSIGN", "size": 15,
+                "parts": [{"part_number": 0, "size": 10}, {"part_number": 1, "size": 5}]})
+        );
+        let created = log_request(&numbered(JobStatus::Queued, 0, false), 42);
+        assert_eq!(created["status"], "created");
+        assert!(created.get("parts").is_none() && created.get("size").is_none());
+    }
+}
