@@ -1,6 +1,8 @@
 //! `logport`: the Logs API service and its command-line tools.
 
 mod config;
+mod gen;
+mod ingest_cmd;
 mod serve;
 
 use std::path::PathBuf;
@@ -36,10 +38,48 @@ enum Command {
     Migrate,
     /// Load and validate the catalog, print its slices, and exit.
     Catalog,
+    /// Write realistic synthetic events of a slice as NDJSON or CSV.
+    Gen(gen::GenArgs),
+    /// Load an NDJSON or CSV file through the API, with retries that never duplicate.
+    Ingest(ingest_cmd::IngestArgs),
+}
+
+/// A runtime for the commands that need one.
+fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("logport: cannot start the runtime: {e}");
+            std::process::ExitCode::FAILURE
+        })
+}
+
+/// Tools that talk to a server over HTTP or only print: no server configuration.
+fn run_tool(command: Command) -> Result<std::process::ExitCode, Command> {
+    let result = match command {
+        Command::Gen(args) => gen::run(args),
+        Command::Ingest(args) => match runtime() {
+            Ok(rt) => rt.block_on(ingest_cmd::run(args)),
+            Err(code) => return Ok(code),
+        },
+        other => return Err(other),
+    };
+    Ok(match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("logport: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    })
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.command = match run_tool(cli.command) {
+        Ok(code) => return code,
+        Err(server_command) => server_command,
+    };
     let settings = match load_settings(&cli) {
         Ok(s) => s,
         Err(e) => {
@@ -48,21 +88,16 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_tracing(&settings.raw.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("logport: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { .. } => serve::serve(settings).await,
             Command::Migrate => serve::migrate(settings).await,
             Command::Catalog => serve::print_catalog(&settings),
+            Command::Gen(_) | Command::Ingest(_) => unreachable!("tools ran above"),
         }
     });
     match result {
