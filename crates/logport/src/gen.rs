@@ -47,6 +47,9 @@ pub struct GenArgs {
     /// Write here instead of standard output.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// Only these fields (comma-separated; required fields are always written).
+    #[arg(long, value_delimiter = ',')]
+    pub fields: Vec<String>,
     /// Load slices from this directory instead of the built-in catalog.
     #[arg(long, env = "LOGPORT_SCHEMA_DIR")]
     pub schema_dir: Option<std::path::PathBuf>,
@@ -89,10 +92,18 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
             _ => args.rows.max(1),
         }),
     };
+    for f in &args.fields {
+        anyhow::ensure!(
+            slice.field(f).is_some() && f != "received_time",
+            "`{f}` is not a field of slice `{}` that can be sent",
+            slice.name
+        );
+    }
     let names: Vec<&Field> = slice
         .fields
         .iter()
         .filter(|f| f.name != "received_time")
+        .filter(|f| args.fields.is_empty() || f.required || args.fields.contains(&f.name))
         .collect();
     if csv {
         let header: Vec<&str> = names.iter().map(|f| f.name.as_str()).collect();
@@ -100,7 +111,10 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
     }
     let mut line = String::with_capacity(2048);
     for i in 0..args.rows {
-        let row = generator.row(i);
+        let mut row = generator.row(i);
+        if !args.fields.is_empty() {
+            row.retain(|k, _| names.iter().any(|f| &f.name == k));
+        }
         if csv {
             line.clear();
             for (j, f) in names.iter().enumerate() {
