@@ -10,7 +10,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import shutil
 import socket
 import subprocess
@@ -62,14 +61,16 @@ class RssSampler:
 
 
 def child_run(cmd, stdin=None, stdout=None):
-    """Runs a command; returns (seconds, peak RSS bytes of that child)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Runs a command; returns (seconds, peak RSS bytes of that command)."""
+    report = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"bench-time-{os.getpid()}")
     t0 = time.monotonic()
-    subprocess.run(cmd, stdin=stdin, stdout=stdout, check=True)
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", report] + cmd,
+                   stdin=stdin, stdout=stdout, check=True)
     secs = time.monotonic() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the max over all waited children so far (KiB).
-    return secs, max(after, before) * 1024
+    with open(report) as f:
+        kib = int(f.read().strip().splitlines()[-1])
+    os.remove(report)
+    return secs, kib * 1024
 
 
 def api(base, method, path, body=None):

@@ -6,8 +6,8 @@
 # already names one; installs the Python packages the export reader checks and the S3
 # tests use (pyarrow, duckdb, pandas, moto[server]) when missing and starts moto's S3
 # server on a free port, unless LOGPORT_TEST_S3_ENDPOINT already names one; builds the
-# logport binary the end-to-end tests run; runs the whole workspace's tests; stops the
-# servers it started.
+# logport binary the end-to-end tests run; runs the whole workspace's tests and the
+# browser test of the web UI (tests/browser/); stops the servers it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,8 +49,9 @@ fi
 # tests/readers/check_exports.py reads export files with pyarrow, duckdb and pandas;
 # tests/tests/s3.rs needs an S3-compatible server: moto's. Tests fail (never skip)
 # without them.
-py_packages=(pyarrow duckdb pandas "moto[server]")
-py_ready() { python3 -c 'import pyarrow, duckdb, pandas, moto.server' 2>/dev/null; }
+# tests/tests/security.rs validates GET /openapi.json with openapi-spec-validator.
+py_packages=(pyarrow duckdb pandas "moto[server]" openapi-spec-validator)
+py_ready() { python3 -c 'import pyarrow, duckdb, pandas, moto.server, openapi_spec_validator' 2>/dev/null; }
 # A virtualenv of ours, used where the system Python is "externally managed" (PEP 668).
 py_venv=${LOGPORT_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/logport/venv}
 if ! py_ready && [ -x "$py_venv/bin/python3" ]; then export PATH="$py_venv/bin:$PATH"; fi
@@ -70,7 +71,7 @@ if ! py_ready; then
     "$py_venv/bin/python3" -m pip install --quiet "${py_packages[@]}"
     export PATH="$py_venv/bin:$PATH"
   fi
-  py_ready || { echo "pyarrow, duckdb, pandas or moto are still not importable by python3" >&2; exit 1; }
+  py_ready || { echo "pyarrow, duckdb, pandas, moto or openapi_spec_validator are still not importable by python3" >&2; exit 1; }
 fi
 if [ -z "${LOGPORT_TEST_S3_ENDPOINT:-}" ]; then
   s3_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -91,8 +92,17 @@ fi
 
 # The end-to-end tests run the real binary; cargo does not build it for them.
 cargo build -p logport --bin logport
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 else
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
+
+# The web UI in Debian's headless Chromium (tests/browser/run.sh installs chromium and
+# playwright-core when missing; screenshots go to $LOGPORT_ARTIFACTS/screenshots or
+# .ci-artifacts/screenshots). Part of the whole suite; arguments select cargo tests only.
+if [ $# -eq 0 ]; then
+  tests/browser/run.sh || status=$?
+fi
+exit "$status"

@@ -687,6 +687,53 @@ impl PrivateClickHouse {
     pub fn query(&self, sql: &str) -> String {
         clickhouse_blocking(&self.url, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
+
+    /// The native-protocol port (what `remote_servers` and Distributed tables use).
+    pub fn tcp_port(&self) -> u16 {
+        self.tcp_port
+    }
+
+    /// Starts `shards` servers that each know the cluster `name`, one shard per
+    /// server (`<remote_servers>` in every server's `config.d/`, which ClickHouse
+    /// merges into the configuration `private-server.sh` writes). Without ZooKeeper
+    /// there is no `ON CLUSTER` DDL: create tables on every server directly.
+    pub fn launch_cluster(name: &str, shards: usize) -> Vec<PrivateClickHouse> {
+        let servers: Vec<PrivateClickHouse> = (0..shards)
+            .map(|_| {
+                let dir = tempfile::Builder::new()
+                    .prefix("logport-test-ch-")
+                    .tempdir()
+                    .expect("temp dir");
+                let http_port = free_port();
+                PrivateClickHouse {
+                    dir,
+                    http_port,
+                    tcp_port: free_port(),
+                    url: format!("http://127.0.0.1:{http_port}"),
+                    paused: std::sync::atomic::AtomicBool::new(false),
+                }
+            })
+            .collect();
+        let shard_xml: String = servers
+            .iter()
+            .map(|s| {
+                format!(
+                    "<shard><replica><host>127.0.0.1</host><port>{}</port></replica></shard>",
+                    s.tcp_port
+                )
+            })
+            .collect();
+        let xml = format!(
+            "<?xml version=\"1.0\"?>\n<yandex><remote_servers><{name}>{shard_xml}</{name}></remote_servers></yandex>\n"
+        );
+        for s in &servers {
+            let conf_d = s.dir.path().join("config.d");
+            std::fs::create_dir_all(&conf_d).expect("config.d");
+            std::fs::write(conf_d.join("remote_servers.xml"), &xml).expect("remote_servers.xml");
+            s.start();
+        }
+        servers
+    }
 }
 
 impl Drop for PrivateClickHouse {
@@ -936,4 +983,94 @@ fn xml_unescape(s: &str) -> String {
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&amp;", "&")
+}
+
+// ---------------------------------------------------------------------------------
+// Tokens made with `logport token`, and raw HTTP (tests/tests/security.rs).
+// ---------------------------------------------------------------------------------
+
+/// A token made with `logport token create` for a service.
+#[derive(Debug, Clone)]
+pub struct CliToken {
+    /// The secret (`lp_…`): what requests send.
+    pub secret: String,
+    /// The public id (`tok_…`).
+    pub id: String,
+    /// What `token create --json` printed.
+    pub info: Value,
+}
+
+impl Service {
+    /// Runs `logport <args>` with this service's configuration (its job store);
+    /// returns (success, stdout, stderr).
+    pub fn logport_cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self
+            .command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run logport");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// `logport token create --tenant T --scopes S [extra…] --json`; panics on failure.
+    pub fn create_token(&self, tenant: &str, scopes: &str, extra: &[&str]) -> CliToken {
+        let mut args = vec!["token", "create", "--tenant", tenant, "--scopes", scopes];
+        args.extend_from_slice(extra);
+        args.push("--json");
+        let (ok, stdout, stderr) = self.logport_cli(&args);
+        assert!(ok, "token create {args:?} failed: {stderr}");
+        let info: Value = serde_json::from_str(stdout.trim()).expect("token create prints JSON");
+        CliToken {
+            secret: info["token"].as_str().expect("token").to_string(),
+            id: info["id"].as_str().expect("id").to_string(),
+            info,
+        }
+    }
+
+    /// `logport token revoke ID --json`; panics on failure.
+    pub fn revoke_token(&self, id: &str) -> Value {
+        let (ok, stdout, stderr) = self.logport_cli(&["token", "revoke", id, "--json"]);
+        assert!(ok, "token revoke {id} failed: {stderr}");
+        serde_json::from_str(stdout.trim()).expect("token revoke prints JSON")
+    }
+
+    /// Sends `request` (a whole HTTP/1.1 request, bytes as given: no URL
+    /// normalisation, any header bytes) and returns the status, the head and the body.
+    pub fn raw_http(&self, request: &[u8]) -> (u16, String, Vec<u8>) {
+        let addr = self.base.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        stream.write_all(request).expect("send");
+        let mut resp = Vec::new();
+        let _ = stream.read_to_end(&mut resp);
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(resp.len());
+        let head = String::from_utf8_lossy(&resp[..split]).to_string();
+        let body = resp.get(split + 4..).unwrap_or_default().to_vec();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, head, body)
+    }
+
+    /// A `GET path` with a bearer token, sent raw (`Connection: close`).
+    pub fn raw_get(&self, path: &[u8], token: &str) -> (u16, String, Vec<u8>) {
+        let mut req = b"GET ".to_vec();
+        req.extend_from_slice(path);
+        req.extend_from_slice(
+            format!(
+                " HTTP/1.1\r\nHost: logport\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        self.raw_http(&req)
+    }
 }

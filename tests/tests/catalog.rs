@@ -456,8 +456,9 @@ async fn oauth_and_case_insensitive_bearer_are_accepted() {
 #[tokio::test]
 async fn unknown_paths_are_404_problems() {
     let svc = Service::start().await;
+    // `/` is the web UI (tests/tests/ui.rs).
     for path in [
-        "/",
+        "/ui",
         "/v1",
         "/v2/slices",
         "/v1/slice",

@@ -1,28 +1,149 @@
-//! Who is calling: a bearer token mapped to a tenant.
+//! Who is calling: a token mapped to a tenant, its scopes and its apps.
 //!
-//! Tokens are kept only as SHA-256 digests, so neither memory dumps nor logs hold a
-//! usable token. `Authorization: Bearer <t>` and `Authorization: OAuth <t>` (what
-//! AppMetrica and Metrica clients send) are both accepted.
+//! Tokens come from two places: the token store in the job store's database
+//! (`logport token create`; stored as SHA-256 digests only) and, for development and
+//! tests, `LOGPORT_STATIC_TOKENS` (every scope, every app; also kept as digests, so
+//! neither memory dumps nor logs hold a usable token). `Authorization: Bearer <t>` and
+//! `Authorization: OAuth <t>` (what AppMetrica and Metrica clients send) are both
+//! accepted.
+//!
+//! Decisions:
+//! - Scopes: `ingest` writes (`POST /v1/ingest/{slice}`); `export` reads (exports,
+//!   previews, estimates, downloads, the AppMetrica and Metrica protocols); `admin` is
+//!   everything. The catalog (`GET /v1/slices…`) is readable with any scope: it holds
+//!   no customer data. The `activity` slice (the audit log) is `admin` only, both to
+//!   read (exports, previews, and the jobs and files made from it) and to write, so an
+//!   ingest token cannot forge audit rows.
+//! - A token limited to apps reads and writes only those: every ingested row's
+//!   `app_id`, an export's `app_id` (then required), a protocol's `application_id` or
+//!   `counter_id` must be one of them (403 otherwise), and it sees only the jobs of
+//!   its apps — another app's job answers 404, as another tenant's does.
+//! - Lookups are cached for [`CACHE_TTL`], so a revoked token stops working within
+//!   about a second on every replica; expiry is checked on every request.
+//! - Rate: every token of the token store has a token bucket
+//!   (`LOGPORT_RATE_LIMIT_PER_SECOND`, burst `LOGPORT_RATE_LIMIT_BURST`); an empty
+//!   bucket answers 429 with `Retry-After`. Buckets live in the process: with several
+//!   replicas each enforces its own. Static tokens are the operator's own (development,
+//!   tests, bootstrap) and are not limited.
 
 use std::collections::HashMap;
-use std::future::{ready, Ready};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
-use sha2::{Digest, Sha256};
+use futures::future::LocalBoxFuture;
+use logport_queue::tokens::token_digest;
+use logport_queue::{Job, Scope, TokenInfo, TokenStore};
 
 use crate::error::ApiError;
 use crate::AppState;
+
+/// How long a token lookup is trusted before the store is asked again.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+/// Most cached lookups; the cache starts over when full.
+const CACHE_MAX: usize = 10_000;
+/// How the ids of static tokens start (never a stored token's `tok_`).
+const STATIC_PREFIX: &str = "static-";
+/// The slice only `admin` tokens may read or write.
+pub const ADMIN_SLICE: &str = "activity";
 
 /// The authenticated caller; every handler that touches data takes one.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub tenant: String,
+    /// The token's public id (`tok_…`, or `static-…` for `LOGPORT_STATIC_TOKENS`).
+    pub token_id: String,
+    pub token_name: String,
+    pub scopes: Vec<Scope>,
+    /// The apps the token may touch; `None`: every app of the tenant.
+    pub apps: Option<Vec<u64>>,
+    /// The peer's address (the socket's, not a forwarded header a client can forge).
+    pub ip: String,
+    pub user_agent: String,
 }
 
-/// Token digests → tenants.
-#[derive(Debug, Clone, Default)]
-pub struct Tokens {
-    by_digest: HashMap<String, String>,
+impl Caller {
+    /// Whether the token carries `scope` (`admin` carries every scope).
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope)
+    }
+
+    /// 403 unless the token carries `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.has(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this token lacks the `{}` scope (it has {})",
+                scope.as_str(),
+                Scope::join(&self.scopes)
+            )))
+        }
+    }
+
+    /// Whether the token may touch this app.
+    pub fn may_use_app(&self, app: u64) -> bool {
+        self.apps.as_ref().is_none_or(|a| a.contains(&app))
+    }
+
+    /// 403 unless the token may read what `app_id` selects (`None`: every app, which
+    /// only an unrestricted token may).
+    pub fn require_app(&self, app_id: Option<u64>, field: &str) -> Result<(), ApiError> {
+        match (&self.apps, app_id) {
+            (None, _) => Ok(()),
+            (Some(_), Some(app)) if self.may_use_app(app) => Ok(()),
+            (Some(list), None) => Err(ApiError::Forbidden(format!(
+                "this token is limited to apps {}: set `{field}` to one of them",
+                show_apps(list)
+            ))),
+            (Some(list), Some(app)) => Err(ApiError::Forbidden(format!(
+                "this token is limited to apps {}; `{field}` {app} is not one of them",
+                show_apps(list)
+            ))),
+        }
+    }
+
+    /// Whether the token may read (or write) a slice: the audit log needs `admin`.
+    pub fn may_use_slice(&self, slice: &str) -> bool {
+        slice != ADMIN_SLICE || self.scopes.contains(&Scope::Admin)
+    }
+
+    /// 403 unless [`Caller::may_use_slice`].
+    pub fn require_slice(&self, slice: &str) -> Result<(), ApiError> {
+        if self.may_use_slice(slice) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "the `{slice}` slice needs a token with the `admin` scope"
+            )))
+        }
+    }
+
+    /// Slices whose jobs this caller does not see.
+    pub fn hidden_slices(&self) -> Vec<String> {
+        if self.may_use_slice(ADMIN_SLICE) {
+            Vec::new()
+        } else {
+            vec![ADMIN_SLICE.to_string()]
+        }
+    }
+
+    /// Whether one of the tenant's jobs is visible to this caller (its slice and its
+    /// app); a job that is not answers 404, like another tenant's.
+    pub fn sees_job(&self, job: &Job) -> bool {
+        let app = job.request.get("app_id").and_then(|a| a.as_u64());
+        self.may_use_slice(&job.slice)
+            && match &self.apps {
+                None => true,
+                Some(list) => app.is_some_and(|a| list.contains(&a)),
+            }
+    }
+}
+
+fn show_apps(list: &[u64]) -> String {
+    let shown: Vec<String> = list.iter().take(20).map(u64::to_string).collect();
+    let more = if list.len() > 20 { ", …" } else { "" };
+    format!("[{}{more}]", shown.join(", "))
 }
 
 /// Tenant names appear in object keys and logs: keep them to a safe alphabet.
@@ -34,7 +155,139 @@ pub fn is_valid_tenant(t: &str) -> bool {
 }
 
 pub fn digest(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    token_digest(token)
+}
+
+/// Who a token is, once resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub tenant: String,
+    pub token_id: String,
+    pub token_name: String,
+    pub scopes: Vec<Scope>,
+    pub apps: Option<Vec<u64>>,
+}
+
+/// Why a request is not authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credentials at all.
+    Missing,
+    /// Malformed, unknown, revoked or expired: the sentence says which.
+    Invalid(String),
+    /// The token store cannot be asked.
+    Unavailable,
+    /// The token's rate limit is used up: retry after this many seconds.
+    RateLimited(u32),
+}
+
+impl From<AuthFailure> for ApiError {
+    fn from(f: AuthFailure) -> Self {
+        match f {
+            AuthFailure::Missing => {
+                ApiError::Unauthorized("send Authorization: Bearer <token>".into())
+            }
+            AuthFailure::Invalid(why) => ApiError::Unauthorized(why),
+            AuthFailure::Unavailable => ApiError::Unavailable {
+                detail: "tokens cannot be checked right now (the job store is unavailable); \
+                         retry later"
+                    .into(),
+                retry_after: 2,
+            },
+            AuthFailure::RateLimited(retry_after) => ApiError::TooMany {
+                limit: "rate_limit",
+                field: None,
+                detail: format!(
+                    "this token sent more requests than its rate limit allows; retry in \
+                     {retry_after} s"
+                ),
+                retry_after,
+            },
+        }
+    }
+}
+
+/// A request rate: sustained requests per second and the burst on top.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_second: 50.0,
+            burst: 100,
+        }
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// One token bucket per API token.
+#[derive(Default)]
+struct Limiter {
+    limit: RateLimit,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl Limiter {
+    /// Takes one request from `key`'s bucket, or says when one will be there.
+    fn take(&self, key: &str, now: Instant) -> Result<(), u32> {
+        let RateLimit { per_second, burst } = self.limit;
+        if per_second <= 0.0 {
+            return Ok(());
+        }
+        let burst = f64::from(burst.max(1));
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= CACHE_MAX && !buckets.contains_key(key) {
+            // Full buckets carry no state worth keeping.
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < burst
+            });
+        }
+        let b = buckets.entry(key.to_string()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let refill = now.duration_since(b.at).as_secs_f64() * per_second;
+        b.tokens = (b.tokens + refill).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - b.tokens) / per_second;
+            Err(wait.ceil().clamp(1.0, 3600.0) as u32)
+        }
+    }
+}
+
+/// A token lookup and when it was made.
+type Cached = (Instant, Option<TokenInfo>);
+
+/// The tokens a server accepts: static ones, the token store, and their rate limits.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    /// Digest → tenant, from `LOGPORT_STATIC_TOKENS`.
+    by_digest: HashMap<String, String>,
+    store: Option<Arc<dyn TokenStore>>,
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
+    limiter: Arc<Limiter>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("static_digests", &self.by_digest)
+            .field("store", &self.store.is_some())
+            .field("rate_limit", &self.limiter.limit)
+            .finish()
+    }
 }
 
 impl Tokens {
@@ -58,8 +311,125 @@ impl Tokens {
         Ok(t)
     }
 
+    /// Also accepts the tokens of this store.
+    pub fn with_store(mut self, store: Arc<dyn TokenStore>) -> Tokens {
+        self.store = Some(store);
+        self
+    }
+
+    /// Limits every token's request rate.
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Tokens {
+        self.limiter = Arc::new(Limiter {
+            limit,
+            buckets: Mutex::default(),
+        });
+        self
+    }
+
+    /// The tenant of a static token.
     pub fn tenant_of(&self, token: &str) -> Option<&str> {
         self.by_digest.get(&digest(token)).map(String::as_str)
+    }
+
+    /// Who a token is at `now_ms`, or why it is not accepted.
+    pub async fn resolve(&self, token: &str, now_ms: i64) -> Result<Identity, AuthFailure> {
+        let d = digest(token);
+        if let Some(tenant) = self.by_digest.get(&d) {
+            return Ok(Identity {
+                tenant: tenant.clone(),
+                token_id: format!("{STATIC_PREFIX}{}", &d[..12]),
+                token_name: "static".into(),
+                scopes: vec![Scope::Admin],
+                apps: None,
+            });
+        }
+        let invalid = || AuthFailure::Invalid("the token is not valid".into());
+        let Some(store) = &self.store else {
+            return Err(invalid());
+        };
+        // Generated tokens have one shape; anything else is not looked up.
+        let plausible = token.len() <= 128 && token.bytes().all(|b| b.is_ascii_graphic());
+        if !plausible {
+            return Err(invalid());
+        }
+        let cached = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache
+                .get(&d)
+                .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+                .map(|(_, info)| info.clone())
+        };
+        let info = match cached {
+            Some(info) => info,
+            None => {
+                let info = store.token_by_digest(&d).await.map_err(|e| {
+                    tracing::warn!(error = %e, "token lookup failed");
+                    AuthFailure::Unavailable
+                })?;
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(d, (Instant::now(), info.clone()));
+                info
+            }
+        };
+        let info = info.ok_or_else(invalid)?;
+        if info.revoked_at.is_some() {
+            return Err(AuthFailure::Invalid("the token was revoked".into()));
+        }
+        if !info.is_active(now_ms) {
+            return Err(AuthFailure::Invalid("the token has expired".into()));
+        }
+        Ok(Identity {
+            tenant: info.tenant,
+            token_id: info.id,
+            token_name: info.name,
+            scopes: info.scopes,
+            apps: info.apps,
+        })
+    }
+
+    /// Takes one request from the token's rate limit (static tokens have none).
+    pub fn take(&self, token_id: &str) -> Result<(), AuthFailure> {
+        if token_id.starts_with(STATIC_PREFIX) {
+            return Ok(());
+        }
+        self.limiter
+            .take(token_id, Instant::now())
+            .map_err(AuthFailure::RateLimited)
+    }
+
+    /// Resolves the token of a request and charges its rate limit: the [`Caller`].
+    pub async fn caller(
+        &self,
+        req: &HttpRequest,
+        token: &str,
+        now_ms: i64,
+    ) -> Result<Caller, AuthFailure> {
+        let id = self.resolve(token, now_ms).await?;
+        self.take(&id.token_id)?;
+        Ok(Caller {
+            tenant: id.tenant,
+            token_id: id.token_id,
+            token_name: id.token_name,
+            scopes: id.scopes,
+            apps: id.apps,
+            ip: req
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default(),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .chars()
+                        .take(512)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
     }
 }
 
@@ -85,24 +455,23 @@ pub fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Caller, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Caller, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await })
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+async fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Internal("app state missing".into()))?;
     let token = bearer(req)?;
-    match state.tokens.tenant_of(token) {
-        Some(tenant) => Ok(Caller {
-            tenant: tenant.to_string(),
-        }),
-        None => Err(ApiError::Unauthorized("the token is not valid".into())),
-    }
+    Ok(state
+        .tokens
+        .caller(req, token, state.clock.now_ms())
+        .await?)
 }
 
 #[cfg(test)]
@@ -123,5 +492,75 @@ mod tests {
             !format!("{t:?}").contains("secret-a1"),
             "only digests are kept"
         );
+    }
+
+    #[test]
+    fn token_buckets() {
+        let l = Limiter {
+            limit: RateLimit {
+                per_second: 2.0,
+                burst: 3,
+            },
+            buckets: Mutex::default(),
+        };
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(l.take("a", t0), Ok(()));
+        }
+        assert_eq!(l.take("a", t0), Err(1), "the burst is spent");
+        assert_eq!(l.take("b", t0), Ok(()), "every token has its own bucket");
+        // Half a second refills one request at 2/s.
+        assert_eq!(l.take("a", t0 + Duration::from_millis(500)), Ok(()));
+        assert!(l.take("a", t0 + Duration::from_millis(500)).is_err());
+        // Never more than the burst, however long the pause.
+        let later = t0 + Duration::from_secs(3600);
+        for _ in 0..3 {
+            assert_eq!(l.take("a", later), Ok(()));
+        }
+        assert!(l.take("a", later).is_err());
+        let slow = Limiter {
+            limit: RateLimit {
+                per_second: 0.1,
+                burst: 1,
+            },
+            buckets: Mutex::default(),
+        };
+        assert_eq!(slow.take("a", t0), Ok(()));
+        assert_eq!(slow.take("a", t0), Err(10), "Retry-After rounds up");
+    }
+
+    fn caller(scopes: &[Scope], apps: Option<Vec<u64>>) -> Caller {
+        Caller {
+            tenant: "acme".into(),
+            token_id: "tok_1".into(),
+            token_name: "t".into(),
+            scopes: scopes.to_vec(),
+            apps,
+            ip: String::new(),
+            user_agent: String::new(),
+        }
+    }
+
+    #[test]
+    fn scopes_apps_and_the_admin_slice() {
+        let ingest = caller(&[Scope::Ingest], Some(vec![1, 2]));
+        assert!(ingest.require(Scope::Ingest).is_ok());
+        assert!(matches!(
+            ingest.require(Scope::Export),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(ingest.require_app(Some(2), "app_id").is_ok());
+        assert!(ingest.require_app(Some(3), "app_id").is_err());
+        assert!(ingest.require_app(None, "app_id").is_err());
+        assert!(!ingest.may_use_slice("activity"));
+        assert!(ingest.may_use_slice("clicks"));
+        assert_eq!(ingest.hidden_slices(), ["activity"]);
+        let admin = caller(&[Scope::Admin], None);
+        for s in Scope::ALL {
+            assert!(admin.has(s));
+        }
+        assert!(admin.require_app(None, "app_id").is_ok());
+        assert!(admin.may_use_slice("activity"));
+        assert!(admin.hidden_slices().is_empty());
     }
 }

@@ -44,6 +44,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     TooLarge(String),
+    /// The request line and headers are larger than the server takes.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -64,6 +67,9 @@ pub enum ApiError {
     /// A dependency is down or overloaded; the client should retry.
     #[error("{detail}")]
     Unavailable { detail: String, retry_after: u32 },
+    /// A synchronous query (a preview) ran out of time; a narrower request may not.
+    #[error("{0}")]
+    Timeout(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -110,6 +116,11 @@ impl ApiError {
                 "too-large",
                 "Request too large",
             ),
+            HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "Request headers too large",
+            ),
             UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
@@ -131,6 +142,11 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Temporarily unavailable",
+            ),
+            Timeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "The query took too long",
             ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -2,9 +2,13 @@
 //! store (ingest, previews, estimates) or the queue (exports). Every data route takes
 //! a [`auth::Caller`] and scopes what it reads or writes to the caller's tenant.
 
+pub mod activity;
 pub mod auth;
 pub mod error;
+pub mod limits;
+pub mod openapi;
 mod routes;
+mod ui;
 mod views;
 
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use logport_queue::{Clock, JobStore};
 use logport_store::Store;
 use tokio::sync::Notify;
 
-pub use auth::Tokens;
+pub use auth::{RateLimit, Tokens};
 pub use error::ApiError;
 
 /// Request-size limits.
@@ -30,6 +34,14 @@ pub struct ApiLimits {
     pub ingest_max_rows: usize,
     /// Largest JSON request body (exports, evaluate, preview).
     pub json_max_bytes: usize,
+    /// Longest a preview may take before it answers 504 (ClickHouse's
+    /// `max_execution_time` for it, too).
+    pub preview_timeout: std::time::Duration,
+    /// Largest request line plus headers (431 beyond).
+    pub max_header_bytes: usize,
+    /// Longest a handler may take to start its answer (504 beyond); a download's
+    /// body may stream for longer.
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for ApiLimits {
@@ -39,6 +51,9 @@ impl Default for ApiLimits {
             ingest_max_line_bytes: 1 << 20,
             ingest_max_rows: 1_000_000,
             json_max_bytes: 1 << 20,
+            preview_timeout: std::time::Duration::from_secs(15),
+            max_header_bytes: 16 << 10,
+            request_timeout: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -103,6 +118,15 @@ impl Default for CompatLimits {
     }
 }
 
+/// `GET /metrics`: how it renders, and who may read it.
+#[derive(Clone)]
+pub struct MetricsEndpoint {
+    /// Every metric of this process in Prometheus' text format.
+    pub render: Arc<dyn Fn() -> String + Send + Sync>,
+    /// When set, a scrape must send `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
 /// Everything handlers share.
 pub struct AppState {
     pub catalog: Arc<Catalog>,
@@ -127,6 +151,8 @@ pub struct AppState {
     /// Wakes an idle worker when a job is queued.
     pub wake: Arc<Notify>,
     pub clock: Arc<dyn Clock>,
+    /// `GET /metrics` (`None`: 404).
+    pub metrics: Option<MetricsEndpoint>,
 }
 
 pub use routes::InFlightKeys;

@@ -12,20 +12,34 @@ pub fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-#[derive(Serialize)]
+/// One file of a finished export.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PartView {
+    /// Part number, from 1.
     pub n: u32,
+    /// The file's name (`part-00001.csv.gz`): what a client saves it as.
+    pub file: String,
     pub rows: u64,
     pub bytes: u64,
+    /// Hex SHA-256 of the file's bytes (also its ETag).
     pub sha256: String,
+    /// Where to download it: `/v1/exports/{id}/parts/{n}`.
     pub url: String,
 }
 
-#[derive(Serialize)]
+/// An export job.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Job)]
 pub struct JobView<'a> {
+    /// 32 hex digits.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub id: &'a str,
+    #[schema(value_type = logport_queue::JobStatus)]
     pub status: &'static str,
+    #[schema(value_type = String)]
     pub slice: &'a str,
+    /// The request as it runs: every defaulted member filled in.
+    #[schema(value_type = logport_catalog::ExportRequest)]
     pub request: &'a serde_json::Value,
     pub created_at: String,
     pub started_at: Option<String>,
@@ -35,6 +49,7 @@ pub struct JobView<'a> {
     pub watermark: String,
     pub attempts: u32,
     pub progress: Progress,
+    #[schema(value_type = Option<JobError>)]
     pub error: Option<&'a JobError>,
     pub parts: Vec<PartView>,
     pub manifest_url: Option<String>,
@@ -62,6 +77,7 @@ pub fn job_view(job: &Job) -> JobView<'_> {
             .iter()
             .map(|p| PartView {
                 n: p.n,
+                file: p.key.rsplit('/').next().unwrap_or(&p.key).to_string(),
                 rows: p.rows,
                 bytes: p.bytes,
                 sha256: p.sha256.clone(),

@@ -65,21 +65,182 @@ impl RowContext<'_> {
 }
 
 /// Parses and validates one NDJSON line (`line` is its 1-based number in the body).
+///
+/// This is the ingest hot path, so the line is read in one streaming pass: keys are
+/// looked up in the catalog as they are met and values are checked against their
+/// field's type straight from the parser, without building a JSON tree. What it
+/// accepts and how it reports errors is exactly [`row_from_object`]'s.
 pub fn parse_line(
     slice: &Slice,
     bytes: &[u8],
     ctx: &RowContext<'_>,
     line: u64,
 ) -> Result<Row, LineError> {
-    let obj: Map<String, Json> = serde_json::from_slice(bytes).map_err(|e| LineError {
-        field: None,
-        detail: if e.is_data() {
-            "the line must be a JSON object".to_string()
-        } else {
-            format!("not valid JSON: {e}")
-        },
-    })?;
-    row_from_object(slice, &obj, ctx, line)
+    use serde::Deserializer as _;
+    let mut given: Vec<Option<Result<Value, String>>> = vec![None; slice.fields.len()];
+    let mut unknown: Option<LineError> = None;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let visitor = fast::LineVisitor {
+        slice,
+        given: &mut given,
+        unknown: &mut unknown,
+    };
+    de.deserialize_map(visitor)
+        .and_then(|()| de.end())
+        .map_err(|e| LineError {
+            field: None,
+            detail: if e.is_data() {
+                "the line must be a JSON object".to_string()
+            } else {
+                format!("not valid JSON: {e}")
+            },
+        })?;
+    if let Some(e) = unknown {
+        return Err(e);
+    }
+    assemble(slice, ctx, line, |i, _| given[i].take())
+}
+
+/// The streaming pieces of [`parse_line`].
+mod fast {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    use super::{check_member, LineError};
+    use crate::schema::Slice;
+    use crate::types::ColumnType;
+    use crate::value::{Scalar, Value};
+
+    pub(super) struct LineVisitor<'a> {
+        pub slice: &'a Slice,
+        pub given: &'a mut Vec<Option<Result<Value, String>>>,
+        /// The first (in key order) member that may not be sent.
+        pub unknown: &'a mut Option<LineError>,
+    }
+
+    impl<'de> Visitor<'de> for LineVisitor<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key_seed(KeySeed { slice: self.slice })? {
+                match key {
+                    Ok(i) => {
+                        let ty = &self.slice.fields[i].ty;
+                        self.given[i] = Some(map.next_value_seed(TypedSeed { ty })?);
+                    }
+                    Err((name, e)) => {
+                        map.next_value::<IgnoredAny>()?;
+                        let earlier = self
+                            .unknown
+                            .as_ref()
+                            .and_then(|u| u.field.as_deref())
+                            .is_some_and(|f| f <= name.as_str());
+                        if !earlier {
+                            *self.unknown = Some(e);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// A key: the index of its catalog field, or why it may not be sent.
+    struct KeySeed<'a> {
+        slice: &'a Slice,
+    }
+
+    type KeyResult = Result<usize, (String, LineError)>;
+
+    impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+        type Value = KeyResult;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<KeyResult, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for KeySeed<'_> {
+        type Value = KeyResult;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a field name")
+        }
+
+        fn visit_str<E: de::Error>(self, key: &str) -> Result<KeyResult, E> {
+            Ok(match check_member(self.slice, key) {
+                Ok(()) => self
+                    .slice
+                    .field_index(key)
+                    .ok_or_else(|| (key.to_string(), LineError::at(key, "unknown field"))),
+                Err(e) => Err((key.to_string(), e)),
+            })
+        }
+    }
+
+    /// A value, checked against its field's type; the inner error is the field's.
+    struct TypedSeed<'a> {
+        ty: &'a ColumnType,
+    }
+
+    impl<'de> DeserializeSeed<'de> for TypedSeed<'_> {
+        type Value = Result<Value, String>;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for TypedSeed<'_> {
+        type Value = Result<Value, String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Value::from_scalar(self.ty, Scalar::Bool(v)))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Value::from_scalar(self.ty, Scalar::U64(v)))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Value::from_scalar(self.ty, Scalar::I64(v)))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Value::from_scalar(self.ty, Scalar::F64(v)))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Value::from_scalar(self.ty, Scalar::Str(v)))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Value::from_scalar(self.ty, Scalar::Null))
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            self.visit_unit()
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Value::from_scalar(self.ty, Scalar::Other("an array")))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Value::from_scalar(self.ty, Scalar::Other("an object")))
+        }
+    }
 }
 
 /// Validates an already parsed object.
@@ -92,7 +253,7 @@ pub fn row_from_object(
     for key in obj.keys() {
         check_member(slice, key)?;
     }
-    assemble(slice, ctx, line, |f| {
+    assemble(slice, ctx, line, |_, f| {
         obj.get(&f.name).map(|v| Value::from_json(&f.ty, v))
     })
 }
@@ -154,7 +315,7 @@ pub fn row_from_csv(
             ),
         });
     }
-    assemble(slice, ctx, line, |f| {
+    assemble(slice, ctx, line, |_, f| {
         let col = header
             .fields
             .iter()
@@ -185,15 +346,15 @@ fn assemble(
     slice: &Slice,
     ctx: &RowContext<'_>,
     line: u64,
-    given: impl Fn(&Field) -> Option<Result<Value, String>>,
+    mut given: impl FnMut(usize, &Field) -> Option<Result<Value, String>>,
 ) -> Result<Row, LineError> {
     let mut row = Vec::with_capacity(slice.fields.len());
     let mut event_id_given = true;
-    for field in &slice.fields {
+    for (i, field) in slice.fields.iter().enumerate() {
         let value = if field.name == "received_time" {
             Value::DateTime(ctx.received_time)
         } else {
-            match given(field) {
+            match given(i, field) {
                 Some(v) => v.map_err(|d| LineError::at(&field.name, d))?,
                 None if field.required => {
                     return Err(LineError::at(
@@ -353,6 +514,65 @@ default = true
         );
         for bad in [&["nope"][..], &["tenant_id"], &["cost", "cost"]] {
             assert!(CsvHeader::parse(&s, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The streaming parser agrees with the tree-based one on every input.
+    #[test]
+    fn the_fast_path_matches_the_tree_path() {
+        let s = slice();
+        let ctx = RowContext {
+            received_time: 5,
+            id_seed: Some(b"t\0k"),
+        };
+        let tree = |bytes: &[u8]| -> Result<Row, LineError> {
+            let obj: Map<String, Json> = serde_json::from_slice(bytes).map_err(|e| LineError {
+                field: None,
+                detail: if e.is_data() {
+                    "the line must be a JSON object".to_string()
+                } else {
+                    format!("not valid JSON: {e}")
+                },
+            })?;
+            row_from_object(&s, &obj, &ctx, 9)
+        };
+        let lines: &[&[u8]] = &[
+            br#"{"click_id":"c","event_time":1}"#,
+            br#"{"event_time":"2026-11-05T10:00:00+02:00","click_id":"a\"b\\c\u00fc","cost":1.5}"#,
+            br#"{"click_id":"c","event_time":1,"cost":null,"app_id":7}"#,
+            br#"{"click_id":"c","event_time":1,"cost":"2.25"}"#,
+            br#"{"click_id":"c","click_id":"d","event_time":1}"#,
+            br#"{"click_id":"c","event_time":1,"zeta":1,"alpha":[1,{"x":2}]}"#,
+            br#"{"click_id":"c","event_time":1,"tenant_id":"x"}"#,
+            br#"{"click_id":5,"event_time":"bad","cost":[1]}"#,
+            br#"{"click_id":"c","event_time":1.5}"#,
+            br#"{"click_id":"c","event_time":1,"cost":{"a":1}}"#,
+            br#"{"click_id":"c","event_time":1,"event_id":"not-a-uuid"}"#,
+            br#"{"click_id":"c","event_time":1,"event_id":"67e55044-10b1-426f-9247-bb680e5fe0c8"}"#,
+            br#"{"click_id":"c","event_time":1,"app_id":-1}"#,
+            br#"{"click_id":"c","event_time":1,"app_id":18446744073709551615}"#,
+            br#"{"event_time":1}"#,
+            br#"[1,2]"#,
+            br#""str""#,
+            br#"{"click_id":"c","event_time":1} x"#,
+            br#"{"click_id":"c""#,
+            b"{\"click_id\":\"\xff\",\"event_time\":1}",
+            br#"{"click_id":"\ud800","event_time":1}"#,
+            br#"{}"#,
+        ];
+        for line in lines {
+            let fast = parse_line(&s, line, &ctx, 9);
+            let slow = tree(line);
+            match (&fast, &slow) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{}", String::from_utf8_lossy(line)),
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.field, b.field, "{}", String::from_utf8_lossy(line))
+                }
+                _ => panic!(
+                    "{}: fast {fast:?} vs tree {slow:?}",
+                    String::from_utf8_lossy(line)
+                ),
+            }
         }
     }
 }

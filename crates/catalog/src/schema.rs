@@ -75,6 +75,11 @@ impl Slice {
         self.index.get(name).map(|&i| &self.fields[i])
     }
 
+    /// Position of a field in [`Slice::fields`].
+    pub fn field_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
     pub fn default_fields(&self) -> impl Iterator<Item = &Field> {
         self.fields.iter().filter(|f| f.default)
     }

@@ -53,66 +53,157 @@ impl SpecError {
 }
 
 /// The body of `POST /v1/exports` (and of evaluate and preview).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportRequest {
+    /// A slice of `GET /v1/slices` (preview: optional, the path's).
     pub slice: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Only this app / workspace (required for tokens limited to apps).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integral::opt_u64"
+    )]
+    #[schema(nullable = false)]
     pub app_id: Option<u64>,
+    /// `YYYY-MM-DD` (a whole day) or an RFC 3339 / `YYYY-MM-DD HH:MM:SS` timestamp.
+    #[schema(example = "2026-11-01")]
     pub date_since: String,
+    /// Inclusive: `YYYY-MM-DD` (a whole day) or a timestamp.
+    #[schema(example = "2026-11-07")]
     pub date_until: String,
+    /// `event` (`event_time`, default) or `received` (`received_time`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub date_dimension: Option<String>,
+    /// How dates are read: `UTC` (default), `+03:00`, `Europe/Berlin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub timezone: Option<String>,
+    /// Catalog fields; default: the slice's default fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub fields: Option<Vec<String>>,
+    /// At most 100; every one must hold.
     #[serde(default)]
     pub filters: Vec<FilterRequest>,
+    /// `csv` (default), `tsv`, `jsonl`, `json` or `parquet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub format: Option<String>,
+    /// `none` (default), `gzip` or `zstd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub compression: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Split the result into parts of at most this many rows.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integral::opt_u64"
+    )]
+    #[schema(nullable = false)]
     pub part_max_rows: Option<u64>,
     /// Split parts once they hold this many (uncompressed) bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integral::opt_u64"
+    )]
+    #[schema(nullable = false)]
     pub part_max_bytes: Option<u64>,
     /// Start every CSV/TSV part with a UTF-8 byte order mark (for Excel).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub utf8_bom: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// At most this many rows (a preview: at most 1,000, default 100).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integral::opt_u64"
+    )]
+    #[schema(nullable = false)]
     pub limit: Option<u64>,
     /// `json`/`jsonl` only: write every value as a JSON string (`"1.5"`, `""` for
     /// NULL), as AppMetrica's Logs API does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub json_strings: Option<bool>,
     /// Only the rows of one of `count` disjoint buckets (by a hash of `event_id`): the
     /// buckets `0..count` of one request together hold exactly its rows, once each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub bucket: Option<BucketRequest>,
+    /// Exactly one file: no splitting, and no parallel reading of a large result
+    /// (which otherwise writes one part per reader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub single_file: Option<bool>,
+}
+
+/// Integer members that also take a JSON number with a zero fraction (`42.0`): JSON
+/// Schema calls that an integer, and some clients (Python's `json`, fuzzers) write it.
+mod integral {
+    use serde::{de::Error, Deserialize, Deserializer};
+
+    fn whole<E: Error>(n: serde_json::Number, max: u64) -> Result<u64, E> {
+        if let Some(u) = n.as_u64() {
+            return (u <= max)
+                .then_some(u)
+                .ok_or_else(|| E::custom(format!("{u} is too large (at most {max})")));
+        }
+        match n.as_f64() {
+            Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= max as f64 && f < u64::MAX as f64 => {
+                Ok(f as u64)
+            }
+            _ => Err(E::custom(format!(
+                "invalid type: `{n}`, expected a whole number from 0 to {max}"
+            ))),
+        }
+    }
+
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(|n| whole(n, u64::MAX))
+            .transpose()
+    }
+
+    pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        whole(serde_json::Number::deserialize(d)?, u64::from(u32::MAX)).map(|n| n as u32)
+    }
 }
 
 /// One bucket of a result split `count` ways (AppMetrica's `parts_count` and
 /// `part_number`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BucketRequest {
+    /// 1 to 10,000.
+    #[serde(deserialize_with = "integral::u32")]
     pub count: u32,
+    /// 0 to `count - 1`.
+    #[serde(deserialize_with = "integral::u32")]
     pub number: u32,
 }
 
 /// Most buckets a result may be split into.
 pub const MAX_BUCKETS: u32 = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One condition: `{field, op, value}` or `{field, op, values}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterRequest {
+    /// A filterable field of the slice.
     pub field: String,
+    /// `eq ne in not_in lt lte gt gte between prefix contains is_null not_null`, as
+    /// `GET /v1/slices/{slice}` lists per field.
     pub op: String,
+    /// The value of a one-value operator, typed as the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>, nullable = false)]
     pub value: Option<Json>,
+    /// The values of `in`, `not_in` (at most 10,000) and `between` (two).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<serde_json::Value>>, nullable = false)]
     pub values: Option<Vec<Json>>,
 }
 
@@ -319,6 +410,8 @@ pub struct ExportSpec {
     pub json_strings: bool,
     /// `(count, number)`: only rows with `hash(event_id) % count = number`.
     pub bucket: Option<(u32, u32)>,
+    /// One file only (see [`ExportRequest::single_file`]).
+    pub single_file: bool,
 }
 
 /// What this server can do, as far as request validation is concerned. (Per-tenant
@@ -500,6 +593,7 @@ impl ExportRequest {
             limit: self.limit,
             json_strings,
             bucket,
+            single_file: self.single_file.unwrap_or(false),
         })
     }
 }
@@ -924,5 +1018,45 @@ default = false
             n.validate(&catalog(), &SpecLimits::default()),
             r.validate(&catalog(), &SpecLimits::default())
         );
+    }
+}
+
+#[cfg(test)]
+mod integral_tests {
+    use super::*;
+
+    #[test]
+    fn integer_members_take_whole_floats_only() {
+        let r = ExportRequest::from_json(
+            br#"{"slice":"clicks","date_since":"2026-11-01","date_until":"2026-11-01",
+                "app_id":42.0,"limit":7,"bucket":{"count":4.0,"number":1}}"#,
+        )
+        .unwrap();
+        assert_eq!((r.app_id, r.limit), (Some(42), Some(7)));
+        assert_eq!(
+            r.bucket,
+            Some(BucketRequest {
+                count: 4,
+                number: 1
+            })
+        );
+        for bad in [
+            r#""app_id":4.5"#,
+            r#""app_id":-1"#,
+            r#""app_id":"7""#,
+            r#""limit":1e300"#,
+            r#""bucket":{"count":4294967296,"number":0}"#,
+        ] {
+            let body = format!(
+                r#"{{"slice":"clicks","date_since":"2026-11-01","date_until":"2026-11-01",{bad}}}"#
+            );
+            let e = ExportRequest::from_json(body.as_bytes()).unwrap_err();
+            assert!(matches!(e, SpecError::Malformed { .. }), "{bad}: {e:?}");
+        }
+        let r = ExportRequest::from_json(
+            br#"{"slice":"clicks","date_since":"2026-11-01","date_until":"2026-11-01","app_id":null}"#,
+        )
+        .unwrap();
+        assert_eq!(r.app_id, None);
     }
 }

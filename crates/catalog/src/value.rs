@@ -44,7 +44,24 @@ impl Value {
     /// Checks a JSON value against a column type. The error is a sentence for the
     /// client; the caller adds which line and field it was.
     pub fn from_json(ty: &ColumnType, v: &Json) -> Result<Value, String> {
-        if v.is_null() {
+        let scalar = match v {
+            Json::Null => Scalar::Null,
+            Json::Bool(b) => Scalar::Bool(*b),
+            Json::Number(n) => match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => Scalar::U64(u),
+                (None, Some(i)) => Scalar::I64(i),
+                _ => Scalar::F64(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Json::String(s) => Scalar::Str(s),
+            Json::Array(_) => Scalar::Other("an array"),
+            Json::Object(_) => Scalar::Other("an object"),
+        };
+        Value::from_scalar(ty, scalar)
+    }
+
+    /// Checks one JSON scalar (as a streaming parser sees it) against a column type.
+    pub fn from_scalar(ty: &ColumnType, v: Scalar<'_>) -> Result<Value, String> {
+        if matches!(v, Scalar::Null) {
             return if ty.is_nullable() {
                 Ok(Value::Null)
             } else {
@@ -54,46 +71,45 @@ impl Value {
         let base = ty.base();
         match base.family() {
             TypeFamily::Text => match v {
-                Json::String(s) => Ok(Value::Str(s.clone())),
-                other => Err(format!("expected a string for {ty}, got {}", kind(other))),
+                Scalar::Str(s) => Ok(Value::Str(s.to_string())),
+                other => Err(format!("expected a string for {ty}, got {}", other.kind())),
             },
             TypeFamily::Unsigned | TypeFamily::Signed => parse_int(base, v),
             TypeFamily::Float => parse_float(base, v),
             TypeFamily::Date => match v {
-                Json::String(s) => {
+                Scalar::Str(s) => {
                     time::parse_date(s).map(|d| Value::Date(time::date_to_days(d) as u16))
                 }
                 other => Err(format!(
                     "expected a date string YYYY-MM-DD, got {}",
-                    kind(other)
+                    other.kind()
                 )),
             },
             TypeFamily::DateTime => {
                 let secs = match v {
-                    Json::String(s) => time::parse_timestamp(s)?,
-                    Json::Number(n) => match n.as_i64() {
-                        Some(i) => time::check_timestamp(i)?,
-                        None => return Err(format!("{n} is not a whole number of seconds")),
-                    },
+                    Scalar::Str(s) => time::parse_timestamp(s)?,
+                    Scalar::U64(u) => time::check_timestamp(i64::try_from(u).unwrap_or(i64::MAX))?,
+                    Scalar::I64(i) => time::check_timestamp(i)?,
+                    Scalar::F64(f) => return Err(format!("{f} is not a whole number of seconds")),
                     other => {
                         return Err(format!(
                             "expected a timestamp string or Unix seconds, got {}",
-                            kind(other)
+                            other.kind()
                         ))
                     }
                 };
                 Ok(Value::DateTime(secs as u32))
             }
             TypeFamily::Uuid => match v {
-                Json::String(s) => Uuid::parse_str(s.trim())
+                Scalar::Str(s) => Uuid::parse_str(s.trim())
                     .map(Value::Uuid)
                     .map_err(|_| format!("`{s}` is not a UUID")),
-                other => Err(format!("expected a UUID string, got {}", kind(other))),
+                other => Err(format!("expected a UUID string, got {}", other.kind())),
             },
             TypeFamily::Enum => {
                 let variants = base.enum_variants().unwrap_or_default();
                 match v {
-                    Json::String(s) => variants
+                    Scalar::Str(s) => variants
                         .iter()
                         .find(|(name, _)| name == s)
                         .map(|(name, code)| Value::Enum(name.clone(), *code))
@@ -103,7 +119,7 @@ impl Value {
                         }),
                     other => Err(format!(
                         "expected one of the enum's names, got {}",
-                        kind(other)
+                        other.kind()
                     )),
                 }
             }
@@ -111,29 +127,54 @@ impl Value {
     }
 }
 
-fn parse_int(ty: &ColumnType, v: &Json) -> Result<Value, String> {
-    let n: i128 = match v {
-        Json::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                u as i128
-            } else if let Some(i) = n.as_i64() {
-                i as i128
-            } else {
-                return Err(format!("{n} is not an integer"));
-            }
+/// One JSON value as a parser meets it; arrays and objects only by their kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Str(&'a str),
+    Other(&'static str),
+}
+
+impl Scalar<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Null => "null",
+            Scalar::Bool(_) => "a boolean",
+            Scalar::U64(_) | Scalar::I64(_) | Scalar::F64(_) => "a number",
+            Scalar::Str(_) => "a string",
+            Scalar::Other(kind) => kind,
         }
+    }
+}
+
+fn parse_int(ty: &ColumnType, v: Scalar<'_>) -> Result<Value, String> {
+    let n: i128 = match v {
+        Scalar::U64(u) => i128::from(u),
+        Scalar::I64(i) => i128::from(i),
+        // `42.0`: JSON Schema's integer too; exact up to 2^53.
+        Scalar::F64(f) if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 => f as i128,
+        Scalar::F64(f) => return Err(format!("{f} is not an integer")),
         // Flags arrive as true/false from CSV and some trackers.
-        Json::String(s) if *ty == ColumnType::UInt8 && matches!(s.as_str(), "true" | "false") => {
+        Scalar::Str(s) if *ty == ColumnType::UInt8 && matches!(s, "true" | "false") => {
             i128::from(s == "true")
         }
         // Trackers often send numbers as strings ("sub ids", macros); accept exact ones.
-        Json::String(s) => s
+        Scalar::Str(s) => s
             .trim()
             .parse::<i128>()
             .map_err(|_| format!("`{s}` is not an integer"))?,
         // Flags are UInt8; accept JSON booleans for them.
-        Json::Bool(b) if *ty == ColumnType::UInt8 => *b as i128,
-        other => return Err(format!("expected an integer for {ty}, got {}", kind(other))),
+        Scalar::Bool(b) if *ty == ColumnType::UInt8 => i128::from(b),
+        other => {
+            return Err(format!(
+                "expected an integer for {ty}, got {}",
+                other.kind()
+            ))
+        }
     };
     let (lo, hi) = ty.int_range().unwrap_or((0, 0));
     if n < lo || n > hi {
@@ -146,14 +187,16 @@ fn parse_int(ty: &ColumnType, v: &Json) -> Result<Value, String> {
     })
 }
 
-fn parse_float(ty: &ColumnType, v: &Json) -> Result<Value, String> {
+fn parse_float(ty: &ColumnType, v: Scalar<'_>) -> Result<Value, String> {
     let f = match v {
-        Json::Number(n) => n.as_f64().ok_or_else(|| format!("{n} is not a number"))?,
-        Json::String(s) => s
+        Scalar::U64(u) => u as f64,
+        Scalar::I64(i) => i as f64,
+        Scalar::F64(f) => f,
+        Scalar::Str(s) => s
             .trim()
             .parse::<f64>()
             .map_err(|_| format!("`{s}` is not a number"))?,
-        other => return Err(format!("expected a number for {ty}, got {}", kind(other))),
+        other => return Err(format!("expected a number for {ty}, got {}", other.kind())),
     };
     if !f.is_finite() {
         return Err(format!("{f} is not a finite number"));
@@ -162,17 +205,6 @@ fn parse_float(ty: &ColumnType, v: &Json) -> Result<Value, String> {
         return Err(format!("{f} is out of range for Float32"));
     }
     Ok(Value::Float(f))
-}
-
-fn kind(v: &Json) -> &'static str {
-    match v {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
@@ -264,6 +296,31 @@ mod tests {
         assert_eq!(
             Value::default_for(&t("Enum8('unknown' = 0, 'x' = 1)")),
             Value::Enum("unknown".into(), 0)
+        );
+    }
+}
+
+#[cfg(test)]
+mod whole_float_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn integers_may_be_written_as_whole_floats() {
+        let t = |s: &str| ColumnType::parse(s).unwrap();
+        assert_eq!(
+            Value::from_json(&t("UInt32"), &json!(42.0)).unwrap(),
+            Value::UInt(42)
+        );
+        assert_eq!(
+            Value::from_json(&t("Int8"), &json!(-3.0)).unwrap(),
+            Value::Int(-3)
+        );
+        assert!(Value::from_json(&t("UInt32"), &json!(4.5)).is_err());
+        assert!(Value::from_json(&t("UInt8"), &json!(256.0)).is_err());
+        assert!(
+            Value::from_json(&t("UInt64"), &json!(1e19)).is_err(),
+            "inexact"
         );
     }
 }

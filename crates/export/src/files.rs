@@ -18,6 +18,8 @@ use object_store::prefix::PrefixStore;
 use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 
+use crate::metered::Metered;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
     #[error("unsupported object store URL `{0}`: use file:///absolute/dir or s3://bucket/prefix")]
@@ -66,7 +68,7 @@ impl Files {
                 })?;
                 let fs = LocalFileSystem::new_with_prefix(&dir)?.with_automatic_cleanup(true);
                 Ok(Files {
-                    store: Arc::new(fs),
+                    store: Arc::new(Metered::new(Arc::new(fs))),
                     url: url.into(),
                     signer: None,
                     prefix: String::new(),
@@ -92,7 +94,7 @@ impl Files {
                     Arc::new(PrefixStore::new(Arc::clone(&s3), prefix.as_str()))
                 };
                 Ok(Files {
-                    store,
+                    store: Arc::new(Metered::new(store)),
                     url: url.into(),
                     signer: Some(s3),
                     prefix,

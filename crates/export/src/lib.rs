@@ -6,6 +6,7 @@
 
 pub mod columnar;
 pub mod files;
+pub mod metered;
 pub mod pipeline;
 pub mod scan;
 pub mod worker;

@@ -124,10 +124,11 @@ const BUF: usize = 1 << 20;
 const UPLOAD_BUFFER: usize = 8 << 20;
 /// Rows per Arrow batch.
 const BATCH_ROWS: usize = 64 * 1024;
-/// Rows per Parquet row group (a row group is what a Parquet writer holds in memory).
-const ROW_GROUP_ROWS: usize = 256 * 1024;
+/// Rows per Parquet row group (a row group is what a Parquet writer holds in memory,
+/// once per parallel reader).
+const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// A row group is closed early once it buffers this many bytes, to bound memory.
-const ROW_GROUP_BYTES: usize = 64 << 20;
+const ROW_GROUP_BYTES: usize = 32 << 20;
 
 /// Runs export attempts.
 pub struct Exporter {
@@ -135,6 +136,10 @@ pub struct Exporter {
     pub files: Files,
     pub catalog: Arc<Catalog>,
     pub limits: SpecLimits,
+    /// Parallel reads of a large export (one part each); 1 reads sequentially.
+    pub parallelism: usize,
+    /// Fewest rows worth reading in parallel.
+    pub parallel_min_rows: u64,
 }
 
 /// Where parts go and how they are recorded.
@@ -144,12 +149,14 @@ struct Sink<'a, 'b> {
     prefix: String,
     ext: String,
     content_type: &'static str,
+    /// Number of this sink's first part (parallel readers each own one number).
+    first_n: u32,
     parts: Vec<Part>,
 }
 
 impl Sink<'_, '_> {
     fn next_key(&self) -> (u32, String) {
-        let n = self.parts.len() as u32 + 1;
+        let n = self.first_n + self.parts.len() as u32;
         (
             n,
             format!("{}/{}", self.prefix, files::part_name(n, &self.ext)),
@@ -224,64 +231,117 @@ impl Exporter {
             watermark_ms: Some(job.created_at),
             ..self.store.select(slice, &job.tenant, &spec)
         };
-        let sql = selection.export_sql();
-        let query_id = format!("logport-{}-{}", job.id, a.lease.attempt);
-        tracing::debug!(%sql, %query_id, "export query");
-
+        // Every query of this attempt has an id with this prefix, so a cancel can
+        // kill them all.
+        let query_prefix = format!("logport-{}-{}-", job.id, a.lease.attempt);
         let (ext, content_type) = file_kind(&spec);
-        let mut sink = Sink {
+        let prefix = files::attempt_prefix(&job.tenant, &job.id, a.lease.attempt);
+        let sink = |first_n: u32| Sink {
             exporter: self,
             attempt: &a,
-            prefix: files::attempt_prefix(&job.tenant, &job.id, a.lease.attempt),
+            prefix: prefix.clone(),
             content_type,
-            ext,
+            ext: ext.clone(),
+            first_n,
             parts: Vec::new(),
         };
-        let result = match spec.format {
-            Format::Parquet => {
-                let expected = self.store.count(&selection.count_sql()).await?;
-                let expected = spec.limit.map_or(expected, |l| expected.min(l));
-                let stream = self.store.stream(&sql, "RowBinary", &query_id, &[])?;
-                self.parquet_parts(stream, &columns, &spec, &mut sink, expected)
-                    .await
+
+        let splittable = self.parallelism > 1
+            && !spec.single_file
+            && spec.limit.is_none()
+            && spec.part_max_rows.is_none()
+            && spec.part_max_bytes.is_none();
+        let ranges = if splittable {
+            split_ranges(
+                &cancellable(a.cancel, self.store.hour_counts(&selection)).await?,
+                self.parallelism,
+                self.parallel_min_rows,
+                spec.since,
+                spec.until,
+            )
+        } else {
+            None
+        };
+        let result: Result<Vec<Part>, ExportError> = match ranges {
+            // One reader: parts split by the request's limits.
+            None => {
+                let expected = match spec.format {
+                    Format::Parquet => {
+                        let n =
+                            cancellable(a.cancel, self.store.count(&selection.count_sql())).await?;
+                        spec.limit.map_or(n, |l| n.min(l))
+                    }
+                    _ => 0,
+                };
+                let mut one = sink(1);
+                self.read_into(
+                    &selection,
+                    &columns,
+                    &format!("{query_prefix}0"),
+                    expected,
+                    &mut one,
+                )
+                .await
+                .map(|()| one.parts)
             }
-            _ => {
-                let plan = text_plan(&spec, &columns);
-                let sql = selection.text_export_sql();
-                let stream =
-                    self.store
-                        .stream(&sql, plan.clickhouse_format, &query_id, OUTPUT_SETTINGS)?;
-                self.text_parts(stream, &plan, &spec, &selection, &mut sink)
+            // A large result: one reader per time range, each writing one part, so
+            // ClickHouse formats (and we encode) on every core at once.
+            Some(ranges) => {
+                tracing::debug!(readers = ranges.len(), "export split into parallel reads");
+                let reads = ranges
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, (since, until, rows))| {
+                        let spec_k = ExportSpec {
+                            since,
+                            until,
+                            ..spec.clone()
+                        };
+                        let query_id = format!("{query_prefix}{k}");
+                        let mut own = sink(k as u32 + 1);
+                        let columns = &columns;
+                        async move {
+                            let sel = Selection {
+                                spec: &spec_k,
+                                ..selection
+                            };
+                            self.read_into(&sel, columns, &query_id, rows, &mut own)
+                                .await
+                                .map(|()| own.parts)
+                        }
+                    });
+                futures::future::try_join_all(reads)
                     .await
+                    .map(|all| all.into_iter().flatten().collect())
             }
         };
-        if let Err(e) = result {
-            if matches!(e, ExportError::Canceled) {
-                // Stop the server's work too, without holding the worker: the job is
-                // already canceled in the store, and a stalled server must not keep
-                // the worker from its next job.
-                let store = self.store.clone();
-                let query_id = query_id.clone();
-                tokio::spawn(async move {
-                    let kill = tokio::time::timeout(
-                        std::time::Duration::from_secs(30),
-                        store.kill_query(&query_id),
-                    )
-                    .await;
-                    match kill {
-                        Ok(Ok(())) => tracing::info!(%query_id, "export query killed"),
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, %query_id, "could not kill export query")
+        let mut parts = match result {
+            Ok(parts) => parts,
+            Err(e) => {
+                if matches!(e, ExportError::Canceled) {
+                    // Stop the server's work too, without holding the worker: the job
+                    // is already canceled in the store, and a stalled server must not
+                    // keep the worker from its next job.
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        let kill = tokio::time::timeout(
+                            std::time::Duration::from_secs(30),
+                            store.kill_queries(&query_prefix),
+                        )
+                        .await;
+                        match kill {
+                            Ok(Ok(())) => tracing::info!(%query_prefix, "export queries killed"),
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, %query_prefix, "could not kill export queries")
+                            }
+                            Err(_) => tracing::warn!(%query_prefix, "KILL QUERY timed out"),
                         }
-                        Err(_) => tracing::warn!(%query_id, "KILL QUERY timed out"),
-                    }
-                });
+                    });
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-        let parts = std::mem::take(&mut sink.parts);
-        let prefix = sink.prefix.clone();
-        drop(sink);
+        };
+        parts.sort_by_key(|p| p.n);
 
         let totals = Progress {
             rows: parts.iter().map(|p| p.rows).sum(),
@@ -325,6 +385,37 @@ impl Exporter {
             manifest_key,
             progress: totals,
         })
+    }
+
+    /// Reads one selection into parts of `sink`. `expected` is the row count a
+    /// Parquet read must reach (RowBinary cannot show an appended server error).
+    async fn read_into(
+        &self,
+        sel: &Selection<'_>,
+        columns: &[(String, ColumnType)],
+        query_id: &str,
+        expected: u64,
+        sink: &mut Sink<'_, '_>,
+    ) -> Result<(), ExportError> {
+        let spec = sel.spec;
+        match spec.format {
+            Format::Parquet => {
+                let sql = sel.export_sql();
+                tracing::debug!(%sql, %query_id, "export query");
+                let stream = self.store.stream(&sql, "RowBinary", query_id, &[])?;
+                self.parquet_parts(stream, columns, spec, sink, expected)
+                    .await
+            }
+            _ => {
+                let plan = text_plan(spec, columns);
+                let sql = sel.text_export_sql();
+                tracing::debug!(%sql, %query_id, "export query");
+                let stream =
+                    self.store
+                        .stream(&sql, plan.clickhouse_format, query_id, OUTPUT_SETTINGS)?;
+                self.text_parts(stream, &plan, spec, sel, sink).await
+            }
+        }
     }
 
     async fn text_parts(
@@ -515,6 +606,52 @@ impl Exporter {
         }
         result
     }
+}
+
+/// Cuts `[since, until)` at hour boundaries into up to `readers` ranges of about equal
+/// row counts (from [`logport_store::Store::hour_counts`]); each range carries its
+/// row count. `None` when the result has fewer than `min_rows` rows or sits in a
+/// single hour.
+/// Runs a store call unless the attempt is stopped first (a stalled server must not
+/// hold a canceled or released attempt).
+async fn cancellable<T>(
+    cancel: &CancellationToken,
+    call: impl std::future::Future<Output = Result<T, logport_store::StoreError>>,
+) -> Result<T, ExportError> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(ExportError::Canceled),
+        r = call => Ok(r?),
+    }
+}
+
+fn split_ranges(
+    hours: &[(u32, u64)],
+    readers: usize,
+    min_rows: u64,
+    since: i64,
+    until: i64,
+) -> Option<Vec<(i64, i64, u64)>> {
+    let total: u64 = hours.iter().map(|(_, n)| n).sum();
+    if total < min_rows || hours.len() < 2 || readers < 2 {
+        return None;
+    }
+    let mut ranges = Vec::with_capacity(readers);
+    let (mut start, mut acc, mut taken) = (since, 0u64, 0u64);
+    for (i, &(hour, rows)) in hours.iter().enumerate() {
+        let target = total * (ranges.len() as u64 + 1) / readers as u64;
+        // Close the current range before this hour once it holds its share.
+        if acc > 0 && taken + acc >= target && ranges.len() + 1 < readers && i > 0 {
+            let cut = i64::from(hour).max(start + 1);
+            ranges.push((start, cut, acc));
+            taken += acc;
+            start = cut;
+            acc = 0;
+        }
+        acc += rows;
+    }
+    ranges.push((start, until, acc));
+    (ranges.len() > 1).then_some(ranges)
 }
 
 fn file_kind(spec: &ExportSpec) -> (String, &'static str) {
@@ -914,6 +1051,38 @@ async fn write_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_results_split_into_even_hour_ranges() {
+        const M: u64 = 1_000_000;
+        let h = |i: u32| 1_793_491_200 + i * 3600;
+        let hours: Vec<(u32, u64)> = (0..10).map(|i| (h(i), 300_000)).collect();
+        let r = split_ranges(&hours, 2, M, 1_793_491_000, 1_793_600_000).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0], (1_793_491_000, i64::from(h(5)), 1_500_000));
+        assert_eq!(r[1], (i64::from(h(5)), 1_793_600_000, 1_500_000));
+        let r3 = split_ranges(&hours, 3, M, i64::from(h(0)), i64::from(h(10))).unwrap();
+        assert_eq!(r3.iter().map(|x| x.2).sum::<u64>(), 3_000_000);
+        assert!(
+            r3.windows(2).all(|w| w[0].1 == w[1].0),
+            "ranges are contiguous"
+        );
+        // Skewed: one busy hour cannot be split, the rest is one range.
+        let skew = [(h(0), 2_000_000), (h(1), 10)];
+        assert_eq!(
+            split_ranges(&skew, 2, M, 0, 99_999_999_999).unwrap().len(),
+            2
+        );
+        assert!(
+            split_ranges(&[(h(0), 5_000_000)], 2, M, 0, 1).is_none(),
+            "one hour"
+        );
+        assert!(
+            split_ranges(&hours[..2], 2, M, 0, 1).is_none(),
+            "too few rows"
+        );
+        assert!(split_ranges(&hours, 1, M, 0, 1).is_none());
+    }
 
     fn part() -> TextPart {
         TextPart {

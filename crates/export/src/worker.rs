@@ -121,7 +121,10 @@ async fn reaper(
     loop {
         match jobs.reap_expired_leases(clock.now_ms()).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(jobs = n, "requeued jobs whose lease expired"),
+            Ok(n) => {
+                metrics::counter!("logport_export_leases_expired_total").increment(n);
+                tracing::warn!(jobs = n, "requeued jobs whose lease expired")
+            }
             Err(e) => tracing::warn!(error = %e, "lease reaper failed"),
         }
         tokio::select! {
@@ -145,6 +148,7 @@ pub async fn expire_due(jobs: &dyn JobStore, files: &Files, now: i64) -> Result<
                 .await?;
             if jobs.mark_expired(&job.id, now).await? {
                 expired += 1;
+                metrics::counter!("logport_exports_expired_total").increment(1);
                 tracing::info!(job_id = %job.id, tenant = %job.tenant, "export files expired");
             }
         }
@@ -250,6 +254,10 @@ impl Worker {
                 .await
             {
                 Ok(Some(job)) => {
+                    // Queue wait: from the request to this claim (retries included,
+                    // with their backoff).
+                    let waited = (self.clock.now_ms() - job.created_at).max(0) as f64 / 1000.0;
+                    metrics::histogram!("logport_export_queue_wait_seconds").record(waited);
                     failpoint("after_claim");
                     let span = tracing::info_span!("export", job_id = %job.id, tenant = %job.tenant, slice = %job.slice, attempt = job.attempts);
                     self.run_job(job, &shutdown).instrument(span).await;
@@ -272,10 +280,34 @@ impl Worker {
         }
     }
 
+    /// Runs one attempt and records its metrics: run time and count by outcome, and
+    /// the rows, bytes and parts of a published export.
     async fn run_job(&self, job: Job, shutdown: &CancellationToken) {
+        let started = std::time::Instant::now();
+        let slice = job.slice.clone();
+        let (outcome, published) = self.attempt(job, shutdown).await;
+        metrics::histogram!("logport_export_run_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("logport_export_attempts_total", "outcome" => outcome).increment(1);
+        if let Some(p) = published {
+            metrics::counter!("logport_export_rows_total", "slice" => slice.clone())
+                .increment(p.rows);
+            metrics::counter!("logport_export_bytes_total", "slice" => slice.clone())
+                .increment(p.bytes);
+            metrics::counter!("logport_export_parts_total", "slice" => slice)
+                .increment(u64::from(p.parts));
+        }
+    }
+
+    /// One attempt: its outcome (a metric label) and, when published, its totals.
+    async fn attempt(
+        &self,
+        job: Job,
+        shutdown: &CancellationToken,
+    ) -> (&'static str, Option<logport_queue::Progress>) {
         let Some(lease) = job.lease() else {
             tracing::error!("claimed job has no lease owner");
-            return;
+            return ("error", None);
         };
         tracing::info!("export started");
         let cancel = CancellationToken::new();
@@ -354,7 +386,7 @@ impl Worker {
         let _ = grace.await;
 
         let now = self.clock.now_ms();
-        let outcome: Result<(), String> = match result {
+        let outcome: Result<&'static str, String> = match result {
             Ok(done) => {
                 failpoint("before_commit");
                 let expires = now + self.cfg.ttl.as_millis() as i64;
@@ -371,12 +403,12 @@ impl Worker {
                             "export succeeded"
                         );
                         self.remove_other_attempts(&job, lease.attempt).await;
-                        return;
+                        return ("succeeded", Some(done.progress));
                     }
                     Ok(false) => {
                         self.discard_attempt(&job, lease.attempt).await;
                         tracing::warn!("lease lost before completion; the attempt is discarded");
-                        return;
+                        return ("lease_lost", None);
                     }
                     Err(e) => Err(e.to_string()),
                 }
@@ -385,26 +417,26 @@ impl Worker {
                 Some(Stop::Shutdown) => match self.jobs.release(&lease, now).await {
                     Ok(_) => {
                         tracing::info!("export released to the queue at shutdown");
-                        return;
+                        return ("released", None);
                     }
                     Err(e) => Err(e.to_string()),
                 },
                 Some(Stop::LeaseLost) => {
                     self.discard_attempt(&job, lease.attempt).await;
                     tracing::warn!("lease lost; attempt abandoned");
-                    return;
+                    return ("lease_lost", None);
                 }
                 _ => {
                     tracing::info!("export canceled");
                     self.remove_files(&files::job_prefix(&job.tenant, &job.id))
                         .await;
-                    return;
+                    return ("canceled", None);
                 }
             },
             Err(ExportError::LeaseLost) => {
                 self.discard_attempt(&job, lease.attempt).await;
                 tracing::warn!("lease lost; attempt abandoned");
-                return;
+                return ("lease_lost", None);
             }
             Err(e) => {
                 let err = JobError {
@@ -422,11 +454,11 @@ impl Worker {
                     {
                         Ok(JobStatus::Failed) => {
                             tracing::error!(error = %e, "export failed after its last attempt");
-                            Ok(())
+                            Ok("failed")
                         }
                         Ok(_) => {
                             tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "export attempt failed; will retry");
-                            Ok(())
+                            Ok("retry")
                         }
                         Err(q) => Err(q.to_string()),
                     }
@@ -437,14 +469,18 @@ impl Worker {
                     self.jobs
                         .fail(&lease, &err, now)
                         .await
-                        .map(|_| ())
+                        .map(|_| "failed")
                         .map_err(|q| q.to_string())
                 }
             }
         };
-        if let Err(e) = outcome {
-            // The lease will expire and the reaper will requeue the job.
-            tracing::error!(error = %e, "could not record the export outcome");
+        match outcome {
+            Ok(label) => (label, None),
+            Err(e) => {
+                // The lease will expire and the reaper will requeue the job.
+                tracing::error!(error = %e, "could not record the export outcome");
+                ("error", None)
+            }
         }
     }
 

@@ -30,8 +30,14 @@ pub struct Config {
     pub ingest_max_line_bytes: usize,
     pub ingest_max_rows: usize,
     pub json_max_bytes: usize,
+    /// Longest a preview (`POST /v1/logs/{slice}/preview`) may run before it answers 504.
+    pub preview_timeout: String,
     /// Longest a small ingest request waits to be coalesced with others.
     pub ingest_batch_wait: String,
+    /// Parallel ClickHouse reads of one large export (each writes one part).
+    pub export_parallelism: usize,
+    /// Exports with fewer rows are read by one query.
+    pub export_parallel_min_rows: u64,
     /// Bytes of ingest requests in progress before new ones get 503.
     pub ingest_max_inflight_bytes: usize,
     pub max_range_days: u32,
@@ -66,6 +72,30 @@ pub struct Config {
     pub compat_counter_quota_bytes: u64,
     /// Size at which Metrica-style log requests are cut into parts.
     pub compat_part_max_bytes: u64,
+    /// Requests per second each API token may send, sustained (0: no limit).
+    pub rate_limit_per_second: f64,
+    /// Requests a token may send at once on top of the sustained rate.
+    pub rate_limit_burst: u32,
+    /// Largest request line plus headers, in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Longest a handler may take before its answer starts (504 beyond).
+    pub request_timeout: String,
+    /// Longest a client may take to send a request's line and headers.
+    pub request_header_timeout: String,
+    /// Shard the tables over this ClickHouse cluster (its name in the servers'
+    /// `<remote_servers>`): `{slice}_local` tables plus Distributed `{slice}` tables.
+    pub clickhouse_cluster: Option<String>,
+    /// HTTP URLs of every server of the cluster, where DDL and retention run
+    /// (default: the cluster's hosts on `clickhouse_url`'s port).
+    pub clickhouse_cluster_servers: Vec<String>,
+    /// How often expired partitions are dropped.
+    pub retention_interval: String,
+    /// Days kept by slices whose catalog entry sets no `retention_days` (0: forever).
+    pub default_retention_days: u32,
+    /// Days kept per slice, overriding the catalog (`clicks = 30`; 0: forever).
+    pub retention: std::collections::BTreeMap<String, u32>,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Config {
@@ -86,7 +116,10 @@ impl Default for Config {
             ingest_max_line_bytes: 1 << 20,
             ingest_max_rows: 1_000_000,
             json_max_bytes: 1 << 20,
+            preview_timeout: "15s".into(),
             ingest_batch_wait: "200ms".into(),
+            export_parallelism: std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
+            export_parallel_min_rows: 1_000_000,
             ingest_max_inflight_bytes: 256 << 20,
             max_range_days: 366,
             max_queued_per_tenant: 100,
@@ -106,6 +139,17 @@ impl Default for Config {
             compat_max_response_bytes: 1 << 30,
             compat_counter_quota_bytes: 10 << 30,
             compat_part_max_bytes: 256 << 20,
+            rate_limit_per_second: 50.0,
+            rate_limit_burst: 100,
+            max_header_bytes: 16 << 10,
+            request_timeout: "120s".into(),
+            request_header_timeout: "5s".into(),
+            clickhouse_cluster: None,
+            clickhouse_cluster_servers: Vec::new(),
+            retention_interval: "1h".into(),
+            default_retention_days: 0,
+            retention: std::collections::BTreeMap::new(),
+            metrics_token: None,
         }
     }
 }
@@ -114,6 +158,8 @@ impl Default for Config {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub raw: Config,
+    pub request_timeout: Duration,
+    pub request_header_timeout: Duration,
     pub object_store_url: String,
     pub export_ttl: Duration,
     pub lease: Duration,
@@ -125,6 +171,8 @@ pub struct Settings {
     pub presign_ttl: Duration,
     pub orphan_sweep_interval: Duration,
     pub ingest_batch_wait: Duration,
+    pub retention_interval: Duration,
+    pub preview_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +188,22 @@ fn bad(key: &str, message: impl Into<String>) -> ConfigError {
         key: key.into(),
         message: message.into(),
     }
+}
+
+/// Parses `clicks=30,events=90` (days per slice; 0 keeps forever).
+pub fn parse_retention(text: &str) -> Result<std::collections::BTreeMap<String, u32>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (slice, days) = item
+            .split_once('=')
+            .ok_or_else(|| format!("`{item}` is not slice=days"))?;
+        let days = days
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{item}`: days must be a whole number"))?;
+        out.insert(slice.trim().to_string(), days);
+    }
+    Ok(out)
 }
 
 /// Parses `250ms`, `30s`, `5m`, `12h`, `7d`.
@@ -233,6 +297,15 @@ impl Config {
         if let Some(v) = get("LOGPORT_JSON_MAX_BYTES") {
             self.json_max_bytes = num("LOGPORT_JSON_MAX_BYTES", &v)?;
         }
+        if let Some(v) = get("LOGPORT_PREVIEW_TIMEOUT") {
+            self.preview_timeout = v;
+        }
+        if let Some(v) = get("LOGPORT_EXPORT_PARALLEL_MIN_ROWS") {
+            self.export_parallel_min_rows = num("LOGPORT_EXPORT_PARALLEL_MIN_ROWS", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_EXPORT_PARALLELISM") {
+            self.export_parallelism = num("LOGPORT_EXPORT_PARALLELISM", &v)?;
+        }
         if let Some(v) = get("LOGPORT_INGEST_BATCH_WAIT") {
             self.ingest_batch_wait = v;
         }
@@ -301,6 +374,43 @@ impl Config {
         }
         if let Some(v) = get("LOGPORT_COMPAT_PART_MAX_BYTES") {
             self.compat_part_max_bytes = num("LOGPORT_COMPAT_PART_MAX_BYTES", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_RATE_LIMIT_PER_SECOND") {
+            self.rate_limit_per_second = num("LOGPORT_RATE_LIMIT_PER_SECOND", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_RATE_LIMIT_BURST") {
+            self.rate_limit_burst = num("LOGPORT_RATE_LIMIT_BURST", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_MAX_HEADER_BYTES") {
+            self.max_header_bytes = num("LOGPORT_MAX_HEADER_BYTES", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_REQUEST_TIMEOUT") {
+            self.request_timeout = v;
+        }
+        if let Some(v) = get("LOGPORT_REQUEST_HEADER_TIMEOUT") {
+            self.request_header_timeout = v;
+        }
+        if let Some(v) = get("LOGPORT_CLICKHOUSE_CLUSTER") {
+            self.clickhouse_cluster = Some(v);
+        }
+        if let Some(v) = get("LOGPORT_CLICKHOUSE_CLUSTER_SERVERS") {
+            self.clickhouse_cluster_servers = v
+                .split(',')
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .collect();
+        }
+        if let Some(v) = get("LOGPORT_RETENTION_INTERVAL") {
+            self.retention_interval = v;
+        }
+        if let Some(v) = get("LOGPORT_DEFAULT_RETENTION_DAYS") {
+            self.default_retention_days = num("LOGPORT_DEFAULT_RETENTION_DAYS", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_RETENTION") {
+            self.retention = parse_retention(&v).map_err(|m| bad("LOGPORT_RETENTION", m))?;
+        }
+        if let Some(v) = get("LOGPORT_METRICS_TOKEN") {
+            self.metrics_token = Some(v);
         }
         Ok(())
     }
@@ -383,6 +493,15 @@ impl Config {
         }
         let orphan_sweep_interval = duration("orphan_sweep_interval", &self.orphan_sweep_interval)?;
         let ingest_batch_wait = duration("ingest_batch_wait", &self.ingest_batch_wait)?;
+        if !(1..=64).contains(&self.export_parallelism) {
+            return Err(bad("export_parallelism", "must be 1 to 64"));
+        }
+        let preview_timeout = duration("preview_timeout", &self.preview_timeout)?;
+        if preview_timeout < Duration::from_millis(100)
+            || preview_timeout > Duration::from_secs(600)
+        {
+            return Err(bad("preview_timeout", "must be between 100ms and 10m"));
+        }
         if self.ingest_max_inflight_bytes < self.ingest_max_bytes {
             return Err(bad(
                 "ingest_max_inflight_bytes",
@@ -392,6 +511,35 @@ impl Config {
         if orphan_sweep_interval.is_zero() {
             return Err(bad("orphan_sweep_interval", "must be positive"));
         }
+        let retention_interval = duration("retention_interval", &self.retention_interval)?;
+        if retention_interval.is_zero() {
+            return Err(bad("retention_interval", "must be positive"));
+        }
+        if let Some(name) = self
+            .retention
+            .keys()
+            .find(|k| !logport_store::sql::is_safe_ident(k))
+        {
+            return Err(bad("retention", format!("`{name}` is not a slice name")));
+        }
+        if let Some(cluster) = &self.clickhouse_cluster {
+            if !logport_store::sql::is_safe_ident(cluster) {
+                return Err(bad(
+                    "clickhouse_cluster",
+                    "must match [A-Za-z_][A-Za-z0-9_]*",
+                ));
+            }
+        }
+        if let Some(url) = self
+            .clickhouse_cluster_servers
+            .iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return Err(bad(
+                "clickhouse_cluster_servers",
+                format!("`{url}` must start with http:// or https://"),
+            ));
+        }
         let store_ok = ["sqlite://", "postgres://", "postgresql://"]
             .iter()
             .any(|p| self.job_store_url.starts_with(p));
@@ -399,6 +547,33 @@ impl Config {
             return Err(bad(
                 "job_store_url",
                 "must be sqlite://PATH or postgres://USER@HOST:PORT/DATABASE",
+            ));
+        }
+        if !self.rate_limit_per_second.is_finite() || self.rate_limit_per_second < 0.0 {
+            return Err(bad(
+                "rate_limit_per_second",
+                "must be a number of requests per second, 0 for no limit",
+            ));
+        }
+        if self.rate_limit_burst == 0 {
+            return Err(bad("rate_limit_burst", "must be at least 1"));
+        }
+        // actix reads at most 128 KiB of head; a limit above that would never answer 431.
+        if !(1024..=65_536).contains(&self.max_header_bytes) {
+            return Err(bad("max_header_bytes", "must be 1024 to 65536"));
+        }
+        let request_timeout = duration("request_timeout", &self.request_timeout)?;
+        if request_timeout < Duration::from_secs(1) || request_timeout > Duration::from_secs(3600) {
+            return Err(bad("request_timeout", "must be between 1s and 1h"));
+        }
+        let request_header_timeout =
+            duration("request_header_timeout", &self.request_header_timeout)?;
+        if request_header_timeout < Duration::from_millis(100)
+            || request_header_timeout > Duration::from_secs(300)
+        {
+            return Err(bad(
+                "request_header_timeout",
+                "must be between 100ms and 5m",
             ));
         }
         let object_store_url = match &self.object_store_url {
@@ -410,6 +585,8 @@ impl Config {
         }
         Ok(Settings {
             raw: self,
+            request_timeout,
+            request_header_timeout,
             object_store_url,
             export_ttl,
             lease,
@@ -421,6 +598,8 @@ impl Config {
             presign_ttl,
             orphan_sweep_interval,
             ingest_batch_wait,
+            preview_timeout,
+            retention_interval,
         })
     }
 }
@@ -429,6 +608,63 @@ impl Config {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn request_limits() {
+        let s = Config::default().validate(Path::new("/")).unwrap();
+        assert_eq!(s.raw.rate_limit_per_second, 50.0);
+        assert_eq!(s.raw.rate_limit_burst, 100);
+        assert_eq!(s.request_timeout, Duration::from_secs(120));
+        let mut c = Config::default();
+        c.apply_env(env(&[
+            ("LOGPORT_RATE_LIMIT_PER_SECOND", "0.5"),
+            ("LOGPORT_RATE_LIMIT_BURST", "3"),
+            ("LOGPORT_MAX_HEADER_BYTES", "4096"),
+            ("LOGPORT_REQUEST_TIMEOUT", "2s"),
+        ]))
+        .unwrap();
+        let s = c.validate(Path::new("/")).unwrap();
+        assert_eq!(
+            (s.raw.rate_limit_per_second, s.raw.rate_limit_burst),
+            (0.5, 3)
+        );
+        assert_eq!(s.raw.max_header_bytes, 4096);
+        assert_eq!(s.request_timeout, Duration::from_secs(2));
+        for (k, v, key) in [
+            (
+                "LOGPORT_RATE_LIMIT_PER_SECOND",
+                "-1",
+                "rate_limit_per_second",
+            ),
+            (
+                "LOGPORT_RATE_LIMIT_PER_SECOND",
+                "NaN",
+                "rate_limit_per_second",
+            ),
+            ("LOGPORT_RATE_LIMIT_BURST", "0", "rate_limit_burst"),
+            ("LOGPORT_MAX_HEADER_BYTES", "100", "max_header_bytes"),
+            ("LOGPORT_MAX_HEADER_BYTES", "1000000", "max_header_bytes"),
+            ("LOGPORT_REQUEST_TIMEOUT", "0s", "request_timeout"),
+            (
+                "LOGPORT_REQUEST_HEADER_TIMEOUT",
+                "1h",
+                "request_header_timeout",
+            ),
+        ] {
+            let mut c = Config::default();
+            c.apply_env(env(&[(k, v)])).unwrap();
+            let e = c.validate(Path::new("/")).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{k}={v}: {e}");
+        }
+        let mut c = Config::default();
+        let e = c
+            .apply_env(env(&[("LOGPORT_RATE_LIMIT_BURST", "lots")]))
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("LOGPORT_RATE_LIMIT_BURST:"),
+            "{e}"
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
@@ -474,6 +710,8 @@ mod tests {
             ("LOGPORT_STATIC_TOKENS", "x", "static_tokens"),
             ("LOGPORT_WORKERS", "999", "workers"),
             ("LOGPORT_JOB_STORE_URL", "mysql://x", "job_store_url"),
+            ("LOGPORT_PREVIEW_TIMEOUT", "0s", "preview_timeout"),
+            ("LOGPORT_PREVIEW_TIMEOUT", "soon", "preview_timeout"),
             (
                 "LOGPORT_COMPAT_PART_MAX_BYTES",
                 "10",
@@ -490,6 +728,75 @@ mod tests {
             let e = c.validate(Path::new("/")).unwrap_err();
             assert!(e.to_string().starts_with(key), "{k}={v}: {e}");
         }
+    }
+
+    #[test]
+    fn retention_cluster_and_metrics_settings() {
+        let mut c: Config =
+            toml::from_str("retention_interval = \"10m\"\n[retention]\nclicks = 30\nevents = 0\n")
+                .unwrap();
+        assert_eq!(c.retention.get("clicks"), Some(&30));
+        c.apply_env(env(&[
+            ("LOGPORT_RETENTION", "clicks=14, installations=400"),
+            ("LOGPORT_DEFAULT_RETENTION_DAYS", "90"),
+            ("LOGPORT_CLICKHOUSE_CLUSTER", "logs"),
+            (
+                "LOGPORT_CLICKHOUSE_CLUSTER_SERVERS",
+                "http://ch1:8123, http://ch2:8123",
+            ),
+            ("LOGPORT_METRICS_TOKEN", "scrape"),
+        ]))
+        .unwrap();
+        let s = c.validate(Path::new("/")).unwrap();
+        assert_eq!(s.retention_interval, Duration::from_secs(600));
+        assert_eq!(
+            s.raw.retention,
+            [
+                ("clicks".to_string(), 14),
+                ("installations".to_string(), 400)
+            ]
+            .into()
+        );
+        assert_eq!(s.raw.default_retention_days, 90);
+        assert_eq!(s.raw.clickhouse_cluster.as_deref(), Some("logs"));
+        assert_eq!(
+            s.raw.clickhouse_cluster_servers,
+            ["http://ch1:8123", "http://ch2:8123"]
+        );
+        assert_eq!(s.raw.metrics_token.as_deref(), Some("scrape"));
+
+        let e = Config::default()
+            .apply_env(env(&[("LOGPORT_RETENTION", "clicks")]))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("LOGPORT_RETENTION:"), "{e}");
+        for (k, v, key) in [
+            ("LOGPORT_RETENTION_INTERVAL", "0s", "retention_interval"),
+            ("LOGPORT_RETENTION", "a-b=3", "retention"),
+            (
+                "LOGPORT_CLICKHOUSE_CLUSTER",
+                "my-cluster",
+                "clickhouse_cluster",
+            ),
+            (
+                "LOGPORT_CLICKHOUSE_CLUSTER_SERVERS",
+                "ch1:8123",
+                "clickhouse_cluster_servers",
+            ),
+        ] {
+            let mut c = Config::default();
+            c.apply_env(env(&[(k, v)])).unwrap();
+            let e = c.validate(Path::new("/")).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_example_file_in_deploy_is_valid() {
+        let text = include_str!("../../../deploy/logport.example.toml");
+        let c: Config = toml::from_str(text).unwrap();
+        let s = c.validate(Path::new("/")).unwrap();
+        assert_eq!(s.raw.retention.get("clicks"), Some(&400));
+        assert_eq!(s.retention_interval, Duration::from_secs(3600));
     }
 
     #[test]

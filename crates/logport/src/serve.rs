@@ -9,7 +9,10 @@ use logport_api::{ApiLimits, AppState, Downloads, InFlightKeys, Quotas, Tokens};
 use logport_catalog::{Catalog, SpecLimits};
 use logport_export::{Exporter, Files, WorkerConfig, Workers};
 use logport_queue::{Clock, SystemClock};
-use logport_store::{Inserter, InserterConfig, Store, StoreConfig};
+use logport_store::{
+    ClusterConfig, Inserter, InserterConfig, RetentionPolicy, RetentionReport, Store, StoreConfig,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -23,16 +26,180 @@ pub fn load_catalog(settings: &Settings) -> anyhow::Result<Catalog> {
     catalog.context("the catalog is invalid")
 }
 
-async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+/// Connects to ClickHouse (or its cluster) with the retention policy in force: the
+/// catalog's days, the configured default and per-slice overrides.
+async fn connect(settings: &Settings, catalog: &Catalog) -> anyhow::Result<Store> {
     let raw = &settings.raw;
-    Store::connect(&StoreConfig {
+    let default_days = (raw.default_retention_days > 0).then_some(raw.default_retention_days);
+    let policy = RetentionPolicy::new(catalog, default_days, &raw.retention)
+        .map_err(|m| anyhow::anyhow!("configuration error: retention: {m}"))?;
+    let store = Store::connect(&StoreConfig {
         url: raw.clickhouse_url.clone(),
         user: raw.clickhouse_user.clone(),
         password: raw.clickhouse_password.clone(),
         database: raw.clickhouse_database.clone(),
+        cluster: raw.clickhouse_cluster.as_ref().map(|name| ClusterConfig {
+            name: name.clone(),
+            server_urls: raw.clickhouse_cluster_servers.clone(),
+        }),
     })
     .await
-    .with_context(|| format!("cannot reach ClickHouse at {}", raw.clickhouse_url))
+    .with_context(|| format!("cannot reach ClickHouse at {}", raw.clickhouse_url))?;
+    Ok(store.with_retention(policy))
+}
+
+/// One retention pass: drops every wholly expired partition, logs and counts it.
+async fn retention_pass(store: &Store, catalog: &Catalog) -> RetentionReport {
+    let (report, errors) = store.apply_retention(catalog, now_secs()).await;
+    for d in &report.dropped {
+        metrics::counter!("logport_retention_dropped_partitions_total", "slice" => d.slice.clone())
+            .increment(1);
+        metrics::counter!("logport_retention_dropped_rows_total", "slice" => d.slice.clone())
+            .increment(d.rows);
+    }
+    let outcome = if errors.is_empty() { "ok" } else { "error" };
+    metrics::counter!("logport_retention_runs_total", "outcome" => outcome).increment(1);
+    if !report.dropped.is_empty() {
+        tracing::info!(
+            partitions = report.dropped.len(),
+            rows = report.rows(),
+            "retention dropped expired partitions"
+        );
+    }
+    report
+}
+
+/// `logport retention`: one pass, then exit (for cron or a Kubernetes CronJob when
+/// no `serve` process runs the schedule).
+pub async fn retention_once(settings: Settings) -> anyhow::Result<()> {
+    let catalog = load_catalog(&settings)?;
+    let store = connect(&settings, &catalog).await?;
+    for (slice, days) in store.retention().bounded() {
+        tracing::debug!(slice, days, "retention policy");
+    }
+    let report = retention_pass(&store, &catalog).await;
+    for d in &report.dropped {
+        println!(
+            "{:<16} {:<10} {:>12} rows  {}",
+            d.slice, d.partition, d.rows, d.server
+        );
+    }
+    Ok(())
+}
+
+/// Runs [`retention_pass`] now and then every `every`, until shutdown.
+async fn retention_schedule(
+    store: Store,
+    catalog: Arc<Catalog>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        retention_pass(&store, &catalog).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+fn now_secs() -> i64 {
+    logport_queue::now_ms().div_euclid(1000)
+}
+
+/// Installs the process-wide Prometheus recorder and returns its renderer.
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    // Seconds: from a fast query to an hours-long export or queue wait.
+    const BUCKETS: &[f64] = &[
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        900.0, 3600.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets(BUCKETS)
+        .context("metric buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    describe_metrics();
+    metrics::gauge!("logport_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+/// `# HELP` lines for every metric (docs/operations.md has the same list).
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "logport_jobs",
+        "Export jobs in each state in the shared job store (every replica reports the same)"
+    );
+    describe_gauge!(
+        "logport_job_store_up",
+        "0 when the job store could not be read at the last scrape"
+    );
+    describe_histogram!(
+        "logport_export_queue_wait_seconds",
+        Unit::Seconds,
+        "From an export's creation to a worker claiming it"
+    );
+    describe_histogram!(
+        "logport_export_run_seconds",
+        Unit::Seconds,
+        "Run time of one export attempt, by outcome"
+    );
+    describe_counter!(
+        "logport_export_attempts_total",
+        "Export attempts by outcome"
+    );
+    describe_counter!("logport_export_rows_total", "Rows of published exports");
+    describe_counter!(
+        "logport_export_bytes_total",
+        Unit::Bytes,
+        "Bytes (as stored) of published exports"
+    );
+    describe_counter!("logport_export_parts_total", "Files of published exports");
+    describe_counter!(
+        "logport_export_leases_expired_total",
+        "Jobs requeued because their worker stopped heartbeating"
+    );
+    describe_counter!(
+        "logport_exports_expired_total",
+        "Exports whose files the janitor removed"
+    );
+    describe_counter!("logport_ingest_rows_total", "Ingested rows committed");
+    describe_counter!("logport_ingest_requests_total", "Ingest requests committed");
+    describe_counter!(
+        "logport_ingest_batches_total",
+        "INSERT statements (coalesced ingest batches) committed"
+    );
+    describe_counter!(
+        "logport_ingest_failed_batches_total",
+        "INSERT statements that failed"
+    );
+    describe_histogram!(
+        "logport_clickhouse_query_duration_seconds",
+        Unit::Seconds,
+        "ClickHouse statements by kind (exports: to the last byte)"
+    );
+    describe_counter!(
+        "logport_clickhouse_errors_total",
+        "Failed ClickHouse statements by kind and error code"
+    );
+    describe_counter!(
+        "logport_object_store_errors_total",
+        "Failed object store operations (not-found answers excluded)"
+    );
+    describe_counter!(
+        "logport_retention_runs_total",
+        "Retention passes by outcome"
+    );
+    describe_counter!(
+        "logport_retention_dropped_partitions_total",
+        "Expired partitions dropped"
+    );
+    describe_counter!(
+        "logport_retention_dropped_rows_total",
+        "Rows in the expired partitions dropped"
+    );
+    describe_gauge!("logport_build_info", "Always 1, labelled with the version");
 }
 
 async fn run_migrations(store: &Store, catalog: &Catalog) -> anyhow::Result<()> {
@@ -52,7 +219,7 @@ async fn run_migrations(store: &Store, catalog: &Catalog) -> anyhow::Result<()> 
 
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let catalog = load_catalog(&settings)?;
-    let store = connect(&settings).await?;
+    let store = connect(&settings, &catalog).await?;
     run_migrations(&store, &catalog).await
 }
 
@@ -71,10 +238,11 @@ pub fn print_catalog(settings: &Settings) -> anyhow::Result<()> {
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let raw = settings.raw.clone();
+    let metrics = install_metrics()?;
     let catalog = Arc::new(load_catalog(&settings)?);
-    let store = connect(&settings).await?;
+    let store = connect(&settings, &catalog).await?;
     run_migrations(&store, &catalog).await?;
-    let jobs = logport_queue::open(&raw.job_store_url)
+    let (jobs, token_store) = logport_queue::open_stores(&raw.job_store_url)
         .await
         .with_context(|| format!("cannot open the job store {}", raw.job_store_url))?;
     let files = Files::from_url(&settings.object_store_url)
@@ -82,7 +250,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let tokens = match &raw.static_tokens {
         Some(spec) => Tokens::parse_static(spec).map_err(anyhow::Error::msg)?,
         None => Tokens::default(),
-    };
+    }
+    .with_store(Arc::clone(&token_store))
+    .with_rate_limit(logport_api::RateLimit {
+        per_second: raw.rate_limit_per_second,
+        burst: raw.rate_limit_burst,
+    });
     let spec_limits = SpecLimits { parquet: true };
 
     let wake = Arc::new(Notify::new());
@@ -92,6 +265,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         files: files.clone(),
         catalog: Arc::clone(&catalog),
         limits: spec_limits,
+        parallelism: raw.export_parallelism,
+        parallel_min_rows: raw.export_parallel_min_rows,
     });
     let owner = format!(
         "logport-{}-{}",
@@ -121,6 +296,26 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         shutdown.clone(),
     );
 
+    let retention = tokio::spawn(retention_schedule(
+        store.clone(),
+        Arc::clone(&catalog),
+        settings.retention_interval,
+        shutdown.clone(),
+    ));
+    // Histograms are kept in buckets that need draining now and then.
+    let upkeep = {
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => metrics.run_upkeep(),
+                }
+            }
+        })
+    };
+
     let inserter = Inserter::new(
         store.clone(),
         InserterConfig {
@@ -144,6 +339,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             ingest_max_line_bytes: raw.ingest_max_line_bytes,
             ingest_max_rows: raw.ingest_max_rows,
             json_max_bytes: raw.json_max_bytes,
+            preview_timeout: settings.preview_timeout,
+            max_header_bytes: raw.max_header_bytes,
+            request_timeout: settings.request_timeout,
         },
         spec_limits,
         quotas: Quotas {
@@ -163,9 +361,29 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         },
         wake,
         clock,
+        metrics: Some(logport_api::MetricsEndpoint {
+            render: Arc::new({
+                let metrics = metrics.clone();
+                move || metrics.render()
+            }),
+            token: raw.metrics_token.clone(),
+        }),
     });
+    // Activity rows recorded by `logport token …` wait in the job store until moved.
+    logport_api::activity::spawn_outbox_mover(
+        token_store,
+        Arc::clone(&state.catalog),
+        Arc::clone(&state.inserter),
+        Arc::clone(&state.clock),
+        format!(
+            "outbox-{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+    );
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(logport_api::limits::guard))
             .app_data(state.clone())
             .configure(logport_api::configure)
             .default_service(web::to(logport_api::not_found))
@@ -176,6 +394,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Longer than common clients' pool idle timeouts, so a client never sends a
     // request on a connection the server is closing.
     .keep_alive(Duration::from_secs(120))
+    .client_request_timeout(settings.request_header_timeout)
     .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
     .run();
     tracing::info!(listen = %raw.listen, workers = raw.workers, "logport serving");
@@ -192,6 +411,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     let result = server.await;
     shutdown.cancel();
+    let _ = upkeep.await;
+    retention.abort();
     let bound = settings.shutdown_grace + Duration::from_secs(10);
     if tokio::time::timeout(bound, workers.join()).await.is_err() {
         tracing::warn!(

@@ -9,6 +9,7 @@
 
 mod postgres;
 mod sqlite;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -17,9 +18,10 @@ use serde::Serialize;
 
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
+pub use tokens::{AuditRecord, NewToken, PendingAudit, Revoked, Scope, TokenInfo, TokenStore};
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -89,7 +91,7 @@ impl JobStatus {
 }
 
 /// Why a job failed, for clients (`error.code` is stable, `message` is prose).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct JobError {
     pub code: String,
     pub message: String,
@@ -107,7 +109,8 @@ pub struct Part {
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// How far a job is: rows and bytes written, parts finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Progress {
     pub rows: u64,
     pub bytes: u64,
@@ -226,6 +229,11 @@ pub struct ListQuery {
     pub limit: u32,
     /// Jobs strictly older than this `(created_at, id)`.
     pub before: Option<(i64, String)>,
+    /// Only jobs of these apps (a token limited to some apps sees only theirs; jobs
+    /// over every app are not among them). `None`: any.
+    pub apps: Option<Vec<u64>>,
+    /// Not the jobs of these slices (those the caller may not read).
+    pub hidden_slices: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -331,6 +339,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// Is the store answering?
     async fn ping(&self) -> Result<(), QueueError>;
 
+    /// How many jobs of every tenant are in each state (for metrics); states
+    /// without jobs are absent.
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, QueueError>;
+
     /// The tenant's newest job created with this fingerprint.
     async fn find_by_fingerprint(
         &self,
@@ -384,6 +396,22 @@ pub async fn open(url: &str) -> Result<Arc<dyn JobStore>, QueueError> {
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Arc::new(PostgresJobStore::open(url).await?));
+    }
+    Err(QueueError::BadUrl(url.to_string()))
+}
+
+/// Opens the store a URL names once, as both the job store and the token store (one
+/// database, one connection pool).
+pub async fn open_stores(
+    url: &str,
+) -> Result<(Arc<dyn JobStore>, Arc<dyn TokenStore>), QueueError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let store = Arc::new(SqliteJobStore::open(path).await?);
+        return Ok((store.clone(), store));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = Arc::new(PostgresJobStore::open(url).await?);
+        return Ok((store.clone(), store));
     }
     Err(QueueError::BadUrl(url.to_string()))
 }

@@ -23,7 +23,7 @@ const CLAIM_LOCK: i64 = 0x6c_6f67_706f_7274;
 const FENCE: &str = "id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'";
 
 pub struct PostgresJobStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PostgresJobStore {
@@ -191,6 +191,8 @@ impl JobStore for PostgresJobStore {
                AND ($2::text IS NULL OR status = $2)
                AND ($3::text IS NULL OR slice = $3)
                AND ($4::bigint IS NULL OR created_at < $4 OR (created_at = $4 AND id < $5))
+               AND ($7::bigint[] IS NULL OR app_id = ANY($7))
+               AND NOT (slice = ANY($8))
              ORDER BY created_at DESC, id DESC LIMIT $6",
         )
         .bind(tenant)
@@ -199,6 +201,13 @@ impl JobStore for PostgresJobStore {
         .bind(before_at)
         .bind(before_id.as_deref())
         .bind(i64::from(q.limit))
+        // App ids as stored: bit for bit in the signed column.
+        .bind(
+            q.apps
+                .as_ref()
+                .map(|a| a.iter().map(|&x| x as i64).collect::<Vec<_>>()),
+        )
+        .bind(&q.hidden_slices)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()
@@ -473,6 +482,17 @@ impl JobStore for PostgresJobStore {
     async fn ping(&self) -> Result<(), QueueError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, QueueError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM jobs GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n)| JobStatus::parse(&s).map(|st| (st, n as u64)))
+            .collect())
     }
 
     async fn find_by_fingerprint(

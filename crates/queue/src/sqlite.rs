@@ -19,7 +19,7 @@ use crate::{
 };
 
 pub struct SqliteJobStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 /// `'a', 'b'` for an SQL `IN` list of states (constants, never input).
@@ -226,11 +226,18 @@ impl JobStore for SqliteJobStore {
             Some((at, id)) => (Some(*at), Some(id.clone())),
             None => (None, None),
         };
+        // JSON arrays for json_each: app ids as stored (bit for bit in the signed column).
+        let apps = q.apps.as_ref().map(|a| {
+            serde_json::Value::from(a.iter().map(|&x| x as i64).collect::<Vec<_>>()).to_string()
+        });
+        let hidden = serde_json::Value::from(q.hidden_slices.clone()).to_string();
         let rows = sqlx::query(
             "SELECT * FROM jobs WHERE tenant = ?
                AND (? IS NULL OR status = ?)
                AND (? IS NULL OR slice = ?)
                AND (? IS NULL OR created_at < ? OR (created_at = ? AND id < ?))
+               AND (? IS NULL OR app_id IN (SELECT value FROM json_each(?)))
+               AND slice NOT IN (SELECT value FROM json_each(?))
              ORDER BY created_at DESC, id DESC LIMIT ?",
         )
         .bind(tenant)
@@ -242,6 +249,9 @@ impl JobStore for SqliteJobStore {
         .bind(before_at)
         .bind(before_at)
         .bind(before_id.as_deref())
+        .bind(apps.as_deref())
+        .bind(apps.as_deref())
+        .bind(hidden)
         .bind(i64::from(q.limit))
         .fetch_all(&self.pool)
         .await?;
@@ -511,6 +521,17 @@ impl JobStore for SqliteJobStore {
     async fn ping(&self) -> Result<(), QueueError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, QueueError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM jobs GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n)| JobStatus::parse(&s).map(|st| (st, n as u64)))
+            .collect())
     }
 
     async fn find_by_fingerprint(

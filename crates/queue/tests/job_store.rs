@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
+use logport_queue::tokens::token_digest;
 use logport_queue::{
-    ClaimOptions, Created, Heartbeat, JobError, JobStatus, JobStore, ListQuery, NewJob, Part,
-    PostgresJobStore, Progress, QueueError, SqliteJobStore,
+    AuditRecord, ClaimOptions, Created, Heartbeat, JobError, JobStatus, JobStore, ListQuery,
+    NewJob, NewToken, Part, PostgresJobStore, Progress, QueueError, Revoked, Scope, SqliteJobStore,
+    TokenStore,
 };
 use serde_json::json;
 
@@ -56,7 +58,11 @@ impl Drop for Guard {
     }
 }
 
-async fn sqlite() -> (Arc<dyn JobStore>, Guard) {
+/// A backend is both stores, on one database.
+trait Backend: JobStore + TokenStore {}
+impl<T: JobStore + TokenStore> Backend for T {}
+
+async fn sqlite() -> (Arc<dyn Backend>, Guard) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
     let store = SqliteJobStore::open(path.to_str().unwrap()).await.unwrap();
@@ -69,7 +75,7 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-async fn postgres() -> (Arc<dyn JobStore>, Guard) {
+async fn postgres() -> (Arc<dyn Backend>, Guard) {
     use sqlx::Executor;
     let admin = admin_url();
     let name = format!("lpq_{}", uuid::Uuid::new_v4().simple());
@@ -104,6 +110,7 @@ macro_rules! suite {
 suite!(
     sqlite,
     create_get_and_tenant_walls,
+    counts_by_status,
     claim_runs_each_job_once,
     fencing_rejects_a_stale_lease,
     cancel_queued_and_running,
@@ -123,11 +130,16 @@ suite!(
     numbers_count_per_tenant,
     numbered_jobs_list_clean_and_quota,
     concurrent_numbering_gives_distinct_numbers,
+    job_lists_by_app_and_hidden_slices,
+    tokens_are_stored_as_digests_and_revoked,
+    tokens_list_per_tenant,
+    activity_outbox_is_claimed_under_a_lease,
 );
 
 suite!(
     postgres,
     create_get_and_tenant_walls,
+    counts_by_status,
     claim_runs_each_job_once,
     fencing_rejects_a_stale_lease,
     cancel_queued_and_running,
@@ -147,6 +159,10 @@ suite!(
     numbers_count_per_tenant,
     numbered_jobs_list_clean_and_quota,
     concurrent_numbering_gives_distinct_numbers,
+    job_lists_by_app_and_hidden_slices,
+    tokens_are_stored_as_digests_and_revoked,
+    tokens_list_per_tenant,
+    activity_outbox_is_claimed_under_a_lease,
 );
 
 async fn create_get_and_tenant_walls(s: &dyn JobStore) {
@@ -875,4 +891,261 @@ async fn concurrent_numbering_gives_distinct_numbers(s: &dyn JobStore) {
     numbers.sort_unstable();
     numbers.dedup();
     assert_eq!(numbers.len(), 20, "two jobs share a number");
+}
+
+async fn job_lists_by_app_and_hidden_slices(s: &dyn JobStore) {
+    let mut made = Vec::new();
+    for (i, (app, slice)) in [
+        (Some(1), "clicks"),
+        (Some(2), "clicks"),
+        (None, "clicks"),
+        (Some(1), "activity"),
+        // Beyond i64: stored bit for bit, listed as it came.
+        (Some(u64::MAX), "clicks"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = s
+            .create(
+                NewJob {
+                    app_id: app,
+                    slice: slice.into(),
+                    ..new_job("acme", None, json!({ "i": i }))
+                },
+                T0 + i as i64,
+            )
+            .await
+            .unwrap();
+        made.push(c.job().id.clone());
+    }
+    let list = |apps: Option<Vec<u64>>, hidden: Vec<String>| async move {
+        s.list(
+            "acme",
+            &ListQuery {
+                limit: 10,
+                apps,
+                hidden_slices: hidden,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect::<Vec<_>>()
+    };
+    let ids = |idx: &[usize]| idx.iter().map(|&i| made[i].clone()).collect::<Vec<_>>();
+    assert_eq!(list(None, vec![]).await, ids(&[4, 3, 2, 1, 0]));
+    assert_eq!(list(Some(vec![1]), vec![]).await, ids(&[3, 0]));
+    assert_eq!(
+        list(Some(vec![1, 2]), vec!["activity".into()]).await,
+        ids(&[1, 0])
+    );
+    assert_eq!(
+        list(None, vec!["activity".into()]).await,
+        ids(&[4, 2, 1, 0])
+    );
+    assert_eq!(list(Some(vec![u64::MAX]), vec![]).await, ids(&[4]));
+    assert!(list(Some(vec![]), vec![]).await.is_empty());
+    assert!(list(Some(vec![3]), vec![]).await.is_empty());
+}
+
+fn audit(id: &str, action: &str) -> AuditRecord {
+    AuditRecord {
+        id: id.into(),
+        row: json!({ "action": action, "entity_type": "token" }),
+    }
+}
+
+async fn tokens_are_stored_as_digests_and_revoked(s: &dyn TokenStore) {
+    let (new, secret) = NewToken::generate(
+        "acme",
+        "ci loader",
+        vec![Scope::Ingest, Scope::Export],
+        Some(vec![1, u64::MAX]),
+        Some(T0 + 60_000),
+    );
+    let made = s
+        .create_token(&new, &audit("a1", "created"), T0)
+        .await
+        .unwrap();
+    assert_eq!(made.id, new.id);
+    assert_eq!(made.apps, Some(vec![1, u64::MAX]));
+    let found = s
+        .token_by_digest(&token_digest(&secret))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, made);
+    assert!(found.is_active(T0 + 59_999));
+    assert!(!found.is_active(T0 + 60_000), "expired");
+    // The secret itself is not a key: only its digest finds the token.
+    assert!(s.token_by_digest(&secret).await.unwrap().is_none());
+    assert!(s
+        .token_by_digest(&token_digest("lp_guess"))
+        .await
+        .unwrap()
+        .is_none());
+
+    // An unrestricted, never-expiring token.
+    let (other, other_secret) = NewToken::generate("acme", "admin", vec![Scope::Admin], None, None);
+    s.create_token(&other, &audit("a2", "created"), T0 + 1)
+        .await
+        .unwrap();
+    let o = s
+        .token_by_digest(&token_digest(&other_secret))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((o.apps, o.expires_at), (None, None));
+
+    match s
+        .revoke_token(&made.id, &audit("a3", "updated"), T0 + 10)
+        .await
+        .unwrap()
+    {
+        Revoked::Now(t) => assert_eq!(t.revoked_at, Some(T0 + 10)),
+        other => panic!("{other:?}"),
+    }
+    let revoked = s
+        .token_by_digest(&token_digest(&secret))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!revoked.is_active(T0 + 11));
+    // Again: nothing changes, and no second activity row.
+    match s
+        .revoke_token(&made.id, &audit("a4", "updated"), T0 + 20)
+        .await
+        .unwrap()
+    {
+        Revoked::Already(t) => assert_eq!(t.revoked_at, Some(T0 + 10)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.revoke_token("tok_0000000000000000", &audit("a5", "updated"), T0)
+            .await
+            .unwrap(),
+        Revoked::NotFound
+    );
+    let pending = s.claim_audit("m", 100, 1000, T0 + 30).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        ["a1", "a2", "a3"]
+    );
+    assert!(pending.iter().all(|p| p.tenant == "acme"));
+    assert_eq!(pending[2].row["action"], "updated");
+
+    // Digests are unique: the same secret cannot be stored twice.
+    let dup = NewToken {
+        id: "tok_00000000000000aa".into(),
+        ..new.clone()
+    };
+    assert!(matches!(
+        s.create_token(&dup, &audit("a6", "created"), T0).await,
+        Err(QueueError::Backend(_))
+    ));
+    // ... and the failed creation left no activity row behind.
+    assert!(
+        s.claim_audit("m2", 100, 1000, T0 + 5000)
+            .await
+            .unwrap()
+            .len()
+            == 3
+    );
+}
+
+async fn tokens_list_per_tenant(s: &dyn TokenStore) {
+    for (i, (tenant, name)) in [("acme", "one"), ("globex", "two"), ("acme", "three")]
+        .into_iter()
+        .enumerate()
+    {
+        let (t, _) = NewToken::generate(tenant, name, vec![Scope::Export], None, None);
+        s.create_token(&t, &audit(&format!("l{i}"), "created"), T0 + i as i64)
+            .await
+            .unwrap();
+    }
+    let names =
+        |list: Vec<logport_queue::TokenInfo>| list.into_iter().map(|t| t.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(s.list_tokens(None).await.unwrap()),
+        ["one", "two", "three"]
+    );
+    assert_eq!(
+        names(s.list_tokens(Some("acme")).await.unwrap()),
+        ["one", "three"]
+    );
+    assert!(s.list_tokens(Some("initech")).await.unwrap().is_empty());
+}
+
+async fn activity_outbox_is_claimed_under_a_lease(s: &dyn TokenStore) {
+    for i in 0..5 {
+        let (t, _) = NewToken::generate("acme", "t", vec![Scope::Admin], None, None);
+        s.create_token(&t, &audit(&format!("o{i}"), "created"), T0 + i)
+            .await
+            .unwrap();
+    }
+    let first = s.claim_audit("m1", 3, 1000, T0 + 10).await.unwrap();
+    assert_eq!(
+        first.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        ["o0", "o1", "o2"]
+    );
+    // Another mover gets only what nobody holds.
+    let second = s.claim_audit("m2", 10, 1000, T0 + 20).await.unwrap();
+    assert_eq!(
+        second.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        ["o3", "o4"]
+    );
+    // Only the holder acknowledges.
+    assert_eq!(s.ack_audit("m2", &["o0".into()]).await.unwrap(), 0);
+    assert_eq!(
+        s.ack_audit("m1", &["o0".into(), "o1".into()])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(s.ack_audit("m1", &[]).await.unwrap(), 0);
+    // m1 stopped before acknowledging o2: once its lease runs out, o2 comes back.
+    assert!(s
+        .claim_audit("m3", 10, 1000, T0 + 500)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = s.claim_audit("m3", 10, 1000, T0 + 2000).await.unwrap();
+    assert_eq!(
+        again.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        ["o2", "o3", "o4"]
+    );
+    assert_eq!(
+        s.ack_audit("m3", &["o2".into(), "o3".into(), "o4".into()])
+            .await
+            .unwrap(),
+        3
+    );
+    assert!(s
+        .claim_audit("m4", 10, 1000, T0 + 9000)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn counts_by_status(s: &dyn JobStore) {
+    assert!(s.count_by_status().await.unwrap().is_empty());
+    for n in 0..3 {
+        s.create(new_job("acme", None, json!({ "n": n })), T0)
+            .await
+            .unwrap();
+    }
+    s.create(new_job("globex", None, json!({"n": 9})), T0)
+        .await
+        .unwrap();
+    s.claim("w1", &OPTS, T0 + 1).await.unwrap().unwrap();
+    let mut counts = s.count_by_status().await.unwrap();
+    counts.sort_by_key(|(st, _)| st.as_str());
+    assert_eq!(
+        counts,
+        [(JobStatus::Queued, 3), (JobStatus::Running, 1)],
+        "every tenant's jobs are counted"
+    );
 }

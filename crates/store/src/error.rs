@@ -54,6 +54,16 @@ impl StoreError {
         }
     }
 
+    /// A metric label: the server's error code, or what kind of failure it was.
+    pub fn code_label(&self) -> String {
+        match self {
+            StoreError::Server { code, .. } => code.to_string(),
+            StoreError::Unreachable(_) => "unreachable".into(),
+            StoreError::Timeout => "timeout".into(),
+            StoreError::Client(_) => "client".into(),
+        }
+    }
+
     /// Parses an exception text of any server version: `Code: 60, e.displayText() =
     /// DB::Exception: ...` (18.x) or `Code: 60. DB::Exception: ...` (current).
     pub fn from_exception_text(text: &str) -> StoreError {

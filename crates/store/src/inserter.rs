@@ -10,7 +10,9 @@
 //! Why the batch never spans partitions: an INSERT is atomic per partition only. All
 //! rows of one request share a `received_time` (one day partition), and a batch keeps
 //! to one day, so a request's rows are stored all or nothing, and a retry after a
-//! failure cannot double them. Batches also stay under ClickHouse's
+//! failure cannot double them. On a cluster the Distributed table's sharding key is
+//! the request (tenant and receive instant), so each request's rows also share one
+//! shard and stay all or nothing there. Batches also stay under ClickHouse's
 //! `max_insert_block_size` (1,048,576 rows) so the server does not split them.
 //!
 //! Requests larger than half a batch skip the queue: they are big enough already.
@@ -95,7 +97,10 @@ impl Inserter {
             return Ok(());
         }
         if batch.data.len() >= self.cfg.max_bytes / 2 || batch.rows >= self.cfg.max_rows / 2 {
-            self.store.insert_rowbinary(slice, batch.data).await?;
+            let rows = batch.rows;
+            let result = self.store.insert_rowbinary(slice, batch.data).await;
+            count_insert(&slice.name, 1, rows, &result);
+            result?;
             return Ok(());
         }
         let tx = self.queue(slice);
@@ -182,6 +187,7 @@ async fn collect(
                 data.extend_from_slice(&p.batch.data);
             }
             let result = store.insert_rowbinary(&slice, data.freeze()).await;
+            count_insert(&slice.name, group.len() as u64, rows, &result);
             if let Err(e) = &result {
                 tracing::warn!(slice = %slice.name, requests = group.len(), rows, error = %e, "coalesced insert failed");
             } else {
@@ -192,5 +198,19 @@ async fn collect(
             }
             drop(permit);
         });
+    }
+}
+
+/// Ingest metrics, per slice: committed rows, requests and INSERT statements
+/// (`batches`: a coalesced batch is one INSERT for many requests), and failed ones.
+fn count_insert(slice: &str, requests: u64, rows: u64, result: &Result<(), StoreError>) {
+    let slice = slice.to_string();
+    if result.is_ok() {
+        metrics::counter!("logport_ingest_rows_total", "slice" => slice.clone()).increment(rows);
+        metrics::counter!("logport_ingest_requests_total", "slice" => slice.clone())
+            .increment(requests);
+        metrics::counter!("logport_ingest_batches_total", "slice" => slice).increment(1);
+    } else {
+        metrics::counter!("logport_ingest_failed_batches_total", "slice" => slice).increment(1);
     }
 }

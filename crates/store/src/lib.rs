@@ -5,12 +5,24 @@
 //! (`stream`), so no result is ever materialised here. Everything must run on
 //! ClickHouse 18.16 (Debian's, used by the tests) and on current servers: no
 //! server-side parameters, no RowBinaryWithNamesAndTypes, no TTL-only logic.
+//!
+//! Retention ([`retention`]) drops whole expired partitions. On a cluster
+//! ([`ClusterConfig`]) each slice is a MergeTree table `{slice}_local` on every
+//! server plus a `Distributed` table `{slice}` over them: ingest and exports use the
+//! Distributed table, DDL and retention go to every server directly (so no
+//! ZooKeeper/Keeper is needed for `ON CLUSTER`). Every query is timed and its
+//! failures counted by error code (`logport_clickhouse_*` metrics).
 
 pub mod error;
 pub mod inserter;
+mod observe;
 pub mod query;
+pub mod retention;
 pub mod rowbinary;
 pub mod sql;
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use logport_catalog::{Catalog, ColumnType, Partition, Value, TENANT_COLUMN};
@@ -19,7 +31,9 @@ use serde::Deserialize;
 pub use error::{trailing_exception, StoreError};
 pub use inserter::{Batch, Inserter, InserterConfig, SubmitError};
 pub use logport_catalog::Slice;
+use observe::record;
 pub use query::Selection;
+pub use retention::{RetentionPolicy, RetentionReport};
 use sql::{ident, quote_string};
 
 /// Internal column: the millisecond of `received_time`'s second at which a row was
@@ -28,12 +42,24 @@ use sql::{ident, quote_string};
 pub const RECEIVED_MS_COLUMN: &str = "received_ms";
 
 /// How to reach ClickHouse.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StoreConfig {
     pub url: String,
     pub user: Option<String>,
     pub password: Option<String>,
     pub database: String,
+    /// Shard the tables over a cluster of servers (`None`: one server).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A ClickHouse cluster as the servers' `<remote_servers>` configuration names it.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterConfig {
+    /// The cluster's name in `<remote_servers>` (`[A-Za-z_][A-Za-z0-9_]*`).
+    pub name: String,
+    /// HTTP URL of every server of the cluster, where DDL and retention run. Empty:
+    /// the hosts `system.clusters` lists, on the HTTP port of [`StoreConfig::url`].
+    pub server_urls: Vec<String>,
 }
 
 /// What the connected server can do; decided once from `version()`.
@@ -43,15 +69,46 @@ pub struct ServerCaps {
     /// `LowCardinality` is production-ready from 19.x; on 18.x it is experimental, so
     /// such columns are plain `String` there (same values, same API type).
     pub low_cardinality: bool,
+    /// Table TTL (`TTL … `, `MODIFY TTL`, `REMOVE TTL` and the
+    /// `materialize_ttl_after_modify` setting all exist from 21.x).
+    pub ttl: bool,
 }
 
-/// Connection to one ClickHouse database.
+impl ServerCaps {
+    pub fn from_major(major: u32) -> ServerCaps {
+        ServerCaps {
+            major,
+            low_cardinality: major >= 19,
+            ttl: major >= 21,
+        }
+    }
+}
+
+/// Connection to one ClickHouse database (or one cluster's).
 #[derive(Clone)]
 pub struct Store {
     client: clickhouse::Client,
+    url: String,
     database: String,
     caps: ServerCaps,
+    cluster: Option<Arc<Cluster>>,
+    retention: Arc<RetentionPolicy>,
 }
+
+/// The servers of a cluster, each reached directly for DDL and retention.
+struct Cluster {
+    name: String,
+    servers: Vec<Server>,
+}
+
+#[derive(Clone)]
+struct Server {
+    url: String,
+    client: clickhouse::Client,
+}
+
+/// Suffix of the per-server MergeTree tables under a cluster's Distributed tables.
+pub const LOCAL_SUFFIX: &str = "_local";
 
 /// What `migrate` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -86,8 +143,42 @@ struct TextRow {
     text: String,
 }
 
+#[derive(clickhouse::Row, Deserialize)]
+struct ClusterHostRow {
+    host: String,
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct PartitionRow {
+    partition: String,
+    rows: u64,
+}
+
+async fn server_version(client: &clickhouse::Client) -> Result<String, StoreError> {
+    Ok(client
+        .query_raw("SELECT version() AS text")
+        .fetch_one::<TextRow>()
+        .await?
+        .text)
+}
+
+fn client_for(url: &str, cfg: &StoreConfig) -> clickhouse::Client {
+    let mut client = clickhouse::Client::default()
+        .with_url(url.trim_end_matches('/'))
+        .with_validation(false)
+        .with_compression(clickhouse::Compression::None);
+    if let Some(user) = &cfg.user {
+        client = client.with_user(user);
+    }
+    if let Some(password) = &cfg.password {
+        client = client.with_password(password);
+    }
+    client
+}
+
 impl Store {
-    /// Connects and reads the server version. The database need not exist yet.
+    /// Connects and reads the server version. The database need not exist yet. With
+    /// a cluster, checks that the server knows it and that every server answers.
     pub async fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
         if !sql::is_safe_ident(&cfg.database) {
             return Err(StoreError::Client(format!(
@@ -95,37 +186,97 @@ impl Store {
                 cfg.database
             )));
         }
-        let mut root = clickhouse::Client::default()
-            .with_url(cfg.url.trim_end_matches('/'))
-            .with_validation(false)
-            .with_compression(clickhouse::Compression::None);
-        if let Some(user) = &cfg.user {
-            root = root.with_user(user);
-        }
-        if let Some(password) = &cfg.password {
-            root = root.with_password(password);
-        }
-        let version = root
-            .query_raw("SELECT version() AS text")
-            .fetch_one::<TextRow>()
-            .await?
-            .text;
+        // A client with a missing database fails every query on 18.x, even CREATE
+        // DATABASE; table names are always qualified, so the client sets none.
+        let root = client_for(&cfg.url, cfg);
+        let version = server_version(&root).await?;
         let major = version
             .split('.')
             .next()
             .and_then(|m| m.parse().ok())
             .unwrap_or(0);
         tracing::info!(%version, "connected to clickhouse");
+        let cluster = match &cfg.cluster {
+            None => None,
+            Some(c) => Some(Arc::new(Self::resolve_cluster(&root, cfg, c).await?)),
+        };
         Ok(Store {
-            // A client with a missing database fails every query on 18.x, even CREATE
-            // DATABASE; table names are always qualified, so the client sets none.
             client: root,
+            url: cfg.url.trim_end_matches('/').to_string(),
             database: cfg.database.clone(),
-            caps: ServerCaps {
-                major,
-                low_cardinality: major >= 19,
-            },
+            caps: ServerCaps::from_major(major),
+            cluster,
+            retention: Arc::default(),
         })
+    }
+
+    /// The servers of a cluster: the configured URLs, or the hosts the connected
+    /// server lists for it on the connected URL's HTTP port.
+    async fn resolve_cluster(
+        root: &clickhouse::Client,
+        cfg: &StoreConfig,
+        c: &ClusterConfig,
+    ) -> Result<Cluster, StoreError> {
+        if !sql::is_safe_ident(&c.name) {
+            return Err(StoreError::Client(format!(
+                "cluster name `{}` must match [A-Za-z_][A-Za-z0-9_]*",
+                c.name
+            )));
+        }
+        let hosts = root
+            .query_raw(&format!(
+                "SELECT DISTINCT host_name AS host FROM system.clusters WHERE cluster = {}",
+                quote_string(&c.name)
+            ))
+            .fetch_all::<ClusterHostRow>()
+            .await?;
+        if hosts.is_empty() {
+            return Err(StoreError::Client(format!(
+                "the server at {} has no cluster `{}` in its remote_servers configuration",
+                cfg.url, c.name
+            )));
+        }
+        let urls: Vec<String> = if c.server_urls.is_empty() {
+            let (scheme, rest) = cfg.url.split_once("://").unwrap_or(("http", &cfg.url));
+            let port = rest
+                .trim_end_matches('/')
+                .rsplit_once(':')
+                .map(|(_, p)| p.to_string())
+                .unwrap_or_else(|| "8123".into());
+            hosts
+                .iter()
+                .map(|h| format!("{scheme}://{}:{port}", h.host))
+                .collect()
+        } else {
+            c.server_urls
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_string())
+                .collect()
+        };
+        let mut servers = Vec::new();
+        for url in urls {
+            let client = client_for(&url, cfg);
+            server_version(&client)
+                .await
+                .map_err(|e| StoreError::Unreachable(format!("cluster server {url}: {e}")))?;
+            servers.push(Server { url, client });
+        }
+        tracing::info!(cluster = %c.name, servers = servers.len(), "clickhouse cluster");
+        Ok(Cluster {
+            name: c.name.clone(),
+            servers,
+        })
+    }
+
+    /// Sets the retention policy exports, previews and counts filter by, and that
+    /// [`Store::apply_retention`] and TTL (where supported) enforce.
+    pub fn with_retention(mut self, policy: RetentionPolicy) -> Store {
+        self.retention = Arc::new(policy);
+        self
+    }
+
+    pub fn retention(&self) -> &RetentionPolicy {
+        &self.retention
     }
 
     pub fn database(&self) -> &str {
@@ -134,6 +285,30 @@ impl Store {
 
     pub fn caps(&self) -> ServerCaps {
         self.caps
+    }
+
+    /// The cluster's name when the tables are sharded.
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref().map(|c| c.name.as_str())
+    }
+
+    /// The servers DDL and retention run on: every server of the cluster, or the one.
+    fn servers(&self) -> Vec<Server> {
+        match &self.cluster {
+            Some(c) => c.servers.clone(),
+            None => vec![Server {
+                url: self.url.clone(),
+                client: self.client.clone(),
+            }],
+        }
+    }
+
+    /// The name of the MergeTree table holding a slice's rows on each server.
+    fn local_name(&self, slice: &str) -> String {
+        match &self.cluster {
+            Some(_) => format!("{slice}{LOCAL_SUFFIX}"),
+            None => slice.to_string(),
+        }
     }
 
     /// What a query over one tenant's rows of a slice reads, as the spec selects them.
@@ -149,17 +324,35 @@ impl Store {
             tenant,
             spec,
             watermark_ms: None,
+            retention_cutoff: self.retention.cutoff(&slice.name, now_secs()),
             legacy_epoch: self.caps.major < 19,
         }
     }
 
-    /// Is the server answering?
+    /// Is the server answering (on a cluster: every server, since a Distributed
+    /// query needs all shards)?
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.client
-            .query_raw("SELECT toUInt64(1) AS rows")
-            .fetch_one::<CountRow>()
-            .await?;
-        Ok(())
+        let started = Instant::now();
+        let mut r = Ok(());
+        for server in self.servers() {
+            r = server
+                .client
+                .query_raw("SELECT toUInt64(1) AS rows")
+                .fetch_one::<CountRow>()
+                .await
+                .map(|_| ())
+                .map_err(|e| match StoreError::from(e) {
+                    StoreError::Unreachable(m) if self.cluster.is_some() => {
+                        StoreError::Unreachable(format!("{}: {m}", server.url))
+                    }
+                    other => other,
+                });
+            if r.is_err() {
+                break;
+            }
+        }
+        record("ping", started, &r);
+        r
     }
 
     fn table(&self, slice: &str) -> String {
@@ -177,52 +370,51 @@ impl Store {
     }
 
     /// Creates the database and one table per slice; adds columns for fields new to
-    /// the catalog. Idempotent, and safe to run from several processes at once.
+    /// the catalog. Idempotent, and safe to run from several processes at once. On a
+    /// cluster: on every server, a MergeTree `{slice}_local` and a Distributed
+    /// `{slice}` over the cluster's `{slice}_local` tables.
     pub async fn migrate(&self, catalog: &Catalog) -> Result<MigrationReport, StoreError> {
-        self.client
-            .query_raw(&format!(
-                "CREATE DATABASE IF NOT EXISTS {}",
-                ident(&self.database)
-            ))
-            .execute()
-            .await?;
+        let started = Instant::now();
+        let r = self.migrate_all(catalog).await;
+        record("migrate", started, &r);
+        r
+    }
+
+    async fn migrate_all(&self, catalog: &Catalog) -> Result<MigrationReport, StoreError> {
         let mut report = MigrationReport::default();
-        for slice in catalog.slices() {
-            let existing = self.columns(&slice.name).await?;
-            if existing.is_empty() {
-                self.ddl(&self.create_table_sql(slice)).await?;
-                report.created_tables.push(slice.name.clone());
-                continue;
-            }
-            let wanted = slice
-                .fields
-                .iter()
-                .map(|f| (f.name.as_str(), self.ddl_type(&f.ty)))
-                .chain([(RECEIVED_MS_COLUMN, "UInt16".to_string())]);
-            for (name, want) in wanted {
-                match existing.iter().find(|c| c.name == name) {
-                    Some(have) if have.ty != want => report.type_mismatches.push(format!(
-                        "{}.{}: have {}, catalog says {}",
-                        slice.name, name, have.ty, want
-                    )),
-                    Some(_) => {}
-                    None => {
-                        let sql = format!(
-                            "ALTER TABLE {} ADD COLUMN {} {}",
-                            self.table(&slice.name),
-                            ident(name),
-                            want
-                        );
-                        match self.ddl(&sql).await {
-                            Ok(()) => {}
-                            // Another process added it first (DUPLICATE_COLUMN / ILLEGAL_COLUMN).
-                            Err(StoreError::Server { code: 15 | 44, .. }) => continue,
-                            Err(e) => return Err(e),
-                        }
-                        report
-                            .added_columns
-                            .push(format!("{}.{}", slice.name, name));
-                    }
+        let servers = self.servers();
+        for server in &servers {
+            let at = match self.cluster {
+                Some(_) => format!(" on {}", server.url),
+                None => String::new(),
+            };
+            server
+                .client
+                .query_raw(&format!(
+                    "CREATE DATABASE IF NOT EXISTS {}",
+                    ident(&self.database)
+                ))
+                .execute()
+                .await?;
+            for slice in catalog.slices() {
+                let local = self.local_name(&slice.name);
+                let create = self.create_sql_named(slice, &local);
+                self.migrate_table(&server.client, &local, &create, slice, &at, &mut report)
+                    .await?;
+                if self.caps.ttl {
+                    self.reconcile_ttl(&server.client, &local, slice).await?;
+                }
+                if let Some(cluster) = &self.cluster {
+                    let create = self.distributed_sql(slice, &cluster.name);
+                    self.migrate_table(
+                        &server.client,
+                        &slice.name,
+                        &create,
+                        slice,
+                        &at,
+                        &mut report,
+                    )
+                    .await?;
                 }
             }
         }
@@ -232,25 +424,120 @@ impl Store {
         Ok(report)
     }
 
-    async fn ddl(&self, sql: &str) -> Result<(), StoreError> {
-        let mut q = self.client.query_raw(sql);
+    /// Creates one table, or adds the columns it lacks.
+    async fn migrate_table(
+        &self,
+        client: &clickhouse::Client,
+        table: &str,
+        create: &str,
+        slice: &Slice,
+        at: &str,
+        report: &mut MigrationReport,
+    ) -> Result<(), StoreError> {
+        let existing = self.columns(client, table).await?;
+        if existing.is_empty() {
+            self.ddl(client, create).await?;
+            report.created_tables.push(format!("{table}{at}"));
+            return Ok(());
+        }
+        let wanted = slice
+            .fields
+            .iter()
+            .map(|f| (f.name.as_str(), self.ddl_type(&f.ty)))
+            .chain([(RECEIVED_MS_COLUMN, "UInt16".to_string())]);
+        for (name, want) in wanted {
+            match existing.iter().find(|c| c.name == name) {
+                Some(have) if have.ty != want => report.type_mismatches.push(format!(
+                    "{}.{}: have {}, catalog says {}{at}",
+                    table, name, have.ty, want
+                )),
+                Some(_) => {}
+                None => {
+                    let sql = format!(
+                        "ALTER TABLE {}.{} ADD COLUMN {} {}",
+                        ident(&self.database),
+                        ident(table),
+                        ident(name),
+                        want
+                    );
+                    match self.ddl(client, &sql).await {
+                        Ok(()) => {}
+                        // Another process added it first (DUPLICATE_COLUMN / ILLEGAL_COLUMN).
+                        Err(StoreError::Server { code: 15 | 44, .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                    report.added_columns.push(format!("{table}.{name}{at}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a table's TTL match the retention policy (servers with TTL only).
+    async fn reconcile_ttl(
+        &self,
+        client: &clickhouse::Client,
+        table: &str,
+        slice: &Slice,
+    ) -> Result<(), StoreError> {
+        let engine = client
+            .query_raw(&format!(
+                "SELECT engine_full AS text FROM system.tables WHERE database = {} AND name = {}",
+                quote_string(&self.database),
+                quote_string(table)
+            ))
+            .fetch_all::<TextRow>()
+            .await?;
+        let Some(engine) = engine.first() else {
+            return Ok(());
+        };
+        let want = self.retention.days(&slice.name);
+        let have = ttl_days(&engine.text);
+        if have == want && (want.is_some() || !engine.text.contains(" TTL ")) {
+            return Ok(());
+        }
+        let qualified = format!("{}.{}", ident(&self.database), ident(table));
+        let sql = match want {
+            Some(days) => format!("ALTER TABLE {qualified} MODIFY {}", ttl_clause(days)),
+            None => format!("ALTER TABLE {qualified} REMOVE TTL"),
+        };
+        tracing::info!(table, ?want, ?have, "changing the table TTL");
+        client
+            .query_raw(&sql)
+            // Old parts are dropped by retention; do not rewrite them all now.
+            .with_setting("materialize_ttl_after_modify", "0")
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    async fn ddl(&self, client: &clickhouse::Client, sql: &str) -> Result<(), StoreError> {
+        let mut q = client.query_raw(sql);
         if !self.caps.low_cardinality {
             q = q.with_setting("allow_experimental_low_cardinality_type", "1");
         }
         q.execute().await.map_err(StoreError::from)
     }
 
-    async fn columns(&self, table: &str) -> Result<Vec<ColumnRow>, StoreError> {
+    async fn columns(
+        &self,
+        client: &clickhouse::Client,
+        table: &str,
+    ) -> Result<Vec<ColumnRow>, StoreError> {
         let sql = format!(
             "SELECT name, type FROM system.columns WHERE database = {} AND table = {}",
             quote_string(&self.database),
             quote_string(table)
         );
-        Ok(self.client.query_raw(&sql).fetch_all::<ColumnRow>().await?)
+        Ok(client.query_raw(&sql).fetch_all::<ColumnRow>().await?)
     }
 
-    /// The DDL of a slice's table.
+    /// The DDL of a slice's table (on a cluster: of its table on each server).
     pub fn create_table_sql(&self, slice: &Slice) -> String {
+        self.create_sql_named(slice, &self.local_name(&slice.name))
+    }
+
+    fn column_list(&self, slice: &Slice) -> String {
         let mut cols = vec![format!("{} String", ident(TENANT_COLUMN))];
         cols.extend(
             slice
@@ -259,6 +546,34 @@ impl Store {
                 .map(|f| format!("{} {}", ident(&f.name), self.ddl_type(&f.ty))),
         );
         cols.push(format!("{} UInt16", ident(RECEIVED_MS_COLUMN)));
+        cols.join(", ")
+    }
+
+    /// The Distributed table over every server's `{slice}_local`.
+    ///
+    /// The sharding key is the ingest request: every row of one request has the same
+    /// tenant and `received_time`/`received_ms`, so the whole request goes to one
+    /// shard and stays atomic (an INSERT is atomic per shard, not across shards),
+    /// which the ingest deduplication relies on: a retried request is either wholly
+    /// stored or not at all. Different requests hash to different shards, so one
+    /// tenant's rows spread over every shard and its exports read them in parallel.
+    fn distributed_sql(&self, slice: &Slice, cluster: &str) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({}) ENGINE = Distributed({}, {}, {}, \
+             cityHash64({}, toUInt32({}), {}))",
+            self.table(&slice.name),
+            self.column_list(slice),
+            quote_string(cluster),
+            quote_string(&self.database),
+            quote_string(&self.local_name(&slice.name)),
+            ident(TENANT_COLUMN),
+            ident("received_time"),
+            ident(RECEIVED_MS_COLUMN),
+        )
+    }
+
+    fn create_sql_named(&self, slice: &Slice, table: &str) -> String {
+        let cols = self.column_list(slice);
         let partition = match slice.partition {
             Partition::Day => "toYYYYMMDD(received_time)",
             Partition::Month => "toYYYYMM(received_time)",
@@ -270,14 +585,106 @@ impl Store {
         ];
         key.extend(slice.sort_key.iter().map(|k| ident(k)));
         key.push(ident("event_time"));
+        let ttl = match self.retention.days(&slice.name) {
+            Some(days) if self.caps.ttl => format!(" {}", ttl_clause(days)),
+            _ => String::new(),
+        };
         format!(
-            "CREATE TABLE IF NOT EXISTS {} ({}) ENGINE = MergeTree PARTITION BY {} ORDER BY ({}) \
+            "CREATE TABLE IF NOT EXISTS {}.{} ({}) ENGINE = MergeTree PARTITION BY {} ORDER BY ({}){ttl} \
              SETTINGS index_granularity = 8192",
-            self.table(&slice.name),
-            cols.join(", "),
+            ident(&self.database),
+            ident(table),
+            cols,
             partition,
             key.join(", ")
         )
+    }
+
+    /// Drops every partition of every bounded slice that has wholly expired, on
+    /// every server. Keeps going past a failing table; the report lists what was
+    /// dropped and the errors.
+    pub async fn apply_retention(
+        &self,
+        catalog: &Catalog,
+        now_secs: i64,
+    ) -> (RetentionReport, Vec<StoreError>) {
+        let mut report = RetentionReport::default();
+        let mut errors = Vec::new();
+        for (name, _) in self.retention.bounded() {
+            let (Some(slice), Some(cutoff)) =
+                (catalog.slice(name), self.retention.cutoff(name, now_secs))
+            else {
+                continue;
+            };
+            for server in self.servers() {
+                if let Err(e) = self.drop_expired(&server, slice, cutoff, &mut report).await {
+                    tracing::warn!(slice = %slice.name, server = %server.url, error = %e, "retention failed");
+                    errors.push(e);
+                }
+            }
+        }
+        (report, errors)
+    }
+
+    /// The active partitions of one slice's table on one server, and their rows.
+    async fn partitions(
+        &self,
+        server: &Server,
+        slice: &Slice,
+    ) -> Result<Vec<PartitionRow>, StoreError> {
+        let sql = format!(
+            "SELECT partition, toUInt64(sum(rows)) AS rows FROM system.parts \
+             WHERE database = {} AND table = {} AND active GROUP BY partition ORDER BY partition",
+            quote_string(&self.database),
+            quote_string(&self.local_name(&slice.name)),
+        );
+        let started = Instant::now();
+        let r = server
+            .client
+            .query_raw(&sql)
+            .fetch_all::<PartitionRow>()
+            .await
+            .map_err(StoreError::from);
+        record("retention", started, &r);
+        r
+    }
+
+    async fn drop_expired(
+        &self,
+        server: &Server,
+        slice: &Slice,
+        cutoff: i64,
+        report: &mut RetentionReport,
+    ) -> Result<(), StoreError> {
+        for p in self.partitions(server, slice).await? {
+            if !retention::partition_expired(slice.partition, &p.partition, cutoff) {
+                continue;
+            }
+            // partition_expired accepted only digits: the id is a numeric literal.
+            let sql = format!(
+                "ALTER TABLE {}.{} DROP PARTITION {}",
+                ident(&self.database),
+                ident(&self.local_name(&slice.name)),
+                p.partition
+            );
+            let started = Instant::now();
+            let r = server
+                .client
+                .query_raw(&sql)
+                .execute()
+                .await
+                .map_err(StoreError::from);
+            record("retention", started, &r);
+            r?;
+            tracing::info!(slice = %slice.name, server = %server.url, partition = %p.partition, rows = p.rows, "dropped an expired partition");
+            report.dropped.push(retention::DroppedPartition {
+                slice: slice.name.clone(),
+                server: server.url.clone(),
+                partition: p.partition,
+                rows: p.rows,
+            });
+        }
+        Ok(())
     }
 
     /// Appends one validated row (values in the slice's field order) for a tenant to
@@ -320,7 +727,19 @@ impl Store {
             self.table(&slice.name),
             columns.join(", ")
         );
+        let started = Instant::now();
+        let r = self.send_insert(sql, data).await;
+        record("insert", started, &r);
+        r
+    }
+
+    async fn send_insert(&self, sql: String, data: Bytes) -> Result<(), StoreError> {
         let mut insert = self.client.insert_formatted_with(sql);
+        if self.cluster.is_some() {
+            // The answer comes once every shard has committed its rows, not when the
+            // Distributed table has queued them for background sending.
+            insert = insert.with_setting("insert_distributed_sync", "1");
+        }
         const CHUNK: usize = 1 << 20;
         let mut rest = data;
         while !rest.is_empty() {
@@ -349,17 +768,27 @@ impl Store {
             quote_string(tenant),
             sql::literal(&Value::Uuid(*event_id)),
         );
-        Ok(self
+        let started = Instant::now();
+        let r = self
             .client
             .query_raw(&sql)
             .fetch_one::<CountRow>()
-            .await?
-            .rows
-            > 0)
+            .await
+            .map_err(StoreError::from);
+        record("lookup", started, &r);
+        Ok(r?.rows > 0)
     }
 
-    /// Average uncompressed bytes per row of the given columns, from table statistics.
+    /// Average uncompressed bytes per row of the given columns, from table statistics
+    /// (on a cluster, of the connected server's share of the rows).
     pub async fn bytes_per_row(&self, slice: &str, fields: &[String]) -> Result<f64, StoreError> {
+        let started = Instant::now();
+        let r = self.bytes_per_row_of(&self.local_name(slice), fields).await;
+        record("estimate", started, &r);
+        r
+    }
+
+    async fn bytes_per_row_of(&self, table: &str, fields: &[String]) -> Result<f64, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Stats {
             bytes: u64,
@@ -372,11 +801,12 @@ impl Store {
             .join(", ");
         let sql = format!(
             "SELECT toUInt64(sum(data_uncompressed_bytes)) AS bytes, \
-             toUInt64((SELECT count() FROM {})) AS rows \
+             toUInt64((SELECT count() FROM {}.{})) AS rows \
              FROM system.columns WHERE database = {} AND table = {} AND name IN ({})",
-            self.table(slice),
+            ident(&self.database),
+            ident(table),
             quote_string(&self.database),
-            quote_string(slice),
+            quote_string(table),
             if names.is_empty() {
                 "''".to_string()
             } else {
@@ -393,6 +823,17 @@ impl Store {
 
     /// Runs a preview SELECT and returns its JSONEachRow text.
     pub async fn fetch_json_rows(
+        &self,
+        sql: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<Vec<u8>, StoreError> {
+        let started = Instant::now();
+        let r = self.fetch_json_rows_inner(sql, settings).await;
+        record("preview", started, &r);
+        r
+    }
+
+    async fn fetch_json_rows_inner(
         &self,
         sql: &str,
         settings: &[(&str, &str)],
@@ -428,27 +869,57 @@ impl Store {
         for (k, v) in settings {
             q = q.with_setting(*k, *v);
         }
+        let cursor = q.fetch_bytes(format).map_err(StoreError::from);
+        let started = Instant::now();
+        if let Err(e) = &cursor {
+            record::<()>("export", started, &Err(e.clone()));
+        }
         Ok(ByteStream {
-            cursor: q.fetch_bytes(format)?,
+            cursor: cursor?,
+            started,
+            done: false,
         })
     }
 
     /// Runs a `SELECT count()`.
     pub async fn count(&self, sql: &str) -> Result<u64, StoreError> {
         let sql = sql.replacen("SELECT count()", "SELECT count() AS rows", 1);
-        Ok(self
+        let started = Instant::now();
+        let r = self
             .client
             .query_raw(&sql)
             .fetch_one::<CountRow>()
-            .await?
-            .rows)
+            .await
+            .map_err(StoreError::from);
+        record("count", started, &r);
+        Ok(r?.rows)
     }
 
-    /// Stops a running query by id (used to cancel exports).
-    pub async fn kill_query(&self, query_id: &str) -> Result<(), StoreError> {
+    /// Rows per hour of the selection's date dimension, in order: where to split a
+    /// large export into parallel reads of about equal size.
+    pub async fn hour_counts(&self, sel: &Selection<'_>) -> Result<Vec<(u32, u64)>, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct HourRow {
+            hour: u32,
+            rows: u64,
+        }
+        let started = Instant::now();
+        let r = self
+            .client
+            .query_raw(&sel.hour_counts_sql())
+            .fetch_all::<HourRow>()
+            .await
+            .map_err(StoreError::from);
+        record("hour_counts", started, &r);
+        Ok(r?.into_iter().map(|h| (h.hour, h.rows)).collect())
+    }
+
+    /// Stops running queries whose id starts with `prefix` (used to cancel exports,
+    /// which may read with several queries).
+    pub async fn kill_queries(&self, prefix: &str) -> Result<(), StoreError> {
         let sql = format!(
-            "KILL QUERY WHERE query_id = {} ASYNC",
-            quote_string(query_id)
+            "KILL QUERY WHERE startsWith(query_id, {}) ASYNC",
+            quote_string(prefix)
         );
         self.client.query_raw(&sql).execute().await?;
         Ok(())
@@ -467,13 +938,106 @@ impl Store {
     }
 }
 
-/// The formatted bytes of a running SELECT, chunk by chunk.
+/// The formatted bytes of a running SELECT, chunk by chunk. Its duration (to the
+/// last chunk) and failure are recorded as an `export` query.
 pub struct ByteStream {
     cursor: clickhouse::query::BytesCursor,
+    started: Instant,
+    done: bool,
 }
 
 impl ByteStream {
     pub async fn next(&mut self) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.cursor.next().await?)
+        let r = self.cursor.next().await.map_err(StoreError::from);
+        if !self.done && !matches!(r, Ok(Some(_))) {
+            self.done = true;
+            record("export", self.started, &r);
+        }
+        r
+    }
+}
+
+/// The `TTL` clause of a table keeping rows `days` after they were received.
+fn ttl_clause(days: u32) -> String {
+    format!("TTL received_time + toIntervalDay({days})")
+}
+
+/// The days of a `TTL received_time + toIntervalDay(N)` in a table's `engine_full`.
+fn ttl_days(engine_full: &str) -> Option<u32> {
+    let rest = engine_full
+        .split("TTL received_time + toIntervalDay(")
+        .nth(1)?;
+    rest.split(')').next()?.trim().parse().ok()
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offline(major: u32, cluster: bool, retention: RetentionPolicy) -> Store {
+        Store {
+            client: clickhouse::Client::default(),
+            url: "http://127.0.0.1:1".into(),
+            database: "logport".into(),
+            caps: ServerCaps::from_major(major),
+            cluster: cluster.then(|| {
+                Arc::new(Cluster {
+                    name: "two".into(),
+                    servers: Vec::new(),
+                })
+            }),
+            retention: Arc::new(retention),
+        }
+    }
+
+    #[test]
+    fn ttl_only_where_the_server_has_it() {
+        let catalog = Catalog::builtin().unwrap();
+        let slice = catalog.slice("api_postbacks").unwrap();
+        let policy = RetentionPolicy::from_catalog(&catalog);
+        let old = offline(18, false, policy.clone()).create_table_sql(slice);
+        assert!(!old.contains("TTL"), "{old}");
+        assert!(old.starts_with("CREATE TABLE IF NOT EXISTS `logport`.`api_postbacks` ("));
+        assert!(old.contains("PARTITION BY toYYYYMMDD(received_time)"));
+        let new = offline(24, false, policy).create_table_sql(slice);
+        assert!(
+            new.contains(") TTL received_time + toIntervalDay(7) SETTINGS index_granularity"),
+            "{new}"
+        );
+        assert_eq!(ttl_days(&new), Some(7));
+        assert_eq!(ttl_days("MergeTree PARTITION BY x ORDER BY y"), None);
+        assert_eq!(
+            ttl_days("MergeTree ORDER BY y TTL received_time + toIntervalDay(30) SETTINGS a = 1"),
+            Some(30)
+        );
+    }
+
+    #[test]
+    fn cluster_tables() {
+        let catalog = Catalog::builtin().unwrap();
+        let slice = catalog.slice("clicks").unwrap();
+        let store = offline(18, true, RetentionPolicy::default());
+        assert!(store
+            .create_table_sql(slice)
+            .starts_with("CREATE TABLE IF NOT EXISTS `logport`.`clicks_local` ("));
+        let dist = store.distributed_sql(slice, "two");
+        assert!(
+            dist.starts_with("CREATE TABLE IF NOT EXISTS `logport`.`clicks` (`tenant_id` String, "),
+            "{dist}"
+        );
+        assert!(
+            dist.ends_with(
+                "ENGINE = Distributed('two', 'logport', 'clicks_local', \
+                 cityHash64(`tenant_id`, toUInt32(`received_time`), `received_ms`))"
+            ),
+            "{dist}"
+        );
     }
 }

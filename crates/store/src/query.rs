@@ -2,7 +2,7 @@
 //!
 //! Every statement starts from the same WHERE clause: the caller's tenant (always),
 //! the app (when given), the time range on the chosen dimension, the ingest watermark
-//! (when given), then the filters. Column names come from the validated spec, values
+//! (when given), the retention cutoff (for slices that expire rows), then the filters. Column names come from the validated spec, values
 //! through [`crate::sql::literal`]; nothing else from the request reaches the text.
 
 use logport_catalog::{time, ColumnType, ExportSpec, Filter, FilterOp, Slice, TENANT_COLUMN};
@@ -22,6 +22,9 @@ pub struct Selection<'a> {
     /// Only rows received at or before this Unix millisecond: the export's ingest
     /// watermark (the job's creation time).
     pub watermark_ms: Option<i64>,
+    /// Only rows received at or after this Unix second: older ones have expired
+    /// (retention), even while their partition awaits the next drop.
+    pub retention_cutoff: Option<i64>,
     /// The server prints the epoch as `0000-00-00` (ClickHouse before 19.x); text
     /// output spells it `1970-01-01` like current servers.
     pub legacy_epoch: bool,
@@ -63,6 +66,12 @@ impl Selection<'_> {
             conds.push(format!(
                 "{rt} < toDateTime({sec}) OR ({rt} = toDateTime({sec}) AND {} <= {milli})",
                 ident(RECEIVED_MS_COLUMN)
+            ));
+        }
+        if let Some(cutoff) = self.retention_cutoff {
+            conds.push(format!(
+                "{} >= toDateTime({cutoff})",
+                ident("received_time")
             ));
         }
         conds.extend(spec.filters.iter().map(filter_sql));
@@ -176,6 +185,17 @@ impl Selection<'_> {
         ))
     }
 
+    /// Rows per hour of the date dimension (`hour` as Unix seconds, `rows`).
+    pub fn hour_counts_sql(&self) -> String {
+        format!(
+            "SELECT toUInt32(toStartOfHour({})) AS hour, count() AS rows FROM {} WHERE {} \
+             GROUP BY hour ORDER BY hour",
+            ident(self.spec.dimension.column()),
+            self.table(),
+            self.where_sql()
+        )
+    }
+
     /// Rows and uncompressed bytes of the selected columns, for `evaluate`.
     pub fn count_sql(&self) -> String {
         format!(
@@ -251,6 +271,7 @@ default = true
             tenant: "acme'",
             spec: &spec,
             watermark_ms: Some(1_793_500_000_250),
+            retention_cutoff: Some(1_792_900_000),
             legacy_epoch: true,
         };
         assert_eq!(
@@ -260,6 +281,7 @@ default = true
              AND (toDate(`event_time`) >= toDate('2026-11-01') AND toDate(`event_time`) <= toDate('2026-11-01')) \
              AND (`event_time` >= toDateTime(1793491200) AND `event_time` < toDateTime(1793577600)) \
              AND (`received_time` < toDateTime(1793500000) OR (`received_time` = toDateTime(1793500000) AND `received_ms` <= 250)) \
+             AND (`received_time` >= toDateTime(1792900000)) \
              AND (`country` IN ('US', 'x\\') OR 1=1 --')) LIMIT 10"
         );
     }
@@ -280,6 +302,7 @@ default = true
             tenant: "acme",
             spec: &spec,
             watermark_ms: None,
+            retention_cutoff: None,
             legacy_epoch: false,
         };
         let sql = sel.text_export_sql();

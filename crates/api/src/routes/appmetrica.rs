@@ -42,11 +42,12 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use logport_catalog::{ExportRequest, ExportSpec, SpecError};
-use logport_queue::{FingerprintedJob, Job, JobStatus, NewJob};
+use logport_queue::{Created, FingerprintedJob, Job, JobStatus, NewJob, Scope};
 use serde_json::{json, Value as Json};
 
 use super::compat::{self, AuthFailure, Params};
 use super::param;
+use crate::activity;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -89,6 +90,20 @@ impl TextError {
 
     fn bad(text: impl Into<String>) -> Self {
         TextError::new(StatusCode::BAD_REQUEST, text)
+    }
+
+    /// A request that is not authenticated, in AppMetrica's words.
+    fn auth(f: AuthFailure) -> Self {
+        match f {
+            AuthFailure::Missing => TextError::new(
+                StatusCode::UNAUTHORIZED,
+                "Authorization required: send Authorization: OAuth <token>",
+            ),
+            AuthFailure::Invalid(_) => {
+                TextError::new(StatusCode::UNAUTHORIZED, "Invalid OAuth token")
+            }
+            other => ApiError::from(other).into(),
+        }
     }
 }
 
@@ -242,20 +257,49 @@ pub fn decide(found: Option<&FingerprintedJob>, cc: CacheControl, now: i64) -> D
 }
 
 /// `GET /logs/v1/export/{file}` where file is `{slice}.csv` or `{slice}.json`.
+#[utoipa::path(
+    get,
+    path = "/logs/v1/export/{file}",
+    operation_id = "appmetrica_export",
+    tag = "appmetrica",
+    summary = "AppMetrica Logs API: the file of a request, once ready",
+    description = "Any other parameter <field>=<value> is an equality filter on that catalog field (repeated: any of the values). Errors are text/plain, as AppMetrica's.",
+    params(
+        ("file" = String, Path, description = "{slice}.csv or {slice}.json"),
+        ("application_id" = u64, Query, description = "The app"),
+        ("date_since" = Option<String>, Query, description = "yyyy-mm-dd or yyyy-mm-dd hh:mm:ss (UTC); without both dates, the whole history"),
+        ("date_until" = Option<String>, Query, description = "yyyy-mm-dd or yyyy-mm-dd hh:mm:ss (UTC)"),
+        ("date_dimension" = Option<String>, Query, description = "default (event time) or receive", pattern = "^(default|receive)$"),
+        ("fields" = String, Query, description = "Comma-separated catalog fields"),
+        ("limit" = Option<u64>, Query, minimum = 1),
+        ("use_utf8_bom" = Option<bool>, Query),
+        ("parts_count" = Option<u32>, Query, description = "Split the result this many ways", minimum = 1, maximum = 10000),
+        ("part_number" = Option<u32>, Query, description = "Which of the parts_count parts (from 0)"),
+        ("Cache-Control" = Option<String>, Header, description = "no-cache: a fresh file once the current one was delivered; max-age=N")
+    ),
+    security(("bearer" = []), ("oauth" = []), ("oauth_token" = [])),
+    responses(
+        (status = 200, description = "The whole file", content(("text/csv"), ("application/json"))),
+        (status = 202, description = "Wait for result (Progress is N%)", body = String, content_type = "text/plain"),
+        (status = 400, description = "A bad parameter, or a result too large (Try to use more parts)", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or invalid token", body = String, content_type = "text/plain"),
+        (status = 403, description = "The token may not read this (scope, slice or application_id)", body = String, content_type = "text/plain"),
+        (status = 404, description = "Unknown export type", body = String, content_type = "text/plain"),
+        (status = 429, description = "Too many requests of this application are queued, or the token's rate limit", body = String, content_type = "text/plain"),
+        (status = 500, description = "The request failed (answered once; repeat it to try again)", body = String, content_type = "text/plain"),
+        (status = 503, description = "A backend is unavailable", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn export(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, TextError> {
     let params = Params::parse(&req).map_err(TextError::bad)?;
-    let tenant = compat::tenant(&req, &state, &params).map_err(|f| {
-        TextError::new(
-            StatusCode::UNAUTHORIZED,
-            match f {
-                AuthFailure::Missing => "Authorization required: send Authorization: OAuth <token>",
-                AuthFailure::Invalid => "Invalid OAuth token",
-            },
-        )
-    })?;
+    let caller = compat::caller(&req, &state, &params)
+        .await
+        .map_err(TextError::auth)?;
+    caller.require(Scope::Export)?;
+    let tenant = caller.tenant.clone();
     let file = param(&req, "file");
     let (slice, ext) = file
         .rsplit_once('.')
@@ -271,6 +315,8 @@ pub async fn export(
         .validate(&state.catalog, &state.spec_limits)
         .map_err(spec_error)?;
     let app_id = spec.app_id.unwrap_or_default();
+    caller.require_slice(&spec.slice)?;
+    caller.require_app(Some(app_id), "application_id")?;
     let normalized = request.normalized(&state.catalog);
     let fingerprint = fingerprint(&normalized);
     let now = state.clock.now_ms();
@@ -338,6 +384,13 @@ pub async fn export(
                 .await?;
             state.wake.notify_one();
             tracing::info!(%tenant, job_id = %created.job().id, slice = %spec.slice, app_id, "appmetrica export queued");
+            if let Created::New(job) = &created {
+                activity::record(
+                    &state,
+                    &caller,
+                    super::exports::export_created(job, Some(app_id)),
+                );
+            }
             Ok(wait(None))
         }
     }
@@ -345,13 +398,32 @@ pub async fn export(
 
 /// `GET /management/v1/logsapi/status`: whether the Logs API takes requests. Its
 /// errors are the management API's JSON, as Metrica's.
+#[utoipa::path(
+    get,
+    path = "/management/v1/logsapi/status",
+    operation_id = "appmetrica_status",
+    tag = "appmetrica",
+    summary = "Whether the Logs API takes requests",
+    security(("bearer" = []), ("oauth" = []), ("oauth_token" = [])),
+    responses(
+        (status = 200, description = "Enabled", body = crate::openapi::schemas::LogsApiStatus),
+        (status = 400, description = "Malformed query string", body = crate::openapi::schemas::MetricaError),
+        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
+        (status = 403, description = "Invalid token, or no export scope", body = crate::openapi::schemas::MetricaError),
+        (status = 429, description = "The token's rate limit", body = crate::openapi::schemas::MetricaError),
+        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+    )
+)]
 pub async fn status(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, super::metrica::MetricaError> {
     let params = Params::parse(&req)
         .map_err(|e| super::metrica::MetricaError::from(ApiError::bad_request(None, e)))?;
-    compat::tenant(&req, &state, &params).map_err(super::metrica::MetricaError::auth)?;
+    let caller = compat::caller(&req, &state, &params)
+        .await
+        .map_err(super::metrica::MetricaError::auth)?;
+    caller.require(Scope::Export)?;
     Ok(HttpResponse::Ok().json(json!({"logs_api_availability_status": "enabled"})))
 }
 
@@ -593,6 +665,8 @@ fn export_request(
         "fields": fields,
         "filters": filters,
         "format": ext,
+        // The answer is one file, served whole.
+        "single_file": true,
     });
     if let Some(limit) = number("limit")? {
         body["limit"] = json!(limit);

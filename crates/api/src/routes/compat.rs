@@ -16,28 +16,22 @@ use logport_export::{files, Files, FilesError};
 use logport_queue::Part;
 use logport_store::StoreError;
 
+use crate::auth::Caller;
 use crate::AppState;
 
-/// Why a request has no tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum AuthFailure {
-    /// No `Authorization` header (nor `oauth_token` parameter).
-    Missing,
-    /// A token that is malformed or unknown.
-    Invalid,
-}
+pub(super) use crate::auth::AuthFailure;
 
-/// The caller's tenant, from `Authorization: OAuth <token>` or `Bearer <token>`, or —
-/// as older AppMetrica and Metrica clients send it — an `oauth_token` query parameter
-/// when there is no header.
-pub(super) fn tenant(
+/// The caller, from `Authorization: OAuth <token>` or `Bearer <token>`, or — as older
+/// AppMetrica and Metrica clients send it — an `oauth_token` query parameter when
+/// there is no header. Charges the token's rate limit.
+pub(super) async fn caller(
     req: &HttpRequest,
     state: &AppState,
     params: &Params,
-) -> Result<String, AuthFailure> {
+) -> Result<Caller, AuthFailure> {
     let token = if req.headers().contains_key(header::AUTHORIZATION) {
         crate::auth::bearer(req)
-            .map_err(|_| AuthFailure::Invalid)?
+            .map_err(|e| AuthFailure::Invalid(e.to_string()))?
             .to_string()
     } else {
         params
@@ -45,11 +39,7 @@ pub(super) fn tenant(
             .map(str::to_string)
             .ok_or(AuthFailure::Missing)?
     };
-    state
-        .tokens
-        .tenant_of(&token)
-        .map(str::to_string)
-        .ok_or(AuthFailure::Invalid)
+    state.tokens.caller(req, &token, state.clock.now_ms()).await
 }
 
 /// A query string as the list of its pairs: both protocols repeat parameters

@@ -5,11 +5,13 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use logport_catalog::{ExportRequest, ExportSpec};
 use logport_export::files;
-use logport_queue::{Created, JobStatus, ListQuery, NewJob};
+use logport_queue::{Created, JobStatus, ListQuery, NewJob, Scope};
+use logport_store::StoreError;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{idempotency_key, param, read_body};
+use crate::activity::{self, Entry};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::views::job_view;
@@ -18,17 +20,55 @@ use crate::AppState;
 /// Most rows a preview may return.
 const MAX_PREVIEW_ROWS: u64 = 1000;
 
+/// The export request of a body, once the caller may make it: the `export` scope,
+/// a slice it may read, an app it may read.
 async fn read_request(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
+    caller: &Caller,
 ) -> Result<(ExportRequest, ExportSpec), ApiError> {
+    caller.require(Scope::Export)?;
     let body = read_body(req, payload, state.limits.json_max_bytes).await?;
     let request = ExportRequest::from_json(&body)?;
     let spec = request.validate(&state.catalog, &state.spec_limits)?;
+    check_access(caller, &spec)?;
     Ok((request, spec))
 }
 
+/// 403 unless the caller may read what the spec selects.
+fn check_access(caller: &Caller, spec: &ExportSpec) -> Result<(), ApiError> {
+    caller.require_slice(&spec.slice)?;
+    caller.require_app(spec.app_id, "app_id")
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/exports",
+    operation_id = "create_export",
+    tag = "exports",
+    summary = "Queue an export (stored before the answer)",
+    description = "Needs the export scope; a token limited to apps must name one of them as app_id.",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the same job")
+    ),
+    request_body(content = logport_catalog::ExportRequest, content_type = "application/json"),
+    security(("bearer" = []), ("oauth" = [])),
+    responses(
+        (status = 200, description = "An earlier request with this Idempotency-Key made this job", body = crate::views::JobView),
+        (status = 202, description = "Queued; Location names the job", body = crate::views::JobView, headers(("Location" = String, description = "/v1/exports/{id}"))),
+        (status = 400, description = "Malformed query string, header or body"),
+        (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
+        (status = 404, description = "Unknown slice"),
+        (status = 409, description = "This Idempotency-Key was used with another body"),
+        (status = 413, description = "The body is too large"),
+        (status = 415, description = "Unsupported Content-Encoding or Content-Type"),
+        (status = 422, description = "Well-formed but not acceptable: unknown field, bad date, filter or value"),
+        (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
+        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+    )
+)]
 pub async fn create(
     req: HttpRequest,
     caller: Caller,
@@ -36,7 +76,7 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
-    let (request, spec) = read_request(&req, payload, &state).await?;
+    let (request, spec) = read_request(&req, payload, &state, &caller).await?;
     check_quotas(&state, &caller, &spec).await?;
     let normalized = serde_json::to_value(request.normalized(&state.catalog))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -61,6 +101,7 @@ pub async fn create(
         Created::New(_) => {
             state.wake.notify_one();
             tracing::info!(tenant = %caller.tenant, job_id = %job.id, slice = %job.slice, "export queued");
+            activity::record(&state, &caller, export_created(job, spec.app_id));
             HttpResponse::Accepted()
         }
         Created::Existing(_) => {
@@ -139,11 +180,34 @@ struct ListParams {
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/exports",
+    operation_id = "list_exports",
+    tag = "exports",
+    summary = "The exports of the token's tenant (and apps), newest first",
+    params(
+        ("status" = Option<logport_queue::JobStatus>, Query, description = "Only exports in this state"),
+        ("slice" = Option<String>, Query, description = "Only exports of this slice"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
+    ),
+    security(("bearer" = []), ("oauth" = [])),
+    responses(
+        (status = 200, description = "A page", body = crate::openapi::schemas::JobList),
+        (status = 400, description = "Malformed query string, header or body"),
+        (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
+        (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
+        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+    )
+)]
 pub async fn list(
     req: HttpRequest,
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Export)?;
     let p = web::Query::<ListParams>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request(None, format!("bad query string: {e}")))?
         .into_inner();
@@ -178,6 +242,8 @@ pub async fn list(
                 slice: p.slice.filter(|s| !s.is_empty()),
                 limit,
                 before,
+                apps: caller.apps.clone(),
+                hidden_slices: caller.hidden_slices(),
             },
         )
         .await?;
@@ -195,18 +261,75 @@ fn parse_cursor(c: &str) -> Option<(i64, String)> {
     Some((at.parse().ok()?, id.to_string()))
 }
 
+/// One of the caller's exports. Another tenant's, another app's (for a token limited
+/// to apps) or one of a slice the caller may not read is "not found", exactly like an
+/// id that does not exist: a 403 would confirm that it does.
 async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<logport_queue::Job, ApiError> {
+    caller.require(Scope::Export)?;
     // Ids are 32 hex digits; anything else cannot exist, and is not sent to the store.
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::not_found(format!("export {id}")));
+        return Err(ApiError::not_found("export"));
     }
     state
         .jobs
         .get(&caller.tenant, id)
         .await?
+        .filter(|job| caller.sees_job(job))
         .ok_or_else(|| ApiError::not_found(format!("export {id}")))
 }
 
+/// The audit row of a new export.
+pub(super) fn export_created(job: &logport_queue::Job, app_id: Option<u64>) -> Entry {
+    Entry {
+        action: "created",
+        entity_type: "export",
+        entity_id: job.id.clone(),
+        entity_name: job.slice.clone(),
+        app_id: app_id.unwrap_or(0),
+        changes: json!({"status": [null, job.status.as_str()], "request": [null, job.request]}),
+    }
+}
+
+/// The audit row of an export that changed status.
+pub(super) fn export_changed(
+    job: &logport_queue::Job,
+    action: &'static str,
+    from: JobStatus,
+    to: &str,
+) -> Entry {
+    Entry {
+        action,
+        entity_type: "export",
+        entity_id: job.id.clone(),
+        entity_name: job.slice.clone(),
+        app_id: job
+            .request
+            .get("app_id")
+            .and_then(|a| a.as_u64())
+            .unwrap_or(0),
+        changes: json!({"status": [from.as_str(), to]}),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/exports/{id}",
+    operation_id = "get_export",
+    tag = "exports",
+    summary = "An export: status, progress, parts",
+    params(
+        ("id" = String, Path, description = "The export id (32 hex digits)", pattern = "^[0-9a-f]{32}$")
+    ),
+    security(("bearer" = []), ("oauth" = [])),
+    responses(
+        (status = 200, description = "The export", body = crate::views::JobView),
+        (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
+        (status = 404, description = "No such export (or not this token's)"),
+        (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
+        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+    )
+)]
 pub async fn get(
     req: HttpRequest,
     caller: Caller,
@@ -216,6 +339,26 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(job_view(&job)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/exports/{id}/cancel",
+    operation_id = "cancel_export",
+    tag = "exports",
+    summary = "Stop a queued or running export",
+    params(
+        ("id" = String, Path, description = "The export id (32 hex digits)", pattern = "^[0-9a-f]{32}$")
+    ),
+    security(("bearer" = []), ("oauth" = [])),
+    responses(
+        (status = 200, description = "The export, canceled", body = crate::views::JobView),
+        (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
+        (status = 404, description = "No such export (or not this token's)"),
+        (status = 409, description = "The export already finished"),
+        (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
+        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+    )
+)]
 pub async fn cancel(
     req: HttpRequest,
     caller: Caller,
@@ -229,15 +372,43 @@ pub async fn cancel(
             job.status.as_str()
         )));
     }
+    let before = job.status;
     let job = state
         .jobs
         .cancel(&caller.tenant, &job.id, state.clock.now_ms())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("export {}", job.id)))?;
     tracing::info!(tenant = %caller.tenant, job_id = %job.id, "export canceled");
+    if before != JobStatus::Canceled && job.status == JobStatus::Canceled {
+        activity::record(
+            &state,
+            &caller,
+            export_changed(&job, "updated", before, "canceled"),
+        );
+    }
     Ok(HttpResponse::Ok().json(job_view(&job)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/exports/{id}/manifest",
+    operation_id = "get_manifest",
+    tag = "exports",
+    summary = "The manifest of a finished export: parts, rows, bytes, SHA-256, watermark",
+    params(
+        ("id" = String, Path, description = "The export id (32 hex digits)", pattern = "^[0-9a-f]{32}$")
+    ),
+    security(("bearer" = []), ("oauth" = [])),
+    responses(
+        (status = 200, description = "The manifest", body = Object),
+        (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
+        (status = 404, description = "No such export, or it has not succeeded"),
+        (status = 410, description = "The export expired"),
+        (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
+        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+    )
+)]
 pub async fn manifest(
     req: HttpRequest,
     caller: Caller,
@@ -331,6 +502,34 @@ fn byte_range(req: &HttpRequest, size: u64) -> Result<Option<std::ops::Range<u64
     Ok(Some(range))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/exports/{id}/parts/{n}",
+    operation_id = "download_part",
+    tag = "exports",
+    summary = "Download one part of an export",
+    params(
+        ("id" = String, Path, description = "The export id (32 hex digits)", pattern = "^[0-9a-f]{32}$"),
+        ("n" = u32, Path, description = "Part number, from 1"),
+        ("Range" = Option<String>, Header, description = "bytes=START-END (one range)"),
+        ("If-None-Match" = Option<String>, Header),
+        ("If-Range" = Option<String>, Header)
+    ),
+    security(("bearer" = []), ("oauth" = [])),
+    responses(
+        (status = 200, description = "The file", content(("text/csv"), ("text/tab-separated-values"), ("application/x-ndjson"), ("application/json"), ("application/vnd.apache.parquet"), ("application/gzip"), ("application/zstd"), ("application/octet-stream")), headers(("ETag" = String), ("Content-Disposition" = String))),
+        (status = 206, description = "A byte range of the file", content(("text/csv"), ("text/tab-separated-values"), ("application/x-ndjson"), ("application/json"), ("application/vnd.apache.parquet"), ("application/gzip"), ("application/zstd"), ("application/octet-stream")), headers(("Content-Range" = String))),
+        (status = 302, description = "A presigned URL of the object store (when enabled)", headers(("Location" = String))),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
+        (status = 404, description = "No such export or part"),
+        (status = 410, description = "The export expired"),
+        (status = 416, description = "The range is not satisfiable"),
+        (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
+        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+    )
+)]
 pub async fn part(
     req: HttpRequest,
     caller: Caller,
@@ -350,23 +549,11 @@ pub async fn part(
         .find(|p| p.n == n)
         .ok_or_else(|| ApiError::not_found(format!("part {n} of export {}", job.id)))?;
     let etag = format!("\"{}\"", part.sha256);
-    if let Some(inm) = req.headers().get(header::IF_NONE_MATCH) {
-        // If-None-Match uses the weak comparison (RFC 9110 §13.1.2): `W/"x"` matches
-        // our strong `"x"`; If-Range below keeps the strong one.
-        let matches = inm
-            .to_str()
-            .map(|v| {
-                v.split(',').map(str::trim).any(|t| {
-                    let t = t.strip_prefix("W/").unwrap_or(t);
-                    t == etag || t == "*"
-                })
-            })
-            .unwrap_or(false);
-        if matches {
-            return Ok(HttpResponse::NotModified()
-                .insert_header((header::ETAG, etag))
-                .finish());
-        }
+    // If-Range below keeps the strong comparison.
+    if super::if_none_match(&req, &etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish());
     }
     let file = part.key.rsplit('/').next().unwrap_or("part");
     // Job ids are hex and part names are ours, so the file name needs no escaping.
@@ -444,6 +631,26 @@ pub async fn part(
 
 /// Removes an export's files at once: a queued or running export is canceled first;
 /// a succeeded one becomes `expired`.
+#[utoipa::path(
+    delete,
+    path = "/v1/exports/{id}",
+    operation_id = "delete_export",
+    tag = "exports",
+    summary = "Remove an export's files now (cancels it first when it runs)",
+    params(
+        ("id" = String, Path, description = "The export id (32 hex digits)", pattern = "^[0-9a-f]{32}$")
+    ),
+    security(("bearer" = []), ("oauth" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
+        (status = 404, description = "No such export (or not this token's)"),
+        (status = 410, description = "The files are already gone"),
+        (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
+        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+    )
+)]
 pub async fn delete(
     req: HttpRequest,
     caller: Caller,
@@ -463,16 +670,42 @@ pub async fn delete(
         state.jobs.mark_expired(&job.id, now).await?;
     }
     tracing::info!(tenant = %caller.tenant, job_id = %job.id, files = removed, "export deleted");
+    activity::record(
+        &state,
+        &caller,
+        export_changed(&job, "deleted", job.status, "deleted"),
+    );
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/exports/evaluate",
+    operation_id = "evaluate_export",
+    tag = "exports",
+    summary = "Estimate an export without queuing it",
+    request_body(content = logport_catalog::ExportRequest, content_type = "application/json"),
+    security(("bearer" = []), ("oauth" = [])),
+    responses(
+        (status = 200, description = "The estimate", body = crate::openapi::schemas::Evaluation),
+        (status = 400, description = "Malformed query string, header or body"),
+        (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
+        (status = 404, description = "Unknown slice"),
+        (status = 413, description = "The body is too large"),
+        (status = 415, description = "Unsupported Content-Encoding or Content-Type"),
+        (status = 422, description = "Well-formed but not acceptable: unknown field, bad date, filter or value"),
+        (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
+        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+    )
+)]
 pub async fn evaluate(
     req: HttpRequest,
     caller: Caller,
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, spec) = read_request(&req, payload, &state).await?;
+    let (_, spec) = read_request(&req, payload, &state, &caller).await?;
     let slice = state
         .catalog
         .slice(&spec.slice)
@@ -505,12 +738,38 @@ pub async fn evaluate(
     })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/logs/{slice}/preview",
+    operation_id = "preview",
+    tag = "exports",
+    summary = "The newest matching rows, synchronously (at most 1,000)",
+    params(
+        ("slice" = String, Path, description = "A slice of GET /v1/slices")
+    ),
+    request_body(content = logport_catalog::ExportRequest, content_type = "application/json", description = "An export request; `slice` may be left out (the path's) and `limit` is at most 1,000 (default 100)"),
+    security(("bearer" = []), ("oauth" = [])),
+    responses(
+        (status = 200, description = "The rows", body = crate::openapi::schemas::Preview),
+        (status = 400, description = "Malformed query string, header or body"),
+        (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
+        (status = 404, description = "Unknown slice"),
+        (status = 413, description = "The body is too large"),
+        (status = 415, description = "Unsupported Content-Encoding or Content-Type"),
+        (status = 422, description = "Well-formed but not acceptable: unknown field, bad date, filter or value"),
+        (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
+        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+        (status = 504, description = "The preview took longer than LOGPORT_PREVIEW_TIMEOUT"),
+    )
+)]
 pub async fn preview(
     req: HttpRequest,
     caller: Caller,
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::Export)?;
     let name = param(&req, "slice").to_string();
     let body = read_body(&req, payload, state.limits.json_max_bytes).await?;
     let mut value: serde_json::Value = serde_json::from_slice(&body)
@@ -532,6 +791,7 @@ pub async fn preview(
     }
     let request = ExportRequest::from_json(value.to_string().as_bytes())?;
     let spec = request.validate(&state.catalog, &state.spec_limits)?;
+    check_access(&caller, &spec)?;
     let limit = spec.limit.unwrap_or(100);
     if limit > MAX_PREVIEW_ROWS {
         return Err(ApiError::invalid(
@@ -544,17 +804,33 @@ pub async fn preview(
         .slice(&spec.slice)
         .ok_or_else(|| ApiError::UnknownSlice(spec.slice.clone()))?;
     let sel = state.store.select(slice, &caller.tenant, &spec);
-    let text = state
-        .store
-        .fetch_json_rows(
-            &sel.preview_sql(limit),
-            &[
-                ("output_format_json_quote_64bit_integers", "0"),
-                ("output_format_json_escape_forward_slashes", "0"),
-                ("max_execution_time", "15"),
-            ],
-        )
-        .await?;
+    // ClickHouse stops the query itself after the timeout (whole seconds); the timer
+    // also covers a server that does not answer at all. Either way the client gets a
+    // 504 that says what to do, not a generic 503.
+    let timeout = state.limits.preview_timeout;
+    let max_secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+    let too_slow = || {
+        tracing::info!(tenant = %caller.tenant, slice = %spec.slice, "preview timed out");
+        ApiError::Timeout(format!(
+            "the preview did not finish within {timeout:?}: narrow the date range or the \
+             filters, ask for fewer rows, or run an export (exports have no time limit)"
+        ))
+    };
+    let (sql, max_secs) = (sel.preview_sql(limit), max_secs.max(1).to_string());
+    let settings = [
+        ("output_format_json_quote_64bit_integers", "0"),
+        ("output_format_json_escape_forward_slashes", "0"),
+        ("max_execution_time", max_secs.as_str()),
+    ];
+    let query = state.store.fetch_json_rows(&sql, &settings);
+    let text = match tokio::time::timeout(timeout, query).await {
+        Err(_) => return Err(too_slow()),
+        // 159: TIMEOUT_EXCEEDED (max_execution_time).
+        Ok(Err(e)) if e.code() == Some(159) || matches!(e, StoreError::Timeout) => {
+            return Err(too_slow())
+        }
+        Ok(result) => result?,
+    };
     let rows: Vec<serde_json::Value> = text
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())

@@ -31,6 +31,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{idempotency_key, param, read_body};
+use crate::activity::{self, Entry};
 use crate::auth::Caller;
 use crate::error::{ApiError, LineProblem};
 use crate::{ApiLimits, AppState};
@@ -79,18 +80,49 @@ impl InFlightKeys {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/ingest/{slice}",
+    operation_id = "ingest",
+    tag = "ingest",
+    summary = "Store events: NDJSON (one JSON object per line) or CSV with a header row",
+    description = "Needs the ingest scope (the activity slice: admin). Strict by default: one bad record rejects the batch with 422 and the line numbers. The answer comes after ClickHouse committed the rows.",
+    params(
+        ("slice" = String, Path, description = "A slice of GET /v1/slices"),
+        ("on_error" = Option<String>, Query, description = "reject (default): one bad record rejects the batch; skip: store the good ones", pattern = "^(reject|skip)$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters: a retry with the same key stores nothing twice"),
+        ("Content-Encoding" = Option<String>, Header, description = "gzip, x-gzip or zstd (or none)")
+    ),
+    request_body(description = "The events: `tenant_id` and `received_time` come from the server; `event_id` is generated when absent. Every row's app_id must be one of the token's apps.", content((String = "application/x-ndjson"), (String = "text/csv"))),
+    security(("bearer" = []), ("oauth" = [])),
+    responses(
+        (status = 200, description = "Committed in ClickHouse (or a recognised repeat)", body = crate::openapi::schemas::IngestResult),
+        (status = 400, description = "Malformed query string, header or body"),
+        (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
+        (status = 404, description = "Unknown slice"),
+        (status = 409, description = "A request with this Idempotency-Key is being handled"),
+        (status = 413, description = "The body is too large"),
+        (status = 415, description = "Unsupported Content-Encoding or Content-Type"),
+        (status = 422, description = "Bad records (with their line numbers); nothing was stored"),
+        (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
+        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+    )
+)]
 pub async fn ingest(
     req: HttpRequest,
     caller: Caller,
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(logport_queue::Scope::Ingest)?;
     let name = param(&req, "slice");
     let slice = state
         .catalog
         .slice(name)
         .ok_or_else(|| ApiError::UnknownSlice(name.to_string()))?
         .clone();
+    caller.require_slice(&slice.name)?;
     let params = web::Query::<IngestParams>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request(None, format!("bad query string: {e}")))?;
     let skip_bad = match params.on_error.as_deref() {
@@ -147,12 +179,14 @@ pub async fn ingest(
         .as_ref()
         .map(|k| format!("{tenant}\0{}\0{k}", slice.name));
     let slice_for_parse = slice.clone();
+    let apps = caller.apps.clone();
     let batch = web::block(move || {
         let ctx = RowContext {
             received_time: received,
             id_seed: seed.as_deref().map(str::as_bytes),
         };
-        let enc = Encoded::new(body.len(), received_ms);
+        let mut enc = Encoded::new(body.len(), received_ms);
+        enc.0.allowed_apps = apps;
         if csv {
             encode_csv(enc, &slice_for_parse, &tenant, &body, &ctx, &limits)
         } else {
@@ -230,6 +264,28 @@ pub async fn ingest(
             })?;
         tracing::info!(tenant = %caller.tenant, slice = %slice.name, rows = batch.accepted, rejected = batch.rejected, "ingest batch committed");
     }
+    activity::record(
+        &state,
+        &caller,
+        Entry {
+            action: "imported",
+            entity_type: "ingest_batch",
+            entity_id: key
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            entity_name: slice.name.clone(),
+            app_id: if batch.mixed_apps {
+                0
+            } else {
+                batch.first_app.unwrap_or(0)
+            },
+            changes: json!({
+                "accepted": batch.accepted,
+                "rejected": batch.rejected,
+                "duplicate": repeat,
+            }),
+        },
+    );
     Ok(HttpResponse::Ok().json(json!({
         "accepted": batch.accepted,
         "rejected": batch.rejected,
@@ -297,6 +353,11 @@ struct Encoded {
     all_ids_given: bool,
     /// The millisecond of the request's receipt within its second.
     received_ms: u16,
+    /// The apps the token may write (`None`: any).
+    allowed_apps: Option<Vec<u64>>,
+    /// The app of the first accepted row, and whether others differ.
+    first_app: Option<u64>,
+    mixed_apps: bool,
 }
 
 impl Encoded {
@@ -311,6 +372,9 @@ impl Encoded {
                 last: None,
                 all_ids_given: true,
                 received_ms,
+                allowed_apps: None,
+                first_app: None,
+                mixed_apps: false,
             },
             Vec::with_capacity(capacity),
         )
@@ -336,6 +400,26 @@ impl Encoded {
     ) -> Result<(), ApiError> {
         match parsed {
             Ok(row) => {
+                // Common fields come first in catalog order: app_id is the first value.
+                let app = match row.values.first() {
+                    Some(Value::UInt(a)) => *a,
+                    _ => 0,
+                };
+                if let Some(allowed) = &self.allowed_apps {
+                    if !allowed.contains(&app) {
+                        // Not a bad line but a request the token may not make: nothing
+                        // of it is stored, whatever `on_error` says.
+                        return Err(ApiError::Forbidden(format!(
+                            "line {line}: this token may not write app_id {app}; it is \
+                             limited to apps {allowed:?}; nothing was stored"
+                        )));
+                    }
+                }
+                match self.first_app {
+                    None => self.first_app = Some(app),
+                    Some(first) if first != app => self.mixed_apps = true,
+                    Some(_) => {}
+                }
                 Store::encode_row(slice, tenant, &row.values, self.received_ms, out)
                     .map_err(|e| ApiError::Internal(e.to_string()))?;
                 self.all_ids_given &= row.event_id_given;

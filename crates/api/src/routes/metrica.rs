@@ -30,11 +30,13 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::NaiveDate;
 use logport_catalog::{ExportRequest, ExportSpec, SpecError};
-use logport_queue::{JobStatus, NewJob, NumberedJob};
+use logport_queue::{Created, JobStatus, NewJob, NumberedJob, Scope};
 use serde_json::{json, Value as Json};
 
 use super::compat::{self, AuthFailure, Params};
 use super::param;
+use crate::activity;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -89,11 +91,12 @@ impl MetricaError {
                 "unauthorized",
                 "Authorization required: send Authorization: OAuth <token>",
             ),
-            AuthFailure::Invalid => MetricaError::new(
+            AuthFailure::Invalid(_) => MetricaError::new(
                 StatusCode::FORBIDDEN,
                 "invalid_token",
                 "Invalid oauth_token",
             ),
+            other => ApiError::from(other).into(),
         }
     }
 }
@@ -180,11 +183,20 @@ impl From<logport_export::FilesError> for MetricaError {
     }
 }
 
-/// The tenant of the token and the query string.
-fn caller(req: &HttpRequest, state: &AppState) -> Result<(String, Params), MetricaError> {
+/// The caller (with the `export` scope), its counter (one of the token's apps) and the
+/// query string.
+async fn caller(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<(Caller, u64, Params), MetricaError> {
     let params = Params::parse(req).map_err(MetricaError::invalid)?;
-    let tenant = compat::tenant(req, state, &params).map_err(MetricaError::auth)?;
-    Ok((tenant, params))
+    let caller = compat::caller(req, state, &params)
+        .await
+        .map_err(MetricaError::auth)?;
+    caller.require(Scope::Export)?;
+    let counter = integer(req, "counter_id")?;
+    caller.require_app(Some(counter), "counter_id")?;
+    Ok((caller, counter, params))
 }
 
 fn integer(req: &HttpRequest, name: &str) -> Result<u64, MetricaError> {
@@ -301,14 +313,39 @@ async fn quota_room(
 }
 
 /// `GET …/logrequests/evaluate`
+#[utoipa::path(
+    get,
+    path = "/management/v1/counter/{counter_id}/logrequests/evaluate",
+    operation_id = "metrica_evaluate",
+    tag = "metrica",
+    summary = "Metrica Logs API: whether a log request is possible",
+    params(
+        ("counter_id" = u64, Path, description = "The counter (Logport app_id)"),
+        ("date1" = String, Query, description = "First day, YYYY-MM-DD"),
+        ("date2" = String, Query, description = "Last day, YYYY-MM-DD, before today"),
+        ("source" = String, Query, description = "The slice"),
+        ("fields" = String, Query, description = "Comma-separated catalog fields"),
+        ("attribution" = Option<String>, Query, description = "Accepted; raw logs have none (LASTSIGN)")
+    ),
+    security(("bearer" = []), ("oauth" = []), ("oauth_token" = [])),
+    responses(
+        (status = 200, description = "The evaluation", body = crate::openapi::schemas::LogRequestEvaluationAnswer),
+        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
+        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
+        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
+        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
+        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+    )
+)]
 pub async fn evaluate(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, MetricaError> {
-    let (tenant, params) = caller(&req, &state)?;
-    let counter = integer(&req, "counter_id")?;
+    let (caller, counter, params) = caller(&req, &state).await?;
+    let tenant = caller.tenant.clone();
     let asked = Asked::parse(&params, today(&state))?;
     let (_, spec) = asked.request(&state, counter)?;
+    caller.require_slice(&spec.slice)?;
     let (_, room, estimate) = quota_room(&state, &tenant, counter, &spec).await?;
     let per_day = estimate.div_ceil(asked.days());
     // Days of this density that fit the room left (any number when they are empty);
@@ -329,14 +366,39 @@ pub async fn evaluate(
 }
 
 /// `POST …/logrequests`
+#[utoipa::path(
+    post,
+    path = "/management/v1/counter/{counter_id}/logrequests",
+    operation_id = "metrica_create",
+    tag = "metrica",
+    summary = "Metrica Logs API: create a log request",
+    params(
+        ("counter_id" = u64, Path, description = "The counter (Logport app_id)"),
+        ("date1" = String, Query, description = "First day, YYYY-MM-DD"),
+        ("date2" = String, Query, description = "Last day, YYYY-MM-DD, before today"),
+        ("source" = String, Query, description = "The slice"),
+        ("fields" = String, Query, description = "Comma-separated catalog fields"),
+        ("attribution" = Option<String>, Query, description = "Accepted; raw logs have none (LASTSIGN)")
+    ),
+    security(("bearer" = []), ("oauth" = []), ("oauth_token" = [])),
+    responses(
+        (status = 200, description = "Created", body = crate::openapi::schemas::LogRequestAnswer),
+        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
+        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
+        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
+        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
+        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+    )
+)]
 pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, MetricaError> {
-    let (tenant, params) = caller(&req, &state)?;
-    let counter = integer(&req, "counter_id")?;
+    let (caller, counter, params) = caller(&req, &state).await?;
+    let tenant = caller.tenant.clone();
     let asked = Asked::parse(&params, today(&state))?;
     let (request, spec) = asked.request(&state, counter)?;
+    caller.require_slice(&spec.slice)?;
     let (prepared, room, estimate) = quota_room(&state, &tenant, counter, &spec).await?;
     if estimate > room {
         return Err(MetricaError {
@@ -388,21 +450,47 @@ pub async fn create(
             ApiError::Internal(format!("job {job_id} vanished before its number"))
         })?;
     tracing::info!(%tenant, job_id = %job_id, request_id = number, counter, "metrica log request queued");
-    let numbered = load(&state, &tenant, counter, number).await?;
+    if let Created::New(job) = &created {
+        activity::record(
+            &state,
+            &caller,
+            super::exports::export_created(job, Some(counter)),
+        );
+    }
+    let numbered = load(&state, &caller, counter, number).await?;
     Ok(HttpResponse::Ok().json(json!({ "log_request": log_request(&numbered, counter) })))
 }
 
 /// `GET …/logrequests`
+#[utoipa::path(
+    get,
+    path = "/management/v1/counter/{counter_id}/logrequests",
+    operation_id = "metrica_list",
+    tag = "metrica",
+    summary = "Metrica Logs API: the counter's log requests",
+    params(
+        ("counter_id" = u64, Path, description = "The counter (Logport app_id)")
+    ),
+    security(("bearer" = []), ("oauth" = []), ("oauth_token" = [])),
+    responses(
+        (status = 200, description = "The requests", body = crate::openapi::schemas::LogRequestList),
+        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
+        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
+        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
+        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
+        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+    )
+)]
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, MetricaError> {
-    let (tenant, _) = caller(&req, &state)?;
-    let counter = integer(&req, "counter_id")?;
+    let (caller, counter, _) = caller(&req, &state).await?;
     let mut all = state
         .jobs
-        .list_numbered(&tenant, Some(counter), LIST_LIMIT)
+        .list_numbered(&caller.tenant, Some(counter), LIST_LIMIT)
         .await?;
+    all.retain(|n| caller.sees_job(&n.job));
     all.reverse();
     let requests: Vec<Json> = all.iter().map(|n| log_request(n, counter)).collect();
     Ok(HttpResponse::Ok().json(json!({ "requests": requests })))
@@ -411,15 +499,16 @@ pub async fn list(
 /// The counter's log request, or 404.
 async fn load(
     state: &AppState,
-    tenant: &str,
+    caller: &Caller,
     counter: u64,
     number: u64,
 ) -> Result<NumberedJob, MetricaError> {
     state
         .jobs
-        .numbered(tenant, number)
+        .numbered(&caller.tenant, number)
         .await?
         .filter(|n| n.job.request["app_id"].as_u64() == Some(counter))
+        .filter(|n| caller.sees_job(&n.job))
         .ok_or_else(|| {
             MetricaError::not_found(format!(
                 "Log request {number} of counter {counter} not found"
@@ -430,15 +519,35 @@ async fn load(
 async fn load_from_path(
     req: &HttpRequest,
     state: &AppState,
-) -> Result<(String, u64, NumberedJob), MetricaError> {
-    let (tenant, _) = caller(req, state)?;
-    let counter = integer(req, "counter_id")?;
+) -> Result<(Caller, u64, NumberedJob), MetricaError> {
+    let (caller, counter, _) = caller(req, state).await?;
     let number = integer(req, "request_id")?;
-    let numbered = load(state, &tenant, counter, number).await?;
-    Ok((tenant, counter, numbered))
+    let numbered = load(state, &caller, counter, number).await?;
+    Ok((caller, counter, numbered))
 }
 
 /// `GET …/logrequest/{request_id}`
+#[utoipa::path(
+    get,
+    path = "/management/v1/counter/{counter_id}/logrequest/{request_id}",
+    operation_id = "metrica_info",
+    tag = "metrica",
+    summary = "Metrica Logs API: one log request",
+    params(
+        ("counter_id" = u64, Path, description = "The counter (Logport app_id)"),
+        ("request_id" = u64, Path, description = "The log request (from 1)")
+    ),
+    security(("bearer" = []), ("oauth" = []), ("oauth_token" = [])),
+    responses(
+        (status = 200, description = "The request", body = crate::openapi::schemas::LogRequestAnswer),
+        (status = 404, description = "No such request of this counter", body = crate::openapi::schemas::MetricaError),
+        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
+        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
+        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
+        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
+        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+    )
+)]
 pub async fn info(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -448,6 +557,28 @@ pub async fn info(
 }
 
 /// `GET …/logrequest/{request_id}/part/{part_number}/download`
+#[utoipa::path(
+    get,
+    path = "/management/v1/counter/{counter_id}/logrequest/{request_id}/part/{part_number}/download",
+    operation_id = "metrica_download",
+    tag = "metrica",
+    summary = "Metrica Logs API: download a part (TSV with a header row)",
+    params(
+        ("counter_id" = u64, Path, description = "The counter (Logport app_id)"),
+        ("request_id" = u64, Path, description = "The log request (from 1)"),
+        ("part_number" = u32, Path, description = "From 0")
+    ),
+    security(("bearer" = []), ("oauth" = []), ("oauth_token" = [])),
+    responses(
+        (status = 200, description = "The part", body = String, content_type = "text/tab-separated-values"),
+        (status = 404, description = "No such request of this counter", body = crate::openapi::schemas::MetricaError),
+        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
+        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
+        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
+        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
+        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+    )
+)]
 pub async fn download(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -472,22 +603,49 @@ pub async fn download(
 }
 
 /// `POST …/logrequest/{request_id}/clean`
+#[utoipa::path(
+    post,
+    path = "/management/v1/counter/{counter_id}/logrequest/{request_id}/clean",
+    operation_id = "metrica_clean",
+    tag = "metrica",
+    summary = "Metrica Logs API: remove a processed request's files",
+    params(
+        ("counter_id" = u64, Path, description = "The counter (Logport app_id)"),
+        ("request_id" = u64, Path, description = "The log request (from 1)")
+    ),
+    security(("bearer" = []), ("oauth" = []), ("oauth_token" = [])),
+    responses(
+        (status = 200, description = "Cleaned", body = crate::openapi::schemas::LogRequestAnswer),
+        (status = 404, description = "No such request of this counter", body = crate::openapi::schemas::MetricaError),
+        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
+        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
+        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
+        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
+        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+    )
+)]
 pub async fn clean(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, MetricaError> {
-    let (tenant, counter, numbered) = load_from_path(&req, &state).await?;
+    let (caller, counter, numbered) = load_from_path(&req, &state).await?;
+    let tenant = caller.tenant.as_str();
     match status(&numbered) {
         "processed" => {
             let job = &numbered.job;
-            let removed = compat::delete_files(&state.files, &tenant, &job.id).await?;
+            let removed = compat::delete_files(&state.files, tenant, &job.id).await?;
             let now = state.clock.now_ms();
             state.jobs.mark_expired(&job.id, now).await?;
             state
                 .jobs
-                .mark_cleaned(&tenant, numbered.number, now)
+                .mark_cleaned(tenant, numbered.number, now)
                 .await?;
             tracing::info!(%tenant, job_id = %job.id, request_id = numbered.number, files = removed, "metrica log request cleaned");
+            activity::record(
+                &state,
+                &caller,
+                super::exports::export_changed(job, "deleted", job.status, "expired"),
+            );
         }
         "cleaned_by_user" | "cleaned_automatically_as_too_old" => {}
         _ => {
@@ -496,23 +654,52 @@ pub async fn clean(
             ))
         }
     }
-    let numbered = load(&state, &tenant, counter, numbered.number).await?;
+    let numbered = load(&state, &caller, counter, numbered.number).await?;
     Ok(HttpResponse::Ok().json(json!({ "log_request": log_request(&numbered, counter) })))
 }
 
 /// `POST …/logrequest/{request_id}/cancel`
+#[utoipa::path(
+    post,
+    path = "/management/v1/counter/{counter_id}/logrequest/{request_id}/cancel",
+    operation_id = "metrica_cancel",
+    tag = "metrica",
+    summary = "Metrica Logs API: cancel a request being prepared",
+    params(
+        ("counter_id" = u64, Path, description = "The counter (Logport app_id)"),
+        ("request_id" = u64, Path, description = "The log request (from 1)")
+    ),
+    security(("bearer" = []), ("oauth" = []), ("oauth_token" = [])),
+    responses(
+        (status = 200, description = "Canceled", body = crate::openapi::schemas::LogRequestAnswer),
+        (status = 404, description = "No such request of this counter", body = crate::openapi::schemas::MetricaError),
+        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
+        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
+        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
+        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
+        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+    )
+)]
 pub async fn cancel(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, MetricaError> {
-    let (tenant, counter, numbered) = load_from_path(&req, &state).await?;
+    let (caller, counter, numbered) = load_from_path(&req, &state).await?;
+    let tenant = caller.tenant.as_str();
     match numbered.job.status {
-        JobStatus::Queued | JobStatus::Running => {
-            state
+        before @ (JobStatus::Queued | JobStatus::Running) => {
+            let now = state
                 .jobs
-                .cancel(&tenant, &numbered.job.id, state.clock.now_ms())
+                .cancel(tenant, &numbered.job.id, state.clock.now_ms())
                 .await?;
             tracing::info!(%tenant, job_id = %numbered.job.id, request_id = numbered.number, "metrica log request canceled");
+            if let Some(job) = now.filter(|j| j.status == JobStatus::Canceled) {
+                activity::record(
+                    &state,
+                    &caller,
+                    super::exports::export_changed(&job, "updated", before, "canceled"),
+                );
+            }
         }
         JobStatus::Canceled => {}
         _ => {
@@ -521,7 +708,7 @@ pub async fn cancel(
             ))
         }
     }
-    let numbered = load(&state, &tenant, counter, numbered.number).await?;
+    let numbered = load(&state, &caller, counter, numbered.number).await?;
     Ok(HttpResponse::Ok().json(json!({ "log_request": log_request(&numbered, counter) })))
 }
 

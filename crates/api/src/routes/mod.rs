@@ -2,6 +2,7 @@
 
 mod appmetrica;
 mod compat;
+pub(crate) mod docs;
 mod exports;
 mod health;
 mod ingest;
@@ -25,6 +26,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             method_not_allowed(req, allow)
         }))
     };
+    // The web UI (ui.rs): the page and its assets need no token; the API they call does.
+    cfg.service(
+        resource("/", "GET, HEAD")
+            .route(web::get().to(crate::ui::index))
+            .route(web::head().to(crate::ui::index)),
+    )
+    .service(
+        resource("/ui/{file}", "GET, HEAD")
+            .route(web::get().to(crate::ui::asset))
+            .route(web::head().to(crate::ui::asset)),
+    );
     cfg.service(
         resource("/healthz", "GET, HEAD")
             .route(web::get().to(health::healthz))
@@ -34,6 +46,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         resource("/readyz", "GET, HEAD")
             .route(web::get().to(health::readyz))
             .route(web::head().to(health::readyz)),
+    )
+    .service(
+        resource("/metrics", "GET, HEAD")
+            .route(web::get().to(health::metrics))
+            .route(web::head().to(health::metrics)),
+    )
+    .service(
+        resource("/openapi.json", "GET, HEAD")
+            .route(web::get().to(docs::openapi_json))
+            .route(web::head().to(docs::openapi_json)),
+    )
+    .service(
+        resource("/docs", "GET, HEAD")
+            .route(web::get().to(docs::docs_page))
+            .route(web::head().to(docs::docs_page)),
     )
     .service(
         resource("/v1/slices", "GET, HEAD")
@@ -149,6 +176,20 @@ fn method_not_allowed(req: HttpRequest, allow: &'static str) -> Result<HttpRespo
         ),
         allow,
     })
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`), by the weak comparison of RFC 9110
+/// §13.1.2: `W/"x"` matches a strong `"x"`.
+pub(crate) fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
+    req.headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',').map(str::trim).any(|t| {
+                let t = t.strip_prefix("W/").unwrap_or(t);
+                t == etag || t == "*"
+            })
+        })
 }
 
 /// Longest accepted `Idempotency-Key`.

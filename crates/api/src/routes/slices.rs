@@ -9,6 +9,21 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/v1/slices",
+    operation_id = "list_slices",
+    tag = "catalog",
+    summary = "The slices that can be ingested and exported",
+    description = "Readable with any scope: the catalog holds no customer data.",
+    security(("bearer" = []), ("oauth" = [])),
+    responses(
+        (status = 200, description = "The catalog", body = crate::openapi::schemas::SliceList),
+        (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
+        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+    )
+)]
 pub async fn list(_caller: Caller, state: web::Data<AppState>) -> HttpResponse {
     let slices: Vec<_> = state
         .catalog
@@ -25,6 +40,24 @@ pub async fn list(_caller: Caller, state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "slices": slices }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/slices/{slice}",
+    operation_id = "get_slice",
+    tag = "catalog",
+    summary = "A slice: its fields, their types and filter operators",
+    params(
+        ("slice" = String, Path, description = "A slice of GET /v1/slices")
+    ),
+    security(("bearer" = []), ("oauth" = [])),
+    responses(
+        (status = 200, description = "The slice", body = crate::openapi::schemas::SliceInfo),
+        (status = 404, description = "Unknown slice"),
+        (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
+        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+    )
+)]
 pub async fn get(
     req: HttpRequest,
     _caller: Caller,
