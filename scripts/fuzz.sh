@@ -91,8 +91,12 @@ for slice in $("$bin" catalog 2>/dev/null | awk '{print $1}'); do
 done
 
 # One worker: the CPython 3.11 AST parser that Hypothesis calls is not thread-safe.
+# schemathesis keeps a cache (crashes to replay first) in its working directory: ours,
+# outside the repository, kept between runs.
+st_home=${XDG_CACHE_HOME:-$HOME/.cache}/logport/schemathesis
+mkdir -p "$st_home"
 status=0
-schemathesis run "$base/openapi.json" \
+(cd "$st_home" && schemathesis run "$base/openapi.json" \
   --header "Authorization: Bearer $token" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --workers 1 \
@@ -101,7 +105,7 @@ schemathesis run "$base/openapi.json" \
   --request-timeout 30 \
   --suppress-health-check too_slow,filter_too_much \
   --warnings off \
-  --report junit --report-dir "$work/report" || status=$?
+  --report junit --report-dir "$work/report") || status=$?
 
 if ! kill -0 "$pid" 2>/dev/null || ! curl -fsS -o /dev/null "$base/healthz"; then
   echo "logport died during fuzzing:" >&2

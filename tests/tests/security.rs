@@ -82,6 +82,17 @@ async fn another_tenants_jobs_parts_manifests_and_rows_answer_like_missing_ones(
     let (job, parts) = svc.export(ACME, &request(json!({}))).await;
     let id = id_of(&job);
     assert_eq!(parse_csv(&parts[0]).1.len(), 2);
+    // Ids are random (UUID v4: 122 random bits), not counters one could walk.
+    let other = id_of(&svc.create_export(ACME, &request(json!({}))).await);
+    for i in [&id, &other] {
+        assert!(i.len() == 32 && &i[12..13] == "4", "{i}");
+    }
+    let differing = id
+        .bytes()
+        .zip(other.bytes())
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(differing > 16, "{id} and {other} look related");
     let missing = "0123456789abcdef0123456789abcdef";
 
     for (method, path) in [
