@@ -6,6 +6,7 @@
 //! problem is reported as `file: key: message`, and start-up stops on the first one.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -67,7 +68,7 @@ pub struct Slice {
     pub sort_key: Vec<String>,
     /// Public fields in catalog order: common fields first, then the file's own.
     pub fields: Vec<Field>,
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, BuildHasherDefault<Fnv1a>>,
 }
 
 impl Slice {
@@ -82,6 +83,31 @@ impl Slice {
 
     pub fn default_fields(&self) -> impl Iterator<Item = &Field> {
         self.fields.iter().filter(|f| f.default)
+    }
+}
+
+/// FNV-1a: field names are short and the map never grows, so a simple hash beats
+/// SipHash on the ingest hot path (one lookup per JSON key); the map is built from the
+/// catalog only, so clients cannot aim collisions at it.
+#[derive(Default)]
+pub struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
     }
 }
 

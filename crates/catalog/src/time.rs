@@ -15,6 +15,10 @@ pub const MAX_DATE_DAYS: i64 = 49_672;
 /// Parses a timestamp into Unix seconds (UTC), checking the `DateTime` range.
 pub fn parse_timestamp(text: &str) -> Result<i64, String> {
     let t = text.trim();
+    // The forms ingest sees in bulk, read without a general parser (hot path).
+    if let Some(secs) = fast_utc(t) {
+        return check_timestamp(secs);
+    }
     let secs = if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         dt.timestamp()
     } else if let Some(ndt) = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
@@ -32,6 +36,33 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
         ));
     };
     check_timestamp(secs)
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DDTHH:MM:SS` and the same with a `Z`: Unix
+/// seconds, or `None` for anything else (which the general parser then judges).
+fn fast_utc(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    let b = match b.len() {
+        19 => b,
+        20 if b[19] == b'Z' || b[19] == b'z' => &b[..19],
+        _ => return None,
+    };
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b' ' | b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    let time = NaiveTime::from_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)?;
+    Some(date.and_time(time).and_utc().timestamp())
 }
 
 pub fn check_timestamp(secs: i64) -> Result<i64, String> {
@@ -165,6 +196,35 @@ mod tests {
         assert_eq!(parse_timestamp("1793872800").unwrap(), 1_793_872_800);
         assert_eq!(format_timestamp(1_793_872_800), "2026-11-05 10:00:00");
         assert_eq!(format_rfc3339(1_793_872_800), "2026-11-05T10:00:00Z");
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_chrono() {
+        for t in [
+            "2026-11-05 10:00:00",
+            "2026-11-05T10:00:00",
+            "2026-11-05T10:00:00Z",
+            "1970-01-01 00:00:00",
+            "2105-12-31 23:59:59",
+            "2024-02-29 12:30:45",
+        ] {
+            let slow =
+                NaiveDateTime::parse_from_str(&t[..19].replace('T', " "), "%Y-%m-%d %H:%M:%S")
+                    .unwrap()
+                    .and_utc()
+                    .timestamp();
+            assert_eq!(fast_utc(t), Some(slow), "{t}");
+        }
+        for t in [
+            "2026-02-30 10:00:00",
+            "2026-11-05 24:00:00",
+            "2026-11-05 10:00:60",
+            "2026-1-05 10:00:00",
+            "2026-11-05 10:00:00+01:00",
+            "２026-11-05 10:00:00",
+        ] {
+            assert_eq!(fast_utc(t), None, "{t}");
+        }
     }
 
     #[test]

@@ -22,12 +22,34 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use logport_catalog::ColumnType;
 
+/// Field metadata marking the columns whose few distinct values make a Parquet
+/// dictionary pay off (`LowCardinality(String)`, enums, flags, dates); for the others
+/// (ids, IPs, amounts) a dictionary is work that is thrown away.
+pub const DICTIONARY_HINT: &str = "logport.dictionary";
+
 /// The Arrow schema of an export's columns.
 pub fn schema(columns: &[(String, ColumnType)]) -> SchemaRef {
     Arc::new(Schema::new(
         columns
             .iter()
-            .map(|(name, ty)| Field::new(name, arrow_type(ty.base()), ty.is_nullable()))
+            .map(|(name, ty)| {
+                let field = Field::new(name, arrow_type(ty.base()), ty.is_nullable());
+                let repetitive = matches!(
+                    ty.base(),
+                    ColumnType::LowCardinalityString
+                        | ColumnType::Enum8(_)
+                        | ColumnType::UInt8
+                        | ColumnType::Date
+                );
+                if repetitive {
+                    field.with_metadata(std::collections::HashMap::from([(
+                        DICTIONARY_HINT.to_string(),
+                        "true".to_string(),
+                    )]))
+                } else {
+                    field
+                }
+            })
             .collect::<Vec<_>>(),
     ))
 }
@@ -332,7 +354,8 @@ fn append_value<'a>(
                 bytes[i] = raw[7 - i];
                 bytes[8 + i] = raw[15 - i];
             }
-            s.append_value(uuid_text(&bytes));
+            let mut text = [0u8; 36];
+            s.append_value(uuid_text(&bytes, &mut text));
             &buf[16..]
         }
         (ColumnType::UInt8, Builder::U8(x)) => {
@@ -388,26 +411,22 @@ fn append_value<'a>(
     Ok(rest)
 }
 
-fn uuid_text(b: &[u8; 16]) -> String {
-    let h = hex_lower(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
-fn hex_lower(b: &[u8]) -> String {
+/// The canonical text of a UUID, written into `out` (no allocation: this runs once
+/// per row).
+fn uuid_text<'a>(b: &[u8; 16], out: &'a mut [u8; 36]) -> &'a str {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for byte in b {
-        s.push(DIGITS[(byte >> 4) as usize] as char);
-        s.push(DIGITS[(byte & 0xf) as usize] as char);
+    let mut i = 0;
+    for (k, byte) in b.iter().enumerate() {
+        if matches!(k, 4 | 6 | 8 | 10) {
+            out[i] = b'-';
+            i += 1;
+        }
+        out[i] = DIGITS[(byte >> 4) as usize];
+        out[i + 1] = DIGITS[(byte & 0xf) as usize];
+        i += 2;
     }
-    s
+    // Only ASCII hex digits and dashes were written.
+    std::str::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -962,13 +962,26 @@ impl ParquetPart {
         schema: arrow_schema::SchemaRef,
     ) -> Result<ParquetPart, ExportError> {
         let (n, key) = sink.next_key();
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(parquet::basic::Compression::ZSTD(
-                ZstdLevel::try_new(3).map_err(|e| ExportError::Files(e.to_string()))?,
+                ZstdLevel::try_new(1).map_err(|e| ExportError::Files(e.to_string()))?,
             ))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_created_by(format!("logport {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
+            .set_dictionary_enabled(false)
+            .set_created_by(format!("logport {}", env!("CARGO_PKG_VERSION")));
+        for field in schema.fields() {
+            if field
+                .metadata()
+                .contains_key(crate::columnar::DICTIONARY_HINT)
+            {
+                props = props.set_column_dictionary_enabled(
+                    parquet::schema::types::ColumnPath::from(field.name().as_str()),
+                    true,
+                );
+            }
+        }
+        let props = props.build();
         let writer = AsyncArrowWriter::try_new(sink.upload(&key), schema, Some(props))
             .map_err(|e| ExportError::Files(format!("parquet: {e}")))?;
         Ok(ParquetPart {
