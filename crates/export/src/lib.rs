@@ -5,6 +5,7 @@
 //! as it completes, writes the manifest last, and only then marks the job succeeded.
 
 pub mod columnar;
+pub mod encoder;
 pub mod files;
 pub mod metered;
 pub mod pipeline;

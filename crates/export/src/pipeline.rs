@@ -15,8 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use logport_catalog::{
     time, Catalog, ColumnType, Compression, ExportRequest, ExportSpec, Format, SpecLimits,
 };
@@ -25,15 +23,12 @@ use logport_store::{ByteStream, Selection, Store};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{Attribute, Attributes};
-use parquet::arrow::async_writer::{AsyncArrowWriter, AsyncFileWriter};
-use parquet::basic::ZstdLevel;
-use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::columnar::RowBinaryDecoder;
+use crate::encoder;
 use crate::files::{self, Files};
 use crate::scan::{Framing, Scanner};
 use crate::ExportError;
@@ -122,13 +117,6 @@ const BUF: usize = 1 << 20;
 /// Bytes the object store writer buffers before it starts a multipart upload (also
 /// the size of each uploaded chunk; S3 wants at least 5 MiB).
 const UPLOAD_BUFFER: usize = 8 << 20;
-/// Rows per Arrow batch.
-const BATCH_ROWS: usize = 64 * 1024;
-/// Rows per Parquet row group (a row group is what a Parquet writer holds in memory,
-/// once per parallel reader).
-const ROW_GROUP_ROWS: usize = 128 * 1024;
-/// A row group is closed early once it buffers this many bytes, to bound memory.
-const ROW_GROUP_BYTES: usize = 32 << 20;
 
 /// Runs export attempts.
 pub struct Exporter {
@@ -523,6 +511,8 @@ impl Exporter {
         result
     }
 
+    /// Parquet parts of one reader: ClickHouse's RowBinary goes to an encoder thread
+    /// ([`crate::encoder`]); its output is uploaded part by part here.
     async fn parquet_parts(
         &self,
         mut stream: ByteStream,
@@ -531,56 +521,81 @@ impl Exporter {
         sink: &mut Sink<'_, '_>,
         expected_rows: u64,
     ) -> Result<(), ExportError> {
-        let max_rows = spec.part_max_rows.unwrap_or(u64::MAX);
-        let max_bytes = spec.part_max_bytes.unwrap_or(u64::MAX);
-        let mut decoder = RowBinaryDecoder::new(columns, BATCH_ROWS);
-        let mut current: Option<ParquetPart> = None;
+        let limits = encoder::PartLimits {
+            max_rows: spec.part_max_rows.unwrap_or(u64::MAX),
+            max_bytes: spec.part_max_bytes.unwrap_or(u64::MAX),
+        };
+        let (input, mut output) = encoder::spawn(columns.to_vec(), limits);
+        let attempt = sink.attempt;
+        let mut current: Option<(u32, String, Upload)> = None;
         let mut total = 0u64;
+        // The next chunk for the encoder; `Some(None)` ends its input.
+        let mut pending: Option<Option<Bytes>> = None;
+        let mut input_done = false;
         let result: Result<(), ExportError> = async {
             loop {
-                let chunk = tokio::select! {
+                tokio::select! {
                     biased;
-                    _ = sink.attempt.cancel.cancelled() => return Err(ExportError::Canceled),
-                    next = stream.next() => next?,
-                };
-                let Some(chunk) = chunk else { break };
-                sink.attempt
-                    .counters
-                    .bytes
-                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                let batches = decoder
-                    .push(&chunk)
-                    .map_err(|e| ExportError::Decode(e.to_string()))?;
-                for batch in batches {
-                    total += batch.num_rows() as u64;
-                    write_batch(
-                        batch,
-                        &mut current,
-                        sink,
-                        decoder.schema(),
-                        max_rows,
-                        max_bytes,
-                    )
-                    .await?;
+                    _ = attempt.cancel.cancelled() => return Err(ExportError::Canceled),
+                    message = output.recv() => match message {
+                        Some(Ok(encoder::Encoded::Data { bytes })) => {
+                            let upload = match current.as_mut() {
+                                Some((_, _, upload)) => upload,
+                                None => {
+                                    let (n, key) = sink.next_key();
+                                    let upload = sink.upload(&key);
+                                    &mut current.insert((n, key, upload)).2
+                                }
+                            };
+                            upload.put(bytes).await?;
+                        }
+                        Some(Ok(encoder::Encoded::Rows(n))) => {
+                            total += n;
+                            attempt.counters.rows.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Some(Ok(encoder::Encoded::PartEnd { rows })) => {
+                            let (n, key, upload) = match current.take() {
+                                Some(open) => open,
+                                None => {
+                                    let (n, key) = sink.next_key();
+                                    let upload = sink.upload(&key);
+                                    (n, key, upload)
+                                }
+                            };
+                            let (bytes, sha256) = upload.finish().await?;
+                            sink.record(Part { n, key, rows, bytes, sha256 }).await?;
+                        }
+                        Some(Ok(encoder::Encoded::Finished)) => break,
+                        Some(Err(e)) => return Err(e),
+                        None => {
+                            return Err(ExportError::Files(
+                                "the Parquet encoder stopped unexpectedly".into(),
+                            ))
+                        }
+                    },
+                    permit = input.reserve(), if pending.is_some() => {
+                        permit
+                            .map_err(|_| {
+                                ExportError::Files("the Parquet encoder stopped unexpectedly".into())
+                            })?
+                            .send(pending.take().flatten());
+                    }
+                    chunk = stream.next(), if pending.is_none() && !input_done => {
+                        match chunk? {
+                            Some(chunk) => {
+                                attempt
+                                    .counters
+                                    .bytes
+                                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                                pending = Some(Some(chunk));
+                            }
+                            None => {
+                                input_done = true;
+                                pending = Some(None);
+                            }
+                        }
+                    }
                 }
-            }
-            if decoder.pending_bytes() > 0 {
-                return Err(ExportError::Truncated);
-            }
-            if let Some(batch) = decoder
-                .take_batch()
-                .map_err(|e| ExportError::Decode(e.to_string()))?
-            {
-                total += batch.num_rows() as u64;
-                write_batch(
-                    batch,
-                    &mut current,
-                    sink,
-                    decoder.schema(),
-                    max_rows,
-                    max_bytes,
-                )
-                .await?;
             }
             // RowBinary cannot reveal an exception appended to the stream by an old
             // server; a row count that differs from the count of the same query can.
@@ -589,18 +604,11 @@ impl Exporter {
                     format!("the result had {total} rows where {expected_rows} were expected"),
                 )));
             }
-            if current.is_none() && sink.parts.is_empty() {
-                current = Some(ParquetPart::open(sink, decoder.schema())?);
-            }
-            if let Some(done) = current.take() {
-                let part = done.finish().await?;
-                sink.record(part).await?;
-            }
             Ok(())
         }
         .await;
         if result.is_err() {
-            if let Some(open) = current.take() {
+            if let Some((_, _, open)) = current.take() {
                 open.abort().await;
             }
         }
@@ -608,10 +616,6 @@ impl Exporter {
     }
 }
 
-/// Cuts `[since, until)` at hour boundaries into up to `readers` ranges of about equal
-/// row counts (from [`logport_store::Store::hour_counts`]); each range carries its
-/// row count. `None` when the result has fewer than `min_rows` rows or sits in a
-/// single hour.
 /// Runs a store call unless the attempt is stopped first (a stalled server must not
 /// hold a canceled or released attempt).
 async fn cancellable<T>(
@@ -625,6 +629,10 @@ async fn cancellable<T>(
     }
 }
 
+/// Cuts `[since, until)` at hour boundaries into up to `readers` ranges of about equal
+/// row counts (from [`logport_store::Store::hour_counts`]); each range carries its
+/// row count. `None` when the result has fewer than `min_rows` rows or sits in a
+/// single hour.
 fn split_ranges(
     hours: &[(u32, u64)],
     readers: usize,
@@ -929,136 +937,6 @@ impl TextPart {
             sha256,
         })
     }
-}
-
-/// The Parquet writer's output end: every byte hashed, counted and uploaded.
-impl AsyncFileWriter for Upload {
-    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        async move {
-            self.put(bs)
-                .await
-                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
-        }
-        .boxed()
-    }
-
-    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        // The upload is completed by `Upload::finish` once the writer hands it back.
-        async { Ok(()) }.boxed()
-    }
-}
-
-/// One Parquet part being written.
-struct ParquetPart {
-    n: u32,
-    key: String,
-    writer: AsyncArrowWriter<Upload>,
-    rows: u64,
-}
-
-impl ParquetPart {
-    fn open(
-        sink: &Sink<'_, '_>,
-        schema: arrow_schema::SchemaRef,
-    ) -> Result<ParquetPart, ExportError> {
-        let (n, key) = sink.next_key();
-        let mut props = WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::ZSTD(
-                ZstdLevel::try_new(1).map_err(|e| ExportError::Files(e.to_string()))?,
-            ))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
-            .set_dictionary_enabled(false)
-            .set_created_by(format!("logport {}", env!("CARGO_PKG_VERSION")));
-        for field in schema.fields() {
-            if field
-                .metadata()
-                .contains_key(crate::columnar::DICTIONARY_HINT)
-            {
-                props = props.set_column_dictionary_enabled(
-                    parquet::schema::types::ColumnPath::from(field.name().as_str()),
-                    true,
-                );
-            }
-        }
-        let props = props.build();
-        let writer = AsyncArrowWriter::try_new(sink.upload(&key), schema, Some(props))
-            .map_err(|e| ExportError::Files(format!("parquet: {e}")))?;
-        Ok(ParquetPart {
-            n,
-            key,
-            writer,
-            rows: 0,
-        })
-    }
-
-    /// Bytes of the file so far, counting the row group still in memory.
-    fn size(&self) -> u64 {
-        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
-    }
-
-    async fn finish(mut self) -> Result<Part, ExportError> {
-        self.writer
-            .finish()
-            .await
-            .map_err(|e| ExportError::Files(format!("parquet: {e}")))?;
-        let (bytes, sha256) = self.writer.into_inner().finish().await?;
-        Ok(Part {
-            n: self.n,
-            key: self.key,
-            rows: self.rows,
-            bytes,
-            sha256,
-        })
-    }
-
-    async fn abort(self) {
-        self.writer.into_inner().abort().await;
-    }
-}
-
-async fn write_batch(
-    mut batch: arrow_array::RecordBatch,
-    current: &mut Option<ParquetPart>,
-    sink: &mut Sink<'_, '_>,
-    schema: arrow_schema::SchemaRef,
-    max_rows: u64,
-    max_bytes: u64,
-) -> Result<(), ExportError> {
-    while batch.num_rows() > 0 {
-        if current.is_none() {
-            *current = Some(ParquetPart::open(sink, schema.clone())?);
-        }
-        let Some(part) = current.as_mut() else {
-            continue;
-        };
-        let room = usize::try_from(max_rows - part.rows).unwrap_or(usize::MAX);
-        let take = room.min(batch.num_rows());
-        let head = batch.slice(0, take);
-        part.writer
-            .write(&head)
-            .await
-            .map_err(|e| ExportError::Files(format!("parquet: {e}")))?;
-        if part.writer.in_progress_size() >= ROW_GROUP_BYTES {
-            part.writer
-                .flush()
-                .await
-                .map_err(|e| ExportError::Files(format!("parquet: {e}")))?;
-        }
-        part.rows += take as u64;
-        sink.attempt
-            .counters
-            .rows
-            .fetch_add(take as u64, Ordering::Relaxed);
-        batch = batch.slice(take, batch.num_rows() - take);
-        if part.rows >= max_rows || part.size() >= max_bytes {
-            if let Some(done) = current.take() {
-                let finished = done.finish().await?;
-                sink.record(finished).await?;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,242 @@
+//! RowBinary → Arrow → Parquet on a thread of its own.
+//!
+//! Decoding and encoding are the CPU work of a Parquet export; done inside the async
+//! reader they would share one runtime thread with every parallel reader of the
+//! export (the readers are joined futures of one task). A blocking thread per reader
+//! lets each use a core, while the async side only ferries ClickHouse's chunks in and
+//! encoded bytes out to the upload. Both channels are bounded, so memory stays at a
+//! few chunks plus one row group per reader.
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use logport_catalog::ColumnType;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::ZstdLevel;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use tokio::sync::mpsc;
+
+use crate::columnar::{RowBinaryDecoder, DICTIONARY_HINT};
+use crate::ExportError;
+
+/// Rows per Arrow batch.
+const BATCH_ROWS: usize = 64 * 1024;
+/// Rows per Parquet row group (a row group is what a Parquet writer holds in memory,
+/// once per parallel reader).
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// A row group is closed early once it buffers this many bytes, to bound memory.
+const ROW_GROUP_BYTES: usize = 32 << 20;
+/// Encoded bytes handed to the upload at a time.
+const OUT_CHUNK: usize = 1 << 20;
+
+/// What the encoder thread reports, in order.
+pub enum Encoded {
+    /// The next bytes of the current part (a new part begins with the first `Data`
+    /// after `PartEnd`).
+    Data { bytes: Bytes },
+    /// Rows written into the current part since the last report.
+    Rows(u64),
+    /// The current part is complete with this many rows.
+    PartEnd { rows: u64 },
+    /// The input ended cleanly and every part was reported.
+    Finished,
+}
+
+/// Where parts are cut.
+#[derive(Clone, Copy)]
+pub struct PartLimits {
+    pub max_rows: u64,
+    /// File bytes, counting the row group still in memory.
+    pub max_bytes: u64,
+}
+
+/// Starts the encoder of one reader: send it ClickHouse's RowBinary chunks (`None`
+/// ends the input); receive [`Encoded`] messages. Dropping either end stops it.
+pub fn spawn(
+    columns: Vec<(String, ColumnType)>,
+    limits: PartLimits,
+) -> (
+    mpsc::Sender<Option<Bytes>>,
+    mpsc::Receiver<Result<Encoded, ExportError>>,
+) {
+    let (in_tx, in_rx) = mpsc::channel(4);
+    let (out_tx, out_rx) = mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let result = run(&columns, limits, in_rx, &out_tx);
+        // A closed output means the reader gave up; nobody is left to tell.
+        let _ = match result {
+            Ok(Some(())) => out_tx.blocking_send(Ok(Encoded::Finished)),
+            Ok(None) => Ok(()),
+            Err(e) => out_tx.blocking_send(Err(e)),
+        };
+    });
+    (in_tx, out_rx)
+}
+
+/// The writer properties of every Parquet part: zstd, dictionaries only where values
+/// repeat, chunk statistics.
+pub fn properties(schema: &SchemaRef) -> Result<WriterProperties, ExportError> {
+    let mut props = WriterProperties::builder()
+        // Level 1: most of level 3's ratio on these columns at a fraction of the CPU.
+        .set_compression(parquet::basic::Compression::ZSTD(
+            ZstdLevel::try_new(1).map_err(|e| ExportError::Files(e.to_string()))?,
+        ))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_dictionary_enabled(false)
+        .set_created_by(format!("logport {}", env!("CARGO_PKG_VERSION")));
+    for field in schema.fields() {
+        if field.metadata().contains_key(DICTIONARY_HINT) {
+            props =
+                props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+        }
+    }
+    Ok(props.build())
+}
+
+/// One part being written; the writer's output accumulates in its `Vec`.
+struct Part {
+    writer: ArrowWriter<Vec<u8>>,
+    rows: u64,
+}
+
+struct Encoder<'a> {
+    schema: SchemaRef,
+    props: WriterProperties,
+    limits: PartLimits,
+    out: &'a mpsc::Sender<Result<Encoded, ExportError>>,
+    current: Option<Part>,
+    /// Whether any part was started (an empty result is still one, empty, file).
+    started: bool,
+}
+
+/// `Ok(None)` when the reader went away.
+type Flow = Result<Option<()>, ExportError>;
+
+fn run(
+    columns: &[(String, ColumnType)],
+    limits: PartLimits,
+    mut input: mpsc::Receiver<Option<Bytes>>,
+    out: &mpsc::Sender<Result<Encoded, ExportError>>,
+) -> Flow {
+    let mut decoder = RowBinaryDecoder::new(columns, BATCH_ROWS);
+    let schema = decoder.schema();
+    let mut enc = Encoder {
+        props: properties(&schema)?,
+        schema,
+        limits,
+        out,
+        current: None,
+        started: false,
+    };
+    loop {
+        match input.blocking_recv() {
+            // The reader stopped without ending the input: an error on its side.
+            None => return Ok(None),
+            Some(None) => break,
+            Some(Some(chunk)) => {
+                let batches = decoder
+                    .push(&chunk)
+                    .map_err(|e| ExportError::Decode(e.to_string()))?;
+                for batch in batches {
+                    if enc.write(batch)?.is_none() {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+    if decoder.pending_bytes() > 0 {
+        return Err(ExportError::Truncated);
+    }
+    if let Some(batch) = decoder
+        .take_batch()
+        .map_err(|e| ExportError::Decode(e.to_string()))?
+    {
+        if enc.write(batch)?.is_none() {
+            return Ok(None);
+        }
+    }
+    if !enc.started {
+        enc.open()?;
+    }
+    enc.close()
+}
+
+impl Encoder<'_> {
+    fn send(&self, m: Encoded) -> Option<()> {
+        self.out.blocking_send(Ok(m)).ok()
+    }
+
+    fn open(&mut self) -> Result<(), ExportError> {
+        let writer = ArrowWriter::try_new(
+            Vec::with_capacity(OUT_CHUNK),
+            self.schema.clone(),
+            Some(self.props.clone()),
+        )
+        .map_err(parquet_error)?;
+        self.current = Some(Part { writer, rows: 0 });
+        self.started = true;
+        Ok(())
+    }
+
+    /// Hands the encoded bytes so far to the reader once there are enough of them.
+    fn drain(&mut self, at_least: usize) -> Option<()> {
+        let part = self.current.as_mut()?;
+        let buf = part.writer.inner_mut();
+        if buf.is_empty() || buf.len() < at_least {
+            return Some(());
+        }
+        // The writer counts its own offsets; taking what it wrote is safe.
+        let bytes = Bytes::from(std::mem::replace(buf, Vec::with_capacity(OUT_CHUNK)));
+        self.send(Encoded::Data { bytes })
+    }
+
+    fn write(&mut self, mut batch: RecordBatch) -> Flow {
+        while batch.num_rows() > 0 {
+            if self.current.is_none() {
+                self.open()?;
+            }
+            let Some(part) = self.current.as_mut() else {
+                continue;
+            };
+            let room = usize::try_from(self.limits.max_rows - part.rows).unwrap_or(usize::MAX);
+            let take = room.min(batch.num_rows());
+            part.writer
+                .write(&batch.slice(0, take))
+                .map_err(parquet_error)?;
+            if part.writer.in_progress_size() >= ROW_GROUP_BYTES {
+                part.writer.flush().map_err(parquet_error)?;
+            }
+            part.rows += take as u64;
+            let size = (part.writer.bytes_written() + part.writer.in_progress_size()) as u64;
+            let full = part.rows >= self.limits.max_rows || size >= self.limits.max_bytes;
+            batch = batch.slice(take, batch.num_rows() - take);
+            if self.send(Encoded::Rows(take as u64)).is_none() || self.drain(OUT_CHUNK).is_none() {
+                return Ok(None);
+            }
+            if full && self.close()?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    }
+
+    /// Writes the footer of the current part and reports it complete.
+    fn close(&mut self) -> Flow {
+        let Some(part) = self.current.take() else {
+            return Ok(Some(()));
+        };
+        let rows = part.rows;
+        let bytes = Bytes::from(part.writer.into_inner().map_err(parquet_error)?);
+        if !bytes.is_empty() && self.send(Encoded::Data { bytes }).is_none() {
+            return Ok(None);
+        }
+        Ok(self.send(Encoded::PartEnd { rows }))
+    }
+}
+
+fn parquet_error(e: parquet::errors::ParquetError) -> ExportError {
+    ExportError::Files(format!("parquet: {e}"))
+}
