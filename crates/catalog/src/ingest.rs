@@ -11,6 +11,9 @@ use serde_json::{Map, Value as Json};
 use crate::schema::{Field, Slice, TENANT_COLUMN};
 use crate::value::Value;
 
+mod encoder;
+pub use encoder::{LineEncoder, LineInfo, HEAD};
+
 /// Why a record was rejected: the member (when one is to blame) and a sentence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LineError {

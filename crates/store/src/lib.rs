@@ -18,7 +18,7 @@ pub mod inserter;
 mod observe;
 pub mod query;
 pub mod retention;
-pub mod rowbinary;
+pub use logport_catalog::rowbinary;
 pub mod sql;
 
 use std::sync::Arc;

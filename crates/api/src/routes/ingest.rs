@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use logport_catalog::ingest::{parse_line, row_from_csv, CsvHeader, Row, RowContext};
+use logport_catalog::ingest::{row_from_csv, CsvHeader, LineEncoder, Row, RowContext};
 use logport_catalog::{time, Slice, Value};
 use logport_store::{Batch, Store, SubmitError};
 use serde::Deserialize;
@@ -328,9 +328,9 @@ struct Marker {
 }
 
 impl Marker {
-    fn of(row: &Row) -> Option<Marker> {
+    fn of(head: &[Value]) -> Option<Marker> {
         // Common fields come first in catalog order: app_id, event_id, event_time.
-        match (row.values.first(), row.values.get(1), row.values.get(2)) {
+        match (head.first(), head.get(1), head.get(2)) {
             (Some(Value::UInt(app_id)), Some(Value::Uuid(event_id)), Some(Value::DateTime(t))) => {
                 Some(Marker {
                     app_id: *app_id,
@@ -400,39 +400,47 @@ impl Encoded {
     ) -> Result<(), ApiError> {
         match parsed {
             Ok(row) => {
-                // Common fields come first in catalog order: app_id is the first value.
-                let app = match row.values.first() {
-                    Some(Value::UInt(a)) => *a,
-                    _ => 0,
-                };
-                if let Some(allowed) = &self.allowed_apps {
-                    if !allowed.contains(&app) {
-                        // Not a bad line but a request the token may not make: nothing
-                        // of it is stored, whatever `on_error` says.
-                        return Err(ApiError::Forbidden(format!(
-                            "line {line}: this token may not write app_id {app}; it is \
-                             limited to apps {allowed:?}; nothing was stored"
-                        )));
-                    }
-                }
-                match self.first_app {
-                    None => self.first_app = Some(app),
-                    Some(first) if first != app => self.mixed_apps = true,
-                    Some(_) => {}
-                }
                 Store::encode_row(slice, tenant, &row.values, self.received_ms, out)
                     .map_err(|e| ApiError::Internal(e.to_string()))?;
-                self.all_ids_given &= row.event_id_given;
-                let marker = Marker::of(&row);
-                if self.first.is_none() {
-                    self.first = marker;
-                } else {
-                    self.last = marker;
-                }
-                self.accepted += 1;
+                self.accept(line, &row.values, row.event_id_given)
             }
-            Err(e) => self.reject(line, e.field, e.detail),
+            Err(e) => {
+                self.reject(line, e.field, e.detail);
+                Ok(())
+            }
         }
+    }
+
+    /// Counts a row already appended to the output; `head` holds its first values.
+    fn accept(&mut self, line: u64, head: &[Value], event_id_given: bool) -> Result<(), ApiError> {
+        // Common fields come first in catalog order: app_id is the first value.
+        let app = match head.first() {
+            Some(Value::UInt(a)) => *a,
+            _ => 0,
+        };
+        if let Some(allowed) = &self.allowed_apps {
+            if !allowed.contains(&app) {
+                // Not a bad line but a request the token may not make: nothing
+                // of it is stored, whatever `on_error` says.
+                return Err(ApiError::Forbidden(format!(
+                    "line {line}: this token may not write app_id {app}; it is \
+                     limited to apps {allowed:?}; nothing was stored"
+                )));
+            }
+        }
+        match self.first_app {
+            None => self.first_app = Some(app),
+            Some(first) if first != app => self.mixed_apps = true,
+            Some(_) => {}
+        }
+        self.all_ids_given &= event_id_given;
+        let marker = Marker::of(head);
+        if self.first.is_none() {
+            self.first = marker;
+        } else {
+            self.last = marker;
+        }
+        self.accepted += 1;
         Ok(())
     }
 
@@ -465,8 +473,19 @@ fn encode_ndjson(
     ctx: &RowContext<'_>,
     limits: &ApiLimits,
 ) -> Result<Encoded, ApiError> {
-    for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
-        let line = i as u64 + 1;
+    let mut lines = LineEncoder::new(slice).map_err(ApiError::Internal)?;
+    // Every row starts with the tenant and ends with the millisecond of receipt.
+    let mut prefix = Vec::with_capacity(tenant.len() + 2);
+    logport_catalog::rowbinary::write_varint(&mut prefix, tenant.len() as u64);
+    prefix.extend_from_slice(tenant.as_bytes());
+    let suffix = enc.received_ms.min(999).to_le_bytes();
+    let mut start = 0;
+    let mut line = 0u64;
+    while start <= body.len() {
+        let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
+        let raw = &body[start..end];
+        start = end + 1;
+        line += 1;
         let text = raw.strip_suffix(b"\r").unwrap_or(raw);
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -483,13 +502,10 @@ fn encode_ndjson(
             continue;
         }
         enc.check_room(limits)?;
-        enc.take(
-            slice,
-            tenant,
-            line,
-            parse_line(slice, text, ctx, line),
-            &mut out,
-        )?;
+        match lines.encode(text, ctx, line, &prefix, &suffix, &mut out) {
+            Ok(info) => enc.accept(line, &info.head, info.event_id_given)?,
+            Err(e) => enc.reject(line, e.field, e.detail),
+        }
     }
     Ok(enc.finish(out))
 }

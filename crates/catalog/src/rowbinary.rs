@@ -3,10 +3,10 @@
 //! Ingest sends rows as RowBinary rather than re-serialised JSON: the catalog already
 //! knows every column's type, the encoding is a handful of little-endian writes per
 //! value, and the server skips text parsing entirely. Values arrive here already
-//! checked by `logport_catalog::Value::from_json`, so a mismatch is a bug, reported
-//! as an error rather than a panic.
+//! checked by [`Value::from_scalar`], so a mismatch is a bug, reported as an error
+//! rather than a panic.
 
-use logport_catalog::{ColumnType, Value};
+use crate::{ColumnType, Value};
 
 pub fn write_value(out: &mut Vec<u8>, ty: &ColumnType, v: &Value) -> Result<(), String> {
     if let ColumnType::Nullable(inner) = ty {
@@ -47,7 +47,7 @@ pub fn write_value(out: &mut Vec<u8>, ty: &ColumnType, v: &Value) -> Result<(), 
     Ok(())
 }
 
-fn write_varint(out: &mut Vec<u8>, mut n: u64) {
+pub fn write_varint(out: &mut Vec<u8>, mut n: u64) {
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;
