@@ -212,29 +212,51 @@ impl RowBinaryDecoder {
     /// one) and returns the batches that filled up to `batch_rows`; the rest stays
     /// buffered until [`Self::take_batch`].
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>, DecodeError> {
-        let joined;
-        let data: &[u8] = if self.carry.is_empty() {
-            chunk
-        } else {
-            let mut c = std::mem::take(&mut self.carry);
-            c.extend_from_slice(chunk);
-            joined = c;
-            &joined
-        };
         let mut batches = Vec::new();
-        let mut pos = 0;
-        while let Some(n) = row_len(&self.types, &data[pos..]) {
-            let mut row = &data[pos..pos + n];
-            for (ty, b) in self.types.iter().zip(self.builders.iter_mut()) {
-                row = append_value(ty, b, row)?;
+        let mut chunk = chunk;
+        // Finish the row carried over from the last chunk by moving over only as many
+        // bytes as it needs (copying whole chunks behind it was most of the copying).
+        if !self.carry.is_empty() {
+            let had = self.carry.len();
+            let mut want = had.max(4096);
+            loop {
+                let step = want.min(chunk.len());
+                self.carry.extend_from_slice(&chunk[..step]);
+                if let Some(n) = row_len(&self.types, &self.carry) {
+                    // The carried bytes were not a whole row, so the row ends in `chunk`.
+                    let carry = std::mem::take(&mut self.carry);
+                    self.append_row(&carry[..n])?;
+                    chunk = &chunk[n - had..];
+                    if self.buffered_rows() >= self.batch_rows {
+                        batches.extend(self.take_batch()?);
+                    }
+                    break;
+                }
+                if step == chunk.len() {
+                    // Still not a whole row: all of it waits for the next chunk.
+                    return Ok(batches);
+                }
+                self.carry.truncate(had);
+                want *= 2;
             }
+        }
+        let mut pos = 0;
+        while let Some(n) = row_len(&self.types, &chunk[pos..]) {
+            self.append_row(&chunk[pos..pos + n])?;
             pos += n;
             if self.buffered_rows() >= self.batch_rows {
                 batches.extend(self.take_batch()?);
             }
         }
-        self.carry = data[pos..].to_vec();
+        self.carry = chunk[pos..].to_vec();
         Ok(batches)
+    }
+
+    fn append_row(&mut self, mut row: &[u8]) -> Result<(), DecodeError> {
+        for (ty, b) in self.types.iter().zip(self.builders.iter_mut()) {
+            row = append_value(ty, b, row)?;
+        }
+        Ok(())
     }
 
     /// The rows built so far as one batch (empty builders afterwards).
@@ -450,7 +472,8 @@ mod tests {
     }
 
     fn row(s: &str, n: Option<u64>, t: u32, e: i8) -> Vec<u8> {
-        let mut out = vec![s.len() as u8];
+        let mut out = Vec::new();
+        logport_catalog::rowbinary::write_varint(&mut out, s.len() as u64);
         out.extend_from_slice(s.as_bytes());
         match n {
             None => out.push(1),
@@ -493,6 +516,39 @@ mod tests {
                 "00010203-0405-0607-0809-0a0b0c0d0e0f"
             );
             assert!(d.take_batch().unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn decodes_rows_fed_in_pieces_of_any_size() {
+        let long = "y".repeat(10_000);
+        let mut data = Vec::new();
+        for i in 0..50u64 {
+            let text = if i % 7 == 0 { long.as_str() } else { "short" };
+            data.extend(row(text, (i % 3 != 0).then_some(i), i as u32, 1));
+        }
+        for piece in [1, 2, 3, 5, 17, 100, 4095, 4096, 4097, 9999, 100_000] {
+            let mut d = RowBinaryDecoder::new(&cols(), 8);
+            let mut rows = 0;
+            for c in data.chunks(piece) {
+                rows += d
+                    .push(c)
+                    .unwrap()
+                    .iter()
+                    .map(|b| b.num_rows())
+                    .sum::<usize>();
+            }
+            let last = d.take_batch().unwrap();
+            rows += last.as_ref().map_or(0, |b| b.num_rows());
+            assert_eq!((rows, d.pending_bytes()), (50, 0), "pieces of {piece}");
+            let b = last.unwrap();
+            // Rows 48 and 49 are in the last batch of 8: 48 = 6 × 8.
+            let n = b.column(1).as_primitive::<UInt64Type>();
+            assert!(n.is_null(0));
+            assert_eq!(n.value(1), 49);
+            // 49 = 7 × 7: the long one.
+            assert_eq!(b.column(0).as_string::<i32>().value(1).len(), 10_000);
+            assert_eq!(b.column(0).as_string::<i32>().value(0), "short");
         }
     }
 

@@ -21,7 +21,7 @@ use crate::columnar::{RowBinaryDecoder, DICTIONARY_HINT};
 use crate::ExportError;
 
 /// Rows per Arrow batch.
-const BATCH_ROWS: usize = 64 * 1024;
+const BATCH_ROWS: usize = 16 * 1024;
 /// Rows per Parquet row group (a row group is what a Parquet writer holds in memory,
 /// once per parallel reader).
 const ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -29,6 +29,11 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 const ROW_GROUP_BYTES: usize = 32 << 20;
 /// Encoded bytes handed to the upload at a time.
 const OUT_CHUNK: usize = 1 << 20;
+/// About how many bytes of ClickHouse's chunks the reader hands over at once.
+pub const GROUP_BYTES: usize = 256 << 10;
+
+/// Chunks of ClickHouse's output for the encoder; `true` with the last of them.
+pub type Input = (Vec<Bytes>, bool);
 
 /// What the encoder thread reports, in order.
 pub enum Encoded {
@@ -51,17 +56,18 @@ pub struct PartLimits {
     pub max_bytes: u64,
 }
 
-/// Starts the encoder of one reader: send it ClickHouse's RowBinary chunks (`None`
-/// ends the input); receive [`Encoded`] messages. Dropping either end stops it.
+/// Starts the encoder of one reader: send it groups of ClickHouse's RowBinary chunks
+/// (`true` with the last group); receive [`Encoded`] messages. Dropping either end
+/// stops it.
 pub fn spawn(
     columns: Vec<(String, ColumnType)>,
     limits: PartLimits,
 ) -> (
-    mpsc::Sender<Option<Bytes>>,
+    mpsc::Sender<Input>,
     mpsc::Receiver<Result<Encoded, ExportError>>,
 ) {
-    let (in_tx, in_rx) = mpsc::channel(4);
-    let (out_tx, out_rx) = mpsc::channel(4);
+    let (in_tx, in_rx) = mpsc::channel(2);
+    let (out_tx, out_rx) = mpsc::channel(2);
     tokio::task::spawn_blocking(move || {
         let result = run(&columns, limits, in_rx, &out_tx);
         // A closed output means the reader gave up; nobody is left to tell.
@@ -87,9 +93,13 @@ pub fn properties(schema: &SchemaRef) -> Result<WriterProperties, ExportError> {
         .set_dictionary_enabled(false)
         .set_created_by(format!("logport {}", env!("CARGO_PKG_VERSION")));
     for field in schema.fields() {
+        let path = || ColumnPath::from(field.name().as_str());
         if field.metadata().contains_key(DICTIONARY_HINT) {
-            props =
-                props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+            props = props.set_column_dictionary_enabled(path(), true);
+        } else if field.data_type() == &arrow_schema::DataType::Utf8 {
+            // Min/max of ids, IPs and URLs prune nothing and cost a comparison per
+            // value; times, numbers and low-cardinality strings keep theirs.
+            props = props.set_column_statistics_enabled(path(), EnabledStatistics::None);
         }
     }
     Ok(props.build())
@@ -117,7 +127,7 @@ type Flow = Result<Option<()>, ExportError>;
 fn run(
     columns: &[(String, ColumnType)],
     limits: PartLimits,
-    mut input: mpsc::Receiver<Option<Bytes>>,
+    mut input: mpsc::Receiver<Input>,
     out: &mpsc::Sender<Result<Encoded, ExportError>>,
 ) -> Flow {
     let mut decoder = RowBinaryDecoder::new(columns, BATCH_ROWS);
@@ -131,20 +141,22 @@ fn run(
         started: false,
     };
     loop {
-        match input.blocking_recv() {
-            // The reader stopped without ending the input: an error on its side.
-            None => return Ok(None),
-            Some(None) => break,
-            Some(Some(chunk)) => {
-                let batches = decoder
-                    .push(&chunk)
-                    .map_err(|e| ExportError::Decode(e.to_string()))?;
-                for batch in batches {
-                    if enc.write(batch)?.is_none() {
-                        return Ok(None);
-                    }
+        // `None`: the reader stopped without ending the input, an error on its side.
+        let Some((chunks, last)) = input.blocking_recv() else {
+            return Ok(None);
+        };
+        for chunk in chunks {
+            let batches = decoder
+                .push(&chunk)
+                .map_err(|e| ExportError::Decode(e.to_string()))?;
+            for batch in batches {
+                if enc.write(batch)?.is_none() {
+                    return Ok(None);
                 }
             }
+        }
+        if last {
+            break;
         }
     }
     if decoder.pending_bytes() > 0 {

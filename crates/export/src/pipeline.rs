@@ -529,8 +529,12 @@ impl Exporter {
         let attempt = sink.attempt;
         let mut current: Option<(u32, String, Upload)> = None;
         let mut total = 0u64;
-        // The next chunk for the encoder; `Some(None)` ends its input.
-        let mut pending: Option<Option<Bytes>> = None;
+        // Chunks go to the encoder in groups of about `encoder::GROUP_BYTES`, so the
+        // thread wakes once per group rather than once per network read.
+        let mut group: Vec<Bytes> = Vec::new();
+        let mut group_bytes = 0;
+        // A group ready to send, and whether it ends the input.
+        let mut ready: Option<(Vec<Bytes>, bool)> = None;
         let mut input_done = false;
         let result: Result<(), ExportError> = async {
             loop {
@@ -573,25 +577,31 @@ impl Exporter {
                             ))
                         }
                     },
-                    permit = input.reserve(), if pending.is_some() => {
-                        permit
-                            .map_err(|_| {
-                                ExportError::Files("the Parquet encoder stopped unexpectedly".into())
-                            })?
-                            .send(pending.take().flatten());
+                    permit = input.reserve(), if ready.is_some() => {
+                        let permit = permit.map_err(|_| {
+                            ExportError::Files("the Parquet encoder stopped unexpectedly".into())
+                        })?;
+                        if let Some(message) = ready.take() {
+                            permit.send(message);
+                        }
                     }
-                    chunk = stream.next(), if pending.is_none() && !input_done => {
+                    chunk = stream.next(), if ready.is_none() && !input_done => {
                         match chunk? {
                             Some(chunk) => {
                                 attempt
                                     .counters
                                     .bytes
                                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                                pending = Some(Some(chunk));
+                                group_bytes += chunk.len();
+                                group.push(chunk);
+                                if group_bytes >= encoder::GROUP_BYTES {
+                                    ready = Some((std::mem::take(&mut group), false));
+                                    group_bytes = 0;
+                                }
                             }
                             None => {
                                 input_done = true;
-                                pending = Some(None);
+                                ready = Some((std::mem::take(&mut group), true));
                             }
                         }
                     }

@@ -55,21 +55,20 @@ impl Scanner {
         let mut pos = 0usize;
         while pos < buf.len() && records < max_records {
             let rest = &buf[pos..];
-            let hit = match self.framing {
-                Framing::Lines => memchr::memchr(b'\n', rest),
-                Framing::Csv if self.in_quotes => memchr::memchr(b'"', rest),
-                Framing::Csv => memchr::memchr2(b'"', b'\n', rest),
-            };
-            let Some(i) = hit else {
+            // One search per line; in CSV the quotes before the newline decide
+            // whether it ends the record (an odd count flips the state). Counting
+            // bytes vectorises, where stopping at every quote did not.
+            let Some(i) = memchr::memchr(b'\n', rest) else {
+                self.flip_quotes(rest);
                 self.note(rest);
                 pos = buf.len();
                 break;
             };
-            self.note(&rest[..=i]);
+            let line = &rest[..=i];
+            self.flip_quotes(line);
+            self.note(line);
             pos += i + 1;
-            if rest[i] == b'"' {
-                self.in_quotes = !self.in_quotes;
-            } else {
+            if !self.in_quotes {
                 records += 1;
                 self.record_start = self.total;
                 self.head.clear();
@@ -77,6 +76,13 @@ impl Scanner {
         }
         self.keep_tail(&buf[..pos]);
         (pos, records)
+    }
+
+    fn flip_quotes(&mut self, bytes: &[u8]) {
+        if self.framing == Framing::Csv {
+            let quotes = bytes.iter().filter(|&&b| b == b'"').count();
+            self.in_quotes ^= quotes % 2 == 1;
+        }
     }
 
     fn note(&mut self, bytes: &[u8]) {

@@ -15,11 +15,6 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Settings};
 
-/// The ingest path allocates a little for every value of every line; with glibc's
-/// allocator that was about a sixth of the server's CPU in the ingest benchmark.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "logport",
