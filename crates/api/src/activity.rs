@@ -146,14 +146,13 @@ pub async fn write(
         let parsed = row_from_object(slice, &obj, &ctx, 1).map_err(|e| {
             WriteError::Unfit(format!("{}: {}", e.field.unwrap_or_default(), e.detail))
         })?;
-        Store::encode_row(
-            slice,
-            tenant,
-            &parsed.values,
-            now_ms.rem_euclid(1000) as u16,
-            &mut data,
-        )
-        .map_err(|e| WriteError::Unfit(e.to_string()))?;
+        // A block per row: the tenant is a block's constant (activity rows are few).
+        let mut block = Store::block(slice, tenant, now_ms.rem_euclid(1000) as u16)
+            .map_err(|e| WriteError::Unfit(e.to_string()))?;
+        block
+            .push_row(slice, &parsed.values)
+            .map_err(WriteError::Unfit)?;
+        block.write(&mut data);
         count += 1;
     }
     if count == 0 {
@@ -265,8 +264,10 @@ mod tests {
         let parsed = row_from_object(slice, value.as_object().unwrap(), &ctx, 1).unwrap();
         assert_eq!(parsed.values.len(), slice.fields.len());
         assert!(parsed.event_id_given);
+        let mut block = Store::block(slice, "acme", 5).unwrap();
+        block.push_row(slice, &parsed.values).unwrap();
         let mut out = Vec::new();
-        Store::encode_row(slice, "acme", &parsed.values, 5, &mut out).unwrap();
+        block.write(&mut out);
         assert!(!out.is_empty());
         for action in ["created", "updated", "deleted", "imported"] {
             let e = Entry {

@@ -3,6 +3,7 @@
 //! values and export requests against it. No I/O beyond reading schema files.
 
 pub mod ingest;
+pub mod native;
 pub mod rowbinary;
 pub mod schema;
 pub mod spec;

@@ -51,7 +51,7 @@ impl Default for InserterConfig {
     }
 }
 
-/// One request's rows, already RowBinary-encoded by [`Store::encode_row`].
+/// One request's rows: Native blocks written by [`Store::block`].
 pub struct Batch {
     pub data: Bytes,
     pub rows: u64,
@@ -98,7 +98,7 @@ impl Inserter {
         }
         if batch.data.len() >= self.cfg.max_bytes / 2 || batch.rows >= self.cfg.max_rows / 2 {
             let rows = batch.rows;
-            let result = self.store.insert_rowbinary(slice, batch.data).await;
+            let result = self.store.insert_native(slice, batch.data).await;
             count_insert(&slice.name, 1, rows, &result);
             result?;
             return Ok(());
@@ -186,7 +186,7 @@ async fn collect(
             for p in &group {
                 data.extend_from_slice(&p.batch.data);
             }
-            let result = store.insert_rowbinary(&slice, data.freeze()).await;
+            let result = store.insert_native(&slice, data.freeze()).await;
             count_insert(&slice.name, group.len() as u64, rows, &result);
             if let Err(e) = &result {
                 tracing::warn!(slice = %slice.name, requests = group.len(), rows, error = %e, "coalesced insert failed");

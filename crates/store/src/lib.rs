@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use logport_catalog::native::NativeBlock;
 use logport_catalog::{Catalog, ColumnType, Partition, Value, TENANT_COLUMN};
 use serde::Deserialize;
 
@@ -687,35 +688,32 @@ impl Store {
         Ok(())
     }
 
-    /// Appends one validated row (values in the slice's field order) for a tenant to
-    /// a RowBinary buffer, the form [`Store::insert_rowbinary`] sends.
-    /// `received_ms` is the millisecond within the row's `received_time` second.
-    pub fn encode_row(
-        slice: &Slice,
-        tenant: &str,
-        row: &[Value],
-        received_ms: u16,
-        out: &mut Vec<u8>,
-    ) -> Result<(), StoreError> {
-        if row.len() != slice.fields.len() {
-            return Err(StoreError::Client(format!(
-                "row has {} values for {} fields",
-                row.len(),
-                slice.fields.len()
-            )));
-        }
-        rowbinary::write_value(out, &ColumnType::String, &Value::Str(tenant.into()))
-            .map_err(StoreError::Client)?;
-        for (field, v) in slice.fields.iter().zip(row) {
-            rowbinary::write_value(out, &field.ty, v).map_err(StoreError::Client)?;
-        }
-        out.extend_from_slice(&received_ms.min(999).to_le_bytes());
-        Ok(())
+    /// An empty block of a tenant's rows of `slice`, the form [`Store::insert_native`]
+    /// sends: the tenant column, the fields, and `received_ms`, the millisecond within
+    /// the rows' `received_time` second.
+    pub fn block(slice: &Slice, tenant: &str, received_ms: u16) -> Result<NativeBlock, StoreError> {
+        NativeBlock::for_slice(slice)
+            .and_then(|b| {
+                b.with_first(
+                    TENANT_COLUMN,
+                    &ColumnType::String,
+                    &Value::Str(tenant.into()),
+                )
+            })
+            .and_then(|b| {
+                b.with_last(
+                    RECEIVED_MS_COLUMN,
+                    &ColumnType::UInt16,
+                    &Value::UInt(u64::from(received_ms.min(999))),
+                )
+            })
+            .map_err(StoreError::Client)
     }
 
-    /// Sends rows encoded by [`Store::encode_row`] as one INSERT. Returns once the
-    /// server has committed them; one INSERT into one partition is atomic.
-    pub async fn insert_rowbinary(&self, slice: &Slice, data: Bytes) -> Result<(), StoreError> {
+    /// Sends blocks written by [`Store::block`] (one or several, back to back) as one
+    /// INSERT. Returns once the server has committed them; one INSERT into one
+    /// partition is atomic.
+    pub async fn insert_native(&self, slice: &Slice, data: Bytes) -> Result<(), StoreError> {
         if data.is_empty() {
             return Ok(());
         }
@@ -723,7 +721,7 @@ impl Store {
         columns.extend(slice.fields.iter().map(|f| ident(&f.name)));
         columns.push(ident(RECEIVED_MS_COLUMN));
         let sql = format!(
-            "INSERT INTO {} ({}) FORMAT RowBinary",
+            "INSERT INTO {} ({}) FORMAT Native",
             self.table(&slice.name),
             columns.join(", ")
         );

@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use logport_catalog::ingest::{row_from_csv, CsvHeader, LineEncoder, Row, RowContext};
+use logport_catalog::native::NativeBlock;
 use logport_catalog::{time, Slice, Value};
 use logport_store::{Batch, Store, SubmitError};
 use serde::Deserialize;
@@ -185,12 +186,15 @@ pub async fn ingest(
             received_time: received,
             id_seed: seed.as_deref().map(str::as_bytes),
         };
-        let mut enc = Encoded::new(body.len(), received_ms);
-        enc.0.allowed_apps = apps;
+        let mut enc = Encoded::new();
+        enc.allowed_apps = apps;
+        let mut block = Store::block(&slice_for_parse, &tenant, received_ms)?;
+        block.reserve(body.len());
+        let enc = (enc, block);
         if csv {
-            encode_csv(enc, &slice_for_parse, &tenant, &body, &ctx, &limits)
+            encode_csv(enc, &slice_for_parse, &body, &ctx, &limits)
         } else {
-            encode_ndjson(enc, &slice_for_parse, &tenant, &body, &ctx, &limits)
+            encode_ndjson(enc, &slice_for_parse, &body, &ctx, &limits)
         }
     })
     .await
@@ -351,8 +355,6 @@ struct Encoded {
     first: Option<Marker>,
     last: Option<Marker>,
     all_ids_given: bool,
-    /// The millisecond of the request's receipt within its second.
-    received_ms: u16,
     /// The apps the token may write (`None`: any).
     allowed_apps: Option<Vec<u64>>,
     /// The app of the first accepted row, and whether others differ.
@@ -361,23 +363,19 @@ struct Encoded {
 }
 
 impl Encoded {
-    fn new(capacity: usize, received_ms: u16) -> (Encoded, Vec<u8>) {
-        (
-            Encoded {
-                data: Bytes::new(),
-                accepted: 0,
-                rejected: 0,
-                errors: Vec::new(),
-                first: None,
-                last: None,
-                all_ids_given: true,
-                received_ms,
-                allowed_apps: None,
-                first_app: None,
-                mixed_apps: false,
-            },
-            Vec::with_capacity(capacity),
-        )
+    fn new() -> Encoded {
+        Encoded {
+            data: Bytes::new(),
+            accepted: 0,
+            rejected: 0,
+            errors: Vec::new(),
+            first: None,
+            last: None,
+            all_ids_given: true,
+            allowed_apps: None,
+            first_app: None,
+            mixed_apps: false,
+        }
     }
 
     fn check_room(&self, limits: &ApiLimits) -> Result<(), ApiError> {
@@ -393,15 +391,15 @@ impl Encoded {
     fn take(
         &mut self,
         slice: &Slice,
-        tenant: &str,
         line: u64,
         parsed: Result<Row, logport_catalog::ingest::LineError>,
-        out: &mut Vec<u8>,
+        block: &mut NativeBlock,
     ) -> Result<(), ApiError> {
         match parsed {
             Ok(row) => {
-                Store::encode_row(slice, tenant, &row.values, self.received_ms, out)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                block
+                    .push_row(slice, &row.values)
+                    .map_err(ApiError::Internal)?;
                 self.accept(line, &row.values, row.event_id_given)
             }
             Err(e) => {
@@ -455,7 +453,9 @@ impl Encoded {
         }
     }
 
-    fn finish(mut self, out: Vec<u8>) -> Encoded {
+    fn finish(mut self, block: NativeBlock) -> Encoded {
+        let mut out = Vec::new();
+        block.write(&mut out);
         self.data = Bytes::from(out);
         if self.last.is_none() {
             // A single row is both first and last.
@@ -466,19 +466,13 @@ impl Encoded {
 }
 
 fn encode_ndjson(
-    (mut enc, mut out): (Encoded, Vec<u8>),
+    (mut enc, mut block): (Encoded, NativeBlock),
     slice: &Slice,
-    tenant: &str,
     body: &[u8],
     ctx: &RowContext<'_>,
     limits: &ApiLimits,
 ) -> Result<Encoded, ApiError> {
     let mut lines = LineEncoder::new(slice).map_err(ApiError::Internal)?;
-    // Every row starts with the tenant and ends with the millisecond of receipt.
-    let mut prefix = Vec::with_capacity(tenant.len() + 2);
-    logport_catalog::rowbinary::write_varint(&mut prefix, tenant.len() as u64);
-    prefix.extend_from_slice(tenant.as_bytes());
-    let suffix = enc.received_ms.min(999).to_le_bytes();
     let mut start = 0;
     let mut line = 0u64;
     while start <= body.len() {
@@ -502,18 +496,17 @@ fn encode_ndjson(
             continue;
         }
         enc.check_room(limits)?;
-        match lines.encode(text, ctx, line, &prefix, &suffix, &mut out) {
+        match lines.encode(text, ctx, line, &mut block) {
             Ok(info) => enc.accept(line, &info.head, info.event_id_given)?,
             Err(e) => enc.reject(line, e.field, e.detail),
         }
     }
-    Ok(enc.finish(out))
+    Ok(enc.finish(block))
 }
 
 fn encode_csv(
-    (mut enc, mut out): (Encoded, Vec<u8>),
+    (mut enc, mut block): (Encoded, NativeBlock),
     slice: &Slice,
-    tenant: &str,
     body: &[u8],
     ctx: &RowContext<'_>,
     limits: &ApiLimits,
@@ -575,7 +568,7 @@ fn encode_csv(
         }
         enc.check_room(limits)?;
         let parsed = row_from_csv(slice, h, &values, ctx, line);
-        enc.take(slice, tenant, line, parsed, &mut out)?;
+        enc.take(slice, line, parsed, &mut block)?;
     }
-    Ok(enc.finish(out))
+    Ok(enc.finish(block))
 }
