@@ -156,6 +156,17 @@ def main():
         ingest_ratio = base_ingest / secs
 
         # --- exports -------------------------------------------------------------------
+        # A fresh process, so the exports' peak RSS is theirs, not what the allocator
+        # kept from ingest.
+        server.terminate()
+        server.wait(timeout=60)
+        server = subprocess.Popen([a.bin, "serve"], env=env)
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
         where = "tenant_id = 'bench'"
         sel = f"SELECT {', '.join(fields)} FROM bench_logport.clicks WHERE {where}"
         baselines = {}

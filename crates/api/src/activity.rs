@@ -152,7 +152,7 @@ pub async fn write(
         block
             .push_row(slice, &parsed.values)
             .map_err(WriteError::Unfit)?;
-        block.write(&mut data);
+        data.extend(block.into_chunks());
         count += 1;
     }
     if count == 0 {
@@ -162,7 +162,7 @@ pub async fn write(
         .insert(
             slice,
             Batch {
-                data: data.into(),
+                data,
                 rows: count,
                 day: received / 86_400,
             },

@@ -10,6 +10,8 @@
 //! default where NULL). `LowCardinality(String)` columns are declared `String`:
 //! ClickHouse converts them on insert (servers that predate the type store `String`).
 
+use bytes::Bytes;
+
 use crate::rowbinary::{write_value, write_varint};
 use crate::schema::Slice;
 use crate::types::ColumnType;
@@ -48,6 +50,13 @@ fn native_type(ty: &ColumnType) -> String {
         ColumnType::LowCardinalityString => "String".to_string(),
         ColumnType::Nullable(inner) => format!("Nullable({})", native_type(inner)),
         other => other.to_string(),
+    }
+}
+
+fn column_header(out: &mut Vec<u8>, name: &str, type_name: &str) {
+    for s in [name, type_name] {
+        write_varint(out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
     }
 }
 
@@ -163,18 +172,49 @@ impl NativeBlock {
         Ok(())
     }
 
+    /// The block in Native format as pieces to send one after the other, without
+    /// copying the columns into one buffer; none when it has no rows.
+    pub fn into_chunks(self) -> Vec<Bytes> {
+        if self.rows == 0 {
+            return Vec::new();
+        }
+        let rows = self.rows;
+        let mut chunks = Vec::with_capacity(2 * self.columns.len() + 2);
+        let mut head = Vec::new();
+        write_varint(
+            &mut head,
+            (self.first.len() + self.columns.len() + self.last.len()) as u64,
+        );
+        write_varint(&mut head, rows as u64);
+        let constants = |head: &mut Vec<u8>, ks: &[Constant]| {
+            for k in ks {
+                column_header(head, &k.name, &k.type_name);
+                head.reserve(k.value.len() * rows);
+                for _ in 0..rows {
+                    head.extend_from_slice(&k.value);
+                }
+            }
+        };
+        constants(&mut head, &self.first);
+        for c in self.columns {
+            column_header(&mut head, &c.name, &c.type_name);
+            head.extend_from_slice(&c.nulls);
+            chunks.push(Bytes::from(std::mem::take(&mut head)));
+            chunks.push(Bytes::from(c.data));
+        }
+        constants(&mut head, &self.last);
+        chunks.push(Bytes::from(head));
+        chunks.retain(|c| !c.is_empty());
+        chunks
+    }
+
     /// The block in Native format; empty when it has no rows.
     pub fn write(&self, out: &mut Vec<u8>) {
         if self.rows == 0 {
             return;
         }
         let rows = self.rows;
-        let header = |out: &mut Vec<u8>, name: &str, type_name: &str| {
-            for s in [name, type_name] {
-                write_varint(out, s.len() as u64);
-                out.extend_from_slice(s.as_bytes());
-            }
-        };
+        let header = column_header;
         let size: usize = self
             .columns
             .iter()
@@ -305,6 +345,8 @@ default = true
         }
         head(&mut want, "ms", "UInt16");
         want.extend_from_slice(&[7, 0, 7, 0]);
+        let chunks: Vec<u8> = block.into_chunks().concat();
+        assert_eq!(chunks, want, "the pieces make the same block");
         assert_eq!(out, want);
     }
 }

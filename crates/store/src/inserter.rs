@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::{Store, StoreError};
@@ -53,10 +53,22 @@ impl Default for InserterConfig {
 
 /// One request's rows: Native blocks written by [`Store::block`].
 pub struct Batch {
-    pub data: Bytes,
+    /// Pieces sent back to back ([`crate::NativeBlock::into_chunks`]).
+    pub data: Vec<Bytes>,
     pub rows: u64,
     /// Day (Unix days) of the rows' `received_time`: a batch never mixes days.
     pub day: u32,
+}
+
+impl Batch {
+    /// Bytes of the batch.
+    pub fn len(&self) -> usize {
+        self.data.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.iter().all(Bytes::is_empty)
+    }
 }
 
 struct Pending {
@@ -96,7 +108,7 @@ impl Inserter {
         if batch.rows == 0 {
             return Ok(());
         }
-        if batch.data.len() >= self.cfg.max_bytes / 2 || batch.rows >= self.cfg.max_rows / 2 {
+        if batch.len() >= self.cfg.max_bytes / 2 || batch.rows >= self.cfg.max_rows / 2 {
             let rows = batch.rows;
             let result = self.store.insert_native(slice, batch.data).await;
             count_insert(&slice.name, 1, rows, &result);
@@ -156,7 +168,7 @@ async fn collect(
         };
         let deadline = tokio::time::Instant::now() + cfg.max_wait;
         let day = first.batch.day;
-        let mut bytes = first.batch.data.len();
+        let mut bytes = first.batch.len();
         let mut rows = first.batch.rows;
         let mut group = vec![first];
         while bytes < cfg.max_bytes && rows < cfg.max_rows {
@@ -166,13 +178,13 @@ async fn collect(
             };
             let Some(p) = next else { break };
             let fits = p.batch.day == day
-                && bytes + p.batch.data.len() <= cfg.max_bytes
+                && bytes + p.batch.len() <= cfg.max_bytes
                 && rows + p.batch.rows <= cfg.max_rows;
             if !fits {
                 carry = Some(p);
                 break;
             }
-            bytes += p.batch.data.len();
+            bytes += p.batch.len();
             rows += p.batch.rows;
             group.push(p);
         }
@@ -182,11 +194,12 @@ async fn collect(
         let store = store.clone();
         let slice = slice.clone();
         tokio::spawn(async move {
-            let mut data = BytesMut::with_capacity(bytes);
-            for p in &group {
-                data.extend_from_slice(&p.batch.data);
-            }
-            let result = store.insert_native(&slice, data.freeze()).await;
+            // Blocks follow one another in one INSERT; nothing is copied.
+            let data: Vec<Bytes> = group
+                .iter()
+                .flat_map(|p| p.batch.data.iter().cloned())
+                .collect();
+            let result = store.insert_native(&slice, data).await;
             count_insert(&slice.name, group.len() as u64, rows, &result);
             if let Err(e) = &result {
                 tracing::warn!(slice = %slice.name, requests = group.len(), rows, error = %e, "coalesced insert failed");

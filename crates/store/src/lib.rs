@@ -713,8 +713,8 @@ impl Store {
     /// Sends blocks written by [`Store::block`] (one or several, back to back) as one
     /// INSERT. Returns once the server has committed them; one INSERT into one
     /// partition is atomic.
-    pub async fn insert_native(&self, slice: &Slice, data: Bytes) -> Result<(), StoreError> {
-        if data.is_empty() {
+    pub async fn insert_native(&self, slice: &Slice, data: Vec<Bytes>) -> Result<(), StoreError> {
+        if data.iter().all(Bytes::is_empty) {
             return Ok(());
         }
         let mut columns = vec![ident(TENANT_COLUMN)];
@@ -731,7 +731,7 @@ impl Store {
         r
     }
 
-    async fn send_insert(&self, sql: String, data: Bytes) -> Result<(), StoreError> {
+    async fn send_insert(&self, sql: String, data: Vec<Bytes>) -> Result<(), StoreError> {
         let mut insert = self.client.insert_formatted_with(sql);
         if self.cluster.is_some() {
             // The answer comes once every shard has committed its rows, not when the
@@ -739,10 +739,11 @@ impl Store {
             insert = insert.with_setting("insert_distributed_sync", "1");
         }
         const CHUNK: usize = 1 << 20;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let chunk = rest.split_to(rest.len().min(CHUNK));
-            insert.send(chunk).await?;
+        for mut rest in data {
+            while !rest.is_empty() {
+                let chunk = rest.split_to(rest.len().min(CHUNK));
+                insert.send(chunk).await?;
+            }
         }
         insert.end().await?;
         Ok(())

@@ -348,7 +348,7 @@ impl Marker {
 }
 
 struct Encoded {
-    data: Bytes,
+    data: Vec<Bytes>,
     accepted: u64,
     rejected: u64,
     errors: Vec<LineProblem>,
@@ -365,7 +365,7 @@ struct Encoded {
 impl Encoded {
     fn new() -> Encoded {
         Encoded {
-            data: Bytes::new(),
+            data: Vec::new(),
             accepted: 0,
             rejected: 0,
             errors: Vec::new(),
@@ -454,9 +454,7 @@ impl Encoded {
     }
 
     fn finish(mut self, block: NativeBlock) -> Encoded {
-        let mut out = Vec::new();
-        block.write(&mut out);
-        self.data = Bytes::from(out);
+        self.data = block.into_chunks();
         if self.last.is_none() {
             // A single row is both first and last.
             self.last = self.first;
