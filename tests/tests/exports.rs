@@ -1916,6 +1916,39 @@ async fn rows_received_after_creation_in_the_same_second_are_not_exported() {
 // ---------------------------------------------------------------------------------
 
 #[tokio::test]
+async fn the_list_shows_finished_exports_with_their_parts() {
+    let svc = Service::start().await;
+    svc.ingest(
+        ACME,
+        "clicks",
+        &[json!({"app_id": 1, "event_time": format!("{DAY} 10:00:00"), "click_id": "listed"})],
+    )
+    .await;
+    let job = svc
+        .create_export(
+            ACME,
+            &json!({"slice": "clicks", "date_since": DAY, "date_until": DAY, "fields": ["click_id"]}),
+        )
+        .await;
+    let id = id_of(&job);
+    let (done, _) = finish(&svc, ACME, &id).await;
+    let list = json_answer(send(svc.get("/v1/exports", ACME)).await, 200).await;
+    let listed = list["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} is not listed: {list}"));
+    assert_eq!(listed["parts"], done["parts"], "{listed}");
+    assert_eq!(listed["progress"], done["progress"], "{listed}");
+    assert_eq!(
+        listed["parts"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+}
+
+#[tokio::test]
 async fn list_pages_newest_first_and_filters() {
     let svc = Service::start_with(Options::default().env("LOGPORT_WORKERS", "0")).await;
     let mut created = Vec::new();

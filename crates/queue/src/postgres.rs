@@ -210,7 +210,12 @@ impl JobStore for PostgresJobStore {
         .bind(&q.hidden_slices)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(job_from_row).collect()
+        // With their parts, as a single job shows them.
+        let mut jobs = Vec::with_capacity(rows.len());
+        for r in &rows {
+            jobs.push(self.with_parts(r).await?);
+        }
+        Ok(jobs)
     }
 
     async fn claim(

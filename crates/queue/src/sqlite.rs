@@ -255,7 +255,12 @@ impl JobStore for SqliteJobStore {
         .bind(i64::from(q.limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(job_from_row).collect()
+        // With their parts, as a single job shows them.
+        let mut jobs = Vec::with_capacity(rows.len());
+        for r in &rows {
+            jobs.push(self.with_parts(r).await?);
+        }
+        Ok(jobs)
     }
 
     async fn claim(
