@@ -264,7 +264,15 @@ impl RowBinaryDecoder {
         if self.buffered_rows() == 0 {
             return Ok(None);
         }
-        let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
+        // Fresh builders of full capacity: a finished Arrow builder starts over empty,
+        // and regrowing it by doubling copied every batch several times.
+        let arrays: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .zip(&self.types)
+            .map(|(b, ty)| std::mem::replace(b, Builder::for_type(ty, self.batch_rows)))
+            .map(|mut full| full.finish())
+            .collect();
         RecordBatch::try_new(Arc::clone(&self.schema), arrays)
             .map(Some)
             .map_err(|e| DecodeError(e.to_string()))
