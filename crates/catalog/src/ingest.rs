@@ -90,29 +90,58 @@ pub fn parse_line(
     };
     de.deserialize_map(visitor)
         .and_then(|()| de.end())
-        .map_err(|e| LineError {
-            field: None,
-            detail: if e.is_data() {
-                "the line must be a JSON object".to_string()
-            } else {
-                format!("not valid JSON: {e}")
-            },
-        })?;
+        .map_err(json_error)?;
     if let Some(e) = unknown {
         return Err(e);
     }
     assemble(slice, ctx, line, |i, _| given[i].take())
 }
 
-/// The streaming pieces of [`parse_line`].
+/// Why a line that serde_json could not read was rejected.
+fn json_error(e: serde_json::Error) -> LineError {
+    LineError {
+        field: None,
+        detail: if e.is_data() {
+            "the line must be a JSON object".to_string()
+        } else {
+            format!("not valid JSON: {e}")
+        },
+    }
+}
+
+/// The field a key names, or why it may not be sent.
+fn field_of_key(slice: &Slice, key: &str) -> Result<usize, LineError> {
+    // One lookup for the common case; the reasons for a refusal after.
+    match slice.field_index(key) {
+        Some(i) if slice.fields[i].name != "received_time" => Ok(i),
+        _ => Err(match check_member(slice, key) {
+            Err(e) => e,
+            Ok(()) => LineError::at(key, "unknown field"),
+        }),
+    }
+}
+
+/// Keeps the refusal of the member whose name sorts first, so a line's error does
+/// not depend on its key order.
+fn keep_first_refusal(kept: &mut Option<LineError>, e: LineError) {
+    let earlier = kept
+        .as_ref()
+        .and_then(|k| k.field.as_deref())
+        .zip(e.field.as_deref())
+        .is_some_and(|(k, name)| k <= name);
+    if !earlier {
+        *kept = Some(e);
+    }
+}
+
+/// The streaming pieces of [`parse_line`] (and of [`super::LineEncoder`]).
 mod fast {
     use std::fmt;
 
     use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-    use super::{check_member, LineError};
+    use super::{field_of_key, keep_first_refusal, LineError};
     use crate::schema::Slice;
-    use crate::types::ColumnType;
     use crate::value::{Scalar, Value};
 
     pub(super) struct LineVisitor<'a> {
@@ -130,22 +159,21 @@ mod fast {
         }
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(key) = map.next_key_seed(KeySeed { slice: self.slice })? {
+            let slice = self.slice;
+            while let Some(key) =
+                map.next_key_seed(KeySeed(|key: &str| field_of_key(slice, key)))?
+            {
                 match key {
                     Ok(i) => {
-                        let ty = &self.slice.fields[i].ty;
-                        self.given[i] = Some(map.next_value_seed(TypedSeed { ty })?);
+                        let ty = &slice.fields[i].ty;
+                        self.given[i] =
+                            Some(map.next_value_seed(ScalarSeed(|v: Scalar<'_>| {
+                                Value::from_scalar(ty, v)
+                            }))?);
                     }
-                    Err((name, e)) => {
+                    Err(e) => {
                         map.next_value::<IgnoredAny>()?;
-                        let earlier = self
-                            .unknown
-                            .as_ref()
-                            .and_then(|u| u.field.as_deref())
-                            .is_some_and(|f| f <= name.as_str());
-                        if !earlier {
-                            *self.unknown = Some(e);
-                        }
+                        keep_first_refusal(self.unknown, e);
                     }
                 }
             }
@@ -153,98 +181,84 @@ mod fast {
         }
     }
 
-    /// A key: the index of its catalog field, or why it may not be sent.
-    struct KeySeed<'a> {
-        slice: &'a Slice,
-    }
+    /// A member's key, handed to the closure.
+    pub(in crate::ingest) struct KeySeed<F>(pub F);
 
-    type KeyResult = Result<usize, (String, LineError)>;
+    impl<'de, T, F: FnOnce(&str) -> T> DeserializeSeed<'de> for KeySeed<F> {
+        type Value = T;
 
-    impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
-        type Value = KeyResult;
-
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<KeyResult, D::Error> {
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
             d.deserialize_str(self)
         }
     }
 
-    impl<'de> Visitor<'de> for KeySeed<'_> {
-        type Value = KeyResult;
+    impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for KeySeed<F> {
+        type Value = T;
 
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a field name")
         }
 
-        fn visit_str<E: de::Error>(self, key: &str) -> Result<KeyResult, E> {
-            // One lookup for the common case; the reasons for a refusal after.
-            if let Some(i) = self.slice.field_index(key) {
-                if self.slice.fields[i].name != "received_time" {
-                    return Ok(Ok(i));
-                }
-            }
-            Ok(Err(match check_member(self.slice, key) {
-                Err(e) => (key.to_string(), e),
-                Ok(()) => (key.to_string(), LineError::at(key, "unknown field")),
-            }))
+        fn visit_str<E: de::Error>(self, key: &str) -> Result<T, E> {
+            Ok((self.0)(key))
         }
     }
 
-    /// A value, checked against its field's type; the inner error is the field's.
-    struct TypedSeed<'a> {
-        ty: &'a ColumnType,
-    }
+    /// A member's value, handed to the closure as the scalar it is (arrays and
+    /// objects are read past and named).
+    pub(in crate::ingest) struct ScalarSeed<F>(pub F);
 
-    impl<'de> DeserializeSeed<'de> for TypedSeed<'_> {
-        type Value = Result<Value, String>;
+    impl<'de, T, F: FnOnce(Scalar<'_>) -> T> DeserializeSeed<'de> for ScalarSeed<F> {
+        type Value = T;
 
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
             d.deserialize_any(self)
         }
     }
 
-    impl<'de> Visitor<'de> for TypedSeed<'_> {
-        type Value = Result<Value, String>;
+    impl<'de, T, F: FnOnce(Scalar<'_>) -> T> Visitor<'de> for ScalarSeed<F> {
+        type Value = T;
 
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a JSON value")
         }
 
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            Ok(Value::from_scalar(self.ty, Scalar::Bool(v)))
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
+            Ok((self.0)(Scalar::Bool(v)))
         }
 
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Value::from_scalar(self.ty, Scalar::U64(v)))
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            Ok((self.0)(Scalar::U64(v)))
         }
 
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Value::from_scalar(self.ty, Scalar::I64(v)))
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            Ok((self.0)(Scalar::I64(v)))
         }
 
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(Value::from_scalar(self.ty, Scalar::F64(v)))
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+            Ok((self.0)(Scalar::F64(v)))
         }
 
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Value::from_scalar(self.ty, Scalar::Str(v)))
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            Ok((self.0)(Scalar::Str(v)))
         }
 
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(Value::from_scalar(self.ty, Scalar::Null))
+        fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+            Ok((self.0)(Scalar::Null))
         }
 
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        fn visit_none<E: de::Error>(self) -> Result<T, E> {
             self.visit_unit()
         }
 
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(Value::from_scalar(self.ty, Scalar::Other("an array")))
+            Ok((self.0)(Scalar::Other("an array")))
         }
 
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
             while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            Ok(Value::from_scalar(self.ty, Scalar::Other("an object")))
+            Ok((self.0)(Scalar::Other("an object")))
         }
     }
 }

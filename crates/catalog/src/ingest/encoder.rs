@@ -10,10 +10,11 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::Deserializer as _;
 
-use super::{check_member, LineError, RowContext};
+use super::fast::{KeySeed, ScalarSeed};
+use super::{field_of_key, json_error, keep_first_refusal, LineError, RowContext};
 use crate::native::NativeBlock;
 use crate::rowbinary::{write_value, write_varint};
 use crate::schema::Slice;
@@ -97,14 +98,7 @@ impl<'s> LineEncoder<'s> {
         };
         de.deserialize_map(visitor)
             .and_then(|()| de.end())
-            .map_err(|e| LineError {
-                field: None,
-                detail: if e.is_data() {
-                    "the line must be a JSON object".to_string()
-                } else {
-                    format!("not valid JSON: {e}")
-                },
-            })?;
+            .map_err(json_error)?;
         if let Some(e) = unknown {
             return Err(e);
         }
@@ -172,20 +166,13 @@ impl<'s> LineEncoder<'s> {
                 return Ok(i);
             }
         }
-        match self.slice.field_index(key) {
-            Some(i) if fields[i].name != "received_time" => {
-                if position < self.order.len() {
-                    self.order[position] = i;
-                } else if position == self.order.len() {
-                    self.order.push(i);
-                }
-                Ok(i)
-            }
-            _ => Err(match check_member(self.slice, key) {
-                Err(e) => e,
-                Ok(()) => LineError::at(key, "unknown field"),
-            }),
+        let i = field_of_key(self.slice, key)?;
+        if position < self.order.len() {
+            self.order[position] = i;
+        } else if position == self.order.len() {
+            self.order.push(i);
         }
+        Ok(i)
     }
 
     /// Encodes a member's value into the scratch buffer.
@@ -261,122 +248,22 @@ impl<'de> Visitor<'de> for LineVisitor<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut position = 0;
-        while let Some(key) = map.next_key_seed(KeySeed {
-            enc: &mut *self.enc,
-            position,
-        })? {
+        while let Some(key) = {
+            let enc = &mut *self.enc;
+            map.next_key_seed(KeySeed(|key: &str| enc.field_of(position, key)))?
+        } {
             position += 1;
             match key {
-                Ok(i) => map.next_value_seed(ValueSeed {
-                    enc: &mut *self.enc,
-                    i,
-                })?,
+                Ok(i) => {
+                    let enc = &mut *self.enc;
+                    map.next_value_seed(ScalarSeed(|v: Scalar<'_>| enc.put(i, v)))?;
+                }
                 Err(e) => {
                     map.next_value::<IgnoredAny>()?;
-                    let earlier = self
-                        .unknown
-                        .as_ref()
-                        .and_then(|u| u.field.as_deref())
-                        .zip(e.field.as_deref())
-                        .is_some_and(|(f, name)| f <= name);
-                    if !earlier {
-                        *self.unknown = Some(e);
-                    }
+                    keep_first_refusal(self.unknown, e);
                 }
             }
         }
-        Ok(())
-    }
-}
-
-struct KeySeed<'e, 's> {
-    enc: &'e mut LineEncoder<'s>,
-    position: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for KeySeed<'_, '_> {
-    type Value = Result<usize, LineError>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed<'_, '_> {
-    type Value = Result<usize, LineError>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a field name")
-    }
-
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        Ok(self.enc.field_of(self.position, key))
-    }
-}
-
-struct ValueSeed<'e, 's> {
-    enc: &'e mut LineEncoder<'s>,
-    i: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.enc.put(self.i, Scalar::Bool(v));
-        Ok(())
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.enc.put(self.i, Scalar::U64(v));
-        Ok(())
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.enc.put(self.i, Scalar::I64(v));
-        Ok(())
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.enc.put(self.i, Scalar::F64(v));
-        Ok(())
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.enc.put(self.i, Scalar::Str(v));
-        Ok(())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.enc.put(self.i, Scalar::Null);
-        Ok(())
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        self.visit_unit()
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        self.enc.put(self.i, Scalar::Other("an array"));
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        self.enc.put(self.i, Scalar::Other("an object"));
         Ok(())
     }
 }
@@ -447,9 +334,8 @@ mod tests {
                         _ => panic!("{name}: {text}: {got:?} vs {want:?}"),
                     }
                 }
-                let (mut g, mut w) = (Vec::new(), Vec::new());
-                got_block.write(&mut g);
-                want_block.write(&mut w);
+                let g = got_block.into_chunks().concat();
+                let w = want_block.into_chunks().concat();
                 if seed.is_some() {
                     // Generated ids are derived from the seed: the very same bytes.
                     assert_eq!(g, w, "{name}");
