@@ -266,9 +266,7 @@ mod tests {
         assert!(parsed.event_id_given);
         let mut block = Store::block(slice, "acme", 5).unwrap();
         block.push_row(slice, &parsed.values).unwrap();
-        let mut out = Vec::new();
-        block.write(&mut out);
-        assert!(!out.is_empty());
+        assert!(!block.into_chunks().is_empty());
         for action in ["created", "updated", "deleted", "imported"] {
             let e = Entry {
                 action,

@@ -207,47 +207,6 @@ impl NativeBlock {
         chunks.retain(|c| !c.is_empty());
         chunks
     }
-
-    /// The block in Native format; empty when it has no rows.
-    pub fn write(&self, out: &mut Vec<u8>) {
-        if self.rows == 0 {
-            return;
-        }
-        let rows = self.rows;
-        let header = column_header;
-        let size: usize = self
-            .columns
-            .iter()
-            .map(|c| c.data.len() + c.nulls.len() + 64)
-            .sum::<usize>()
-            + self
-                .first
-                .iter()
-                .chain(&self.last)
-                .map(|k| k.value.len() * rows + 64)
-                .sum::<usize>();
-        out.reserve(size);
-        write_varint(
-            out,
-            (self.first.len() + self.columns.len() + self.last.len()) as u64,
-        );
-        write_varint(out, rows as u64);
-        let constants = |out: &mut Vec<u8>, ks: &[Constant]| {
-            for k in ks {
-                header(out, &k.name, &k.type_name);
-                for _ in 0..rows {
-                    out.extend_from_slice(&k.value);
-                }
-            }
-        };
-        constants(out, &self.first);
-        for c in &self.columns {
-            header(out, &c.name, &c.type_name);
-            out.extend_from_slice(&c.nulls);
-            out.extend_from_slice(&c.data);
-        }
-        constants(out, &self.last);
-    }
 }
 
 #[cfg(test)]
@@ -299,8 +258,7 @@ default = true
             .unwrap()
             .with_last("ms", &ColumnType::UInt16, &Value::UInt(7))
             .unwrap();
-        let mut empty = Vec::new();
-        block.write(&mut empty);
+        let empty = NativeBlock::for_slice(slice).unwrap().into_chunks();
         assert!(empty.is_empty(), "no rows, no block");
         block
             .push_row(slice, &row(Value::Str("x".into()), Value::UInt(258)))
@@ -313,8 +271,6 @@ default = true
             .is_err());
         assert!(block.push_row(slice, &[Value::Null]).is_err());
         assert_eq!(block.rows(), 2);
-        let mut out = Vec::new();
-        block.write(&mut out);
         let mut want = vec![slice.fields.len() as u8 + 2, 2];
         let head = |w: &mut Vec<u8>, name: &str, ty: &str| {
             w.push(name.len() as u8);
@@ -345,8 +301,7 @@ default = true
         }
         head(&mut want, "ms", "UInt16");
         want.extend_from_slice(&[7, 0, 7, 0]);
-        let chunks: Vec<u8> = block.into_chunks().concat();
-        assert_eq!(chunks, want, "the pieces make the same block");
+        let out: Vec<u8> = block.into_chunks().concat();
         assert_eq!(out, want);
     }
 }

@@ -18,7 +18,6 @@ pub mod inserter;
 mod observe;
 pub mod query;
 pub mod retention;
-pub use logport_catalog::rowbinary;
 pub mod sql;
 
 use std::sync::Arc;
