@@ -151,6 +151,13 @@ impl Sink<'_, '_> {
         )
     }
 
+    /// The next part's number, key and upload.
+    fn open_part(&self) -> (u32, String, Upload) {
+        let (n, key) = self.next_key();
+        let upload = self.upload(&key);
+        (n, key, upload)
+    }
+
     fn upload(&self, key: &str) -> Upload {
         let mut writer =
             BufWriter::with_capacity(self.exporter.files.store(), Path::from(key), UPLOAD_BUFFER);
@@ -431,8 +438,7 @@ impl Exporter {
                     let part = match current.as_mut() {
                         Some(p) => p,
                         None => {
-                            let (n, key) = sink.next_key();
-                            let upload = sink.upload(&key);
+                            let (n, key, upload) = sink.open_part();
                             current.insert(
                                 TextPart::open(n, key, upload, plan, spec.compression).await?,
                             )
@@ -492,8 +498,7 @@ impl Exporter {
             }
             // An empty result is still one (header-only) part, so clients always get a file.
             if current.is_none() && sink.parts.is_empty() {
-                let (n, key) = sink.next_key();
-                let upload = sink.upload(&key);
+                let (n, key, upload) = sink.open_part();
                 current = Some(TextPart::open(n, key, upload, plan, spec.compression).await?);
             }
             if let Some(done) = current.take() {
@@ -536,6 +541,7 @@ impl Exporter {
         // A group ready to send, and whether it ends the input.
         let mut ready: Option<(Vec<Bytes>, bool)> = None;
         let mut input_done = false;
+        let encoder_gone = || ExportError::Files("the Parquet encoder stopped unexpectedly".into());
         let result: Result<(), ExportError> = async {
             loop {
                 tokio::select! {
@@ -545,11 +551,7 @@ impl Exporter {
                         Some(Ok(encoder::Encoded::Data { bytes })) => {
                             let upload = match current.as_mut() {
                                 Some((_, _, upload)) => upload,
-                                None => {
-                                    let (n, key) = sink.next_key();
-                                    let upload = sink.upload(&key);
-                                    &mut current.insert((n, key, upload)).2
-                                }
+                                None => &mut current.insert(sink.open_part()).2,
                             };
                             upload.put(bytes).await?;
                         }
@@ -558,29 +560,17 @@ impl Exporter {
                             attempt.counters.rows.fetch_add(n, Ordering::Relaxed);
                         }
                         Some(Ok(encoder::Encoded::PartEnd { rows })) => {
-                            let (n, key, upload) = match current.take() {
-                                Some(open) => open,
-                                None => {
-                                    let (n, key) = sink.next_key();
-                                    let upload = sink.upload(&key);
-                                    (n, key, upload)
-                                }
-                            };
+                            let (n, key, upload) =
+                                current.take().unwrap_or_else(|| sink.open_part());
                             let (bytes, sha256) = upload.finish().await?;
                             sink.record(Part { n, key, rows, bytes, sha256 }).await?;
                         }
                         Some(Ok(encoder::Encoded::Finished)) => break,
                         Some(Err(e)) => return Err(e),
-                        None => {
-                            return Err(ExportError::Files(
-                                "the Parquet encoder stopped unexpectedly".into(),
-                            ))
-                        }
+                        None => return Err(encoder_gone()),
                     },
                     permit = input.reserve(), if ready.is_some() => {
-                        let permit = permit.map_err(|_| {
-                            ExportError::Files("the Parquet encoder stopped unexpectedly".into())
-                        })?;
+                        let permit = permit.map_err(|_| encoder_gone())?;
                         if let Some(message) = ready.take() {
                             permit.send(message);
                         }
