@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use logport_catalog::ingest::{row_from_object, RowContext};
-use logport_catalog::Catalog;
+use logport_catalog::{Catalog, Value};
 use logport_queue::{Clock, TokenStore};
-use logport_store::{Batch, Inserter, Store};
+use logport_store::{Batch, Inserter, Rows, Store};
 use serde_json::{json, Map, Value as Json};
 
 use crate::auth::{Caller, ADMIN_SLICE};
@@ -136,8 +136,7 @@ pub async fn write(
         received_time: received,
         id_seed: None,
     };
-    let mut data = Vec::new();
-    let mut count = 0;
+    let mut all = Rows::default();
     for (tenant, value) in &rows {
         let obj: Map<String, Json> = value
             .as_object()
@@ -152,18 +151,26 @@ pub async fn write(
         block
             .push_row(slice, &parsed.values)
             .map_err(WriteError::Unfit)?;
-        data.extend(block.into_chunks());
-        count += 1;
+        // Common fields come first in catalog order: app_id, event_id, event_time.
+        let time = match parsed.values.get(2) {
+            Some(Value::DateTime(t)) => *t,
+            _ => received,
+        };
+        all.append(Rows {
+            data: block.into_chunks(),
+            rows: 1,
+            tenants: vec![tenant.clone()],
+            event_times: (time, time),
+        });
     }
-    if count == 0 {
+    if all.is_empty() {
         return Ok(());
     }
     inserter
         .insert(
             slice,
             Batch {
-                data,
-                rows: count,
+                rows: all,
                 day: received / 86_400,
             },
         )

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use actix_web::web;
 use logport_catalog::{Catalog, SpecLimits};
 use logport_export::Files;
-use logport_queue::{Clock, JobStore};
+use logport_queue::{Clock, IngestKeys, JobStore};
 use logport_store::Store;
 use tokio::sync::Notify;
 
@@ -144,8 +144,10 @@ pub struct AppState {
     pub inserter: Arc<logport_store::Inserter>,
     /// Bounds the bytes of ingest requests in progress (one permit per KiB).
     pub ingest_gate: Arc<tokio::sync::Semaphore>,
-    /// Idempotency keys of ingest requests in progress.
-    pub ingest_keys: routes::InFlightKeys,
+    /// Answers of ingest requests sent with an `Idempotency-Key`, for their retries.
+    pub ingest_keys: Arc<dyn IngestKeys>,
+    /// How long such an answer is kept.
+    pub ingest_key_ttl: std::time::Duration,
     /// Limits of the AppMetrica and Metrica protocols.
     pub compat: CompatLimits,
     /// Wakes an idle worker when a job is queued.
@@ -154,8 +156,6 @@ pub struct AppState {
     /// `GET /metrics` (`None`: 404).
     pub metrics: Option<MetricsEndpoint>,
 }
-
-pub use routes::InFlightKeys;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {

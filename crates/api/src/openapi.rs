@@ -136,19 +136,24 @@ pub mod schemas {
         pub description: String,
         pub group: String,
         pub retention_days: Option<u32>,
+        /// The fields that make two of a tenant's rows the same event (stored once):
+        /// `app_id`, `event_time`, the slice's sort key, `event_id`.
+        pub dedup_key: Vec<String>,
         pub fields: Vec<FieldInfo>,
     }
 
     /// What an ingest request stored.
     #[derive(Serialize, ToSchema)]
     pub struct IngestResult {
-        /// Records stored (or already stored, for a repeat).
+        /// Records now stored: written by this request, or already stored before (a
+        /// repeated event is stored once, see the slice's `dedup_key`).
         pub accepted: u64,
         /// Records refused (`on_error=skip`).
         pub rejected: u64,
         /// The first 100 refused records.
         pub errors: Vec<LineProblem>,
-        /// The batch had been stored before (a retry): nothing was written twice.
+        /// This answer repeats the one given to an earlier request with the same
+        /// `Idempotency-Key` and body, which was committed: nothing was done now.
         pub duplicate: bool,
         /// The `received_time` of every stored row, RFC 3339.
         pub received_time: String,

@@ -7,8 +7,11 @@
 //! the column and row counts (varints), then per column its name, its type and its
 //! values back to back — each value exactly as RowBinary writes it, except that a
 //! `Nullable` column is a byte map of NULLs followed by every row's nested value (a
-//! default where NULL). `LowCardinality(String)` columns are declared `String`:
-//! ClickHouse converts them on insert (servers that predate the type store `String`).
+//! default where NULL). `LowCardinality(String)` columns are declared `String` and
+//! `Enum8` columns `Int8` (their values' storage form, byte for byte): ClickHouse
+//! converts them on insert (servers that predate LowCardinality store `String`), and
+//! a declared type then never holds a space or a comma, which ClickHouse 18.16's
+//! parser of external-data structures cannot take.
 
 use bytes::Bytes;
 
@@ -48,6 +51,7 @@ pub struct NativeBlock {
 fn native_type(ty: &ColumnType) -> String {
     match ty {
         ColumnType::LowCardinalityString => "String".to_string(),
+        ColumnType::Enum8(_) => "Int8".to_string(),
         ColumnType::Nullable(inner) => format!("Nullable({})", native_type(inner)),
         other => other.to_string(),
     }
@@ -121,6 +125,21 @@ impl NativeBlock {
 
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// The block's columns as `name Type, …`: how ClickHouse's external-data
+    /// `_structure` parameter describes a table sent in this form.
+    pub fn structure(&self) -> String {
+        let names = self
+            .first
+            .iter()
+            .map(|k| (&k.name, &k.type_name))
+            .chain(self.columns.iter().map(|c| (&c.name, &c.type_name)))
+            .chain(self.last.iter().map(|k| (&k.name, &k.type_name)));
+        names
+            .map(|(n, t)| format!("{n} {t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Appends field `i`'s value of the row being built, in its RowBinary form.

@@ -84,6 +84,18 @@ impl Slice {
     pub fn default_fields(&self) -> impl Iterator<Item = &Field> {
         self.fields.iter().filter(|f| f.default)
     }
+
+    /// The fields that make two rows of a tenant the same event: `app_id`,
+    /// `event_time`, the sort key and `event_id`. Ingest stores such a row once. The
+    /// sort-key fields are part of it because they let ClickHouse find earlier copies
+    /// through the primary key instead of scanning (every retry and every re-sent
+    /// window repeats them anyway).
+    pub fn dedup_key(&self) -> Vec<&str> {
+        let mut key = vec!["app_id", "event_time"];
+        key.extend(self.sort_key.iter().map(String::as_str));
+        key.push("event_id");
+        key
+    }
 }
 
 /// FNV-1a: field names are short and the map never grows, so a simple hash beats

@@ -34,6 +34,9 @@ pub struct Config {
     pub preview_timeout: String,
     /// Longest a small ingest request waits to be coalesced with others.
     pub ingest_batch_wait: String,
+    /// How long the answer to an ingest request with an `Idempotency-Key` is kept for
+    /// its retries (the events themselves are deduplicated for as long as they exist).
+    pub ingest_key_ttl: String,
     /// Parallel ClickHouse reads of one large export (each writes one part).
     pub export_parallelism: usize,
     /// Exports with fewer rows are read by one query.
@@ -118,6 +121,7 @@ impl Default for Config {
             json_max_bytes: 1 << 20,
             preview_timeout: "15s".into(),
             ingest_batch_wait: "200ms".into(),
+            ingest_key_ttl: "24h".into(),
             export_parallelism: std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
             export_parallel_min_rows: 1_000_000,
             ingest_max_inflight_bytes: 256 << 20,
@@ -171,6 +175,7 @@ pub struct Settings {
     pub presign_ttl: Duration,
     pub orphan_sweep_interval: Duration,
     pub ingest_batch_wait: Duration,
+    pub ingest_key_ttl: Duration,
     pub retention_interval: Duration,
     pub preview_timeout: Duration,
 }
@@ -308,6 +313,9 @@ impl Config {
         }
         if let Some(v) = get("LOGPORT_INGEST_BATCH_WAIT") {
             self.ingest_batch_wait = v;
+        }
+        if let Some(v) = get("LOGPORT_INGEST_KEY_TTL") {
+            self.ingest_key_ttl = v;
         }
         if let Some(v) = get("LOGPORT_INGEST_MAX_INFLIGHT_BYTES") {
             self.ingest_max_inflight_bytes = num("LOGPORT_INGEST_MAX_INFLIGHT_BYTES", &v)?;
@@ -493,6 +501,12 @@ impl Config {
         }
         let orphan_sweep_interval = duration("orphan_sweep_interval", &self.orphan_sweep_interval)?;
         let ingest_batch_wait = duration("ingest_batch_wait", &self.ingest_batch_wait)?;
+        let ingest_key_ttl = duration("ingest_key_ttl", &self.ingest_key_ttl)?;
+        if ingest_key_ttl < Duration::from_secs(60)
+            || ingest_key_ttl > Duration::from_secs(30 * 86_400)
+        {
+            return Err(bad("ingest_key_ttl", "must be between 1m and 30d"));
+        }
         if !(1..=64).contains(&self.export_parallelism) {
             return Err(bad("export_parallelism", "must be 1 to 64"));
         }
@@ -598,6 +612,7 @@ impl Config {
             presign_ttl,
             orphan_sweep_interval,
             ingest_batch_wait,
+            ingest_key_ttl,
             preview_timeout,
             retention_interval,
         })

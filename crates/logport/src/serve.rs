@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use logport_api::{ApiLimits, AppState, Downloads, InFlightKeys, Quotas, Tokens};
+use logport_api::{ApiLimits, AppState, Downloads, Quotas, Tokens};
 use logport_catalog::{Catalog, SpecLimits};
 use logport_export::{Exporter, Files, WorkerConfig, Workers};
 use logport_queue::{Clock, SystemClock};
@@ -242,7 +242,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let catalog = Arc::new(load_catalog(&settings)?);
     let store = connect(&settings, &catalog).await?;
     run_migrations(&store, &catalog).await?;
-    let (jobs, token_store) = logport_queue::open_stores(&raw.job_store_url)
+    let logport_queue::Stores {
+        jobs,
+        tokens: token_store,
+        ingest_keys,
+    } = logport_queue::open_stores(&raw.job_store_url)
         .await
         .with_context(|| format!("cannot open the job store {}", raw.job_store_url))?;
     let files = Files::from_url(&settings.object_store_url)
@@ -302,6 +306,27 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.retention_interval,
         shutdown.clone(),
     ));
+    // Answers kept for Idempotency-Key retries are forgotten once they expire.
+    let purge_keys = {
+        let (keys, clock, shutdown) = (
+            Arc::clone(&ingest_keys),
+            Arc::clone(&clock),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                }
+                match keys.purge_ingest_keys(clock.now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(keys = n, "expired ingest keys purged"),
+                    Err(e) => tracing::warn!(error = %e, "cannot purge expired ingest keys"),
+                }
+            }
+        })
+    };
     // Histograms are kept in buckets that need draining now and then.
     let upkeep = {
         let metrics = metrics.clone();
@@ -328,7 +353,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ingest_gate: Arc::new(tokio::sync::Semaphore::new(
             raw.ingest_max_inflight_bytes.div_ceil(1024),
         )),
-        ingest_keys: InFlightKeys::default(),
+        ingest_keys: Arc::clone(&ingest_keys),
+        ingest_key_ttl: settings.ingest_key_ttl,
         catalog,
         store,
         jobs,
@@ -412,6 +438,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let result = server.await;
     shutdown.cancel();
     let _ = upkeep.await;
+    let _ = purge_keys.await;
     retention.abort();
     let bound = settings.shutdown_grace + Duration::from_secs(10);
     if tokio::time::timeout(bound, workers.join()).await.is_err() {

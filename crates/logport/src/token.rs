@@ -67,9 +67,10 @@ enum TokenCommand {
 
 pub async fn run(args: TokenArgs, settings: Settings) -> anyhow::Result<()> {
     let url = &settings.raw.job_store_url;
-    let (_, tokens) = logport_queue::open_stores(url)
+    let tokens = logport_queue::open_stores(url)
         .await
-        .with_context(|| format!("cannot open the job store {url}"))?;
+        .with_context(|| format!("cannot open the job store {url}"))?
+        .tokens;
     let now = logport_queue::now_ms();
     match args.command {
         TokenCommand::Create {

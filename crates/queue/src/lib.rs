@@ -7,6 +7,7 @@
 //! Time is passed in (`now`, Unix milliseconds) so tests move a clock instead of
 //! sleeping. Backends: SQLite (embedded, the default) and PostgreSQL.
 
+pub mod ingest_keys;
 mod postgres;
 mod sqlite;
 pub mod tokens;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use ingest_keys::{IngestKey, IngestKeys, KeyedIngest};
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
 pub use tokens::{AuditRecord, NewToken, PendingAudit, Revoked, Scope, TokenInfo, TokenStore};
@@ -400,18 +402,28 @@ pub async fn open(url: &str) -> Result<Arc<dyn JobStore>, QueueError> {
     Err(QueueError::BadUrl(url.to_string()))
 }
 
-/// Opens the store a URL names once, as both the job store and the token store (one
-/// database, one connection pool).
-pub async fn open_stores(
-    url: &str,
-) -> Result<(Arc<dyn JobStore>, Arc<dyn TokenStore>), QueueError> {
+/// One job-store database in its three roles.
+pub struct Stores {
+    pub jobs: Arc<dyn JobStore>,
+    pub tokens: Arc<dyn TokenStore>,
+    pub ingest_keys: Arc<dyn IngestKeys>,
+}
+
+/// Opens the store a URL names once, in every role (one database, one pool).
+pub async fn open_stores(url: &str) -> Result<Stores, QueueError> {
+    fn all<T: JobStore + TokenStore + IngestKeys>(store: T) -> Stores {
+        let store = Arc::new(store);
+        Stores {
+            jobs: store.clone(),
+            tokens: store.clone(),
+            ingest_keys: store,
+        }
+    }
     if let Some(path) = url.strip_prefix("sqlite://") {
-        let store = Arc::new(SqliteJobStore::open(path).await?);
-        return Ok((store.clone(), store));
+        return Ok(all(SqliteJobStore::open(path).await?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = Arc::new(PostgresJobStore::open(url).await?);
-        return Ok((store.clone(), store));
+        return Ok(all(PostgresJobStore::open(url).await?));
     }
     Err(QueueError::BadUrl(url.to_string()))
 }

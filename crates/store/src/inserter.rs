@@ -1,29 +1,34 @@
 //! Coalescing small ingest requests into larger ClickHouse INSERTs.
 //!
 //! ClickHouse wants few large inserts (every INSERT makes a part per partition);
-//! trackers send many small requests. Each slice has a collector task: the first
-//! waiting request opens a batch, which closes when it holds `max_bytes` or
-//! `max_rows`, when `max_wait` has passed since it opened, or when a request for
-//! another partition arrives. The batch is sent as one INSERT and every request in it
-//! is acknowledged with the INSERT's outcome — only after ClickHouse committed it.
+//! trackers send many small requests. Each slice has a collector task that writes one
+//! batch at a time: it takes the first waiting request, adds whatever else is
+//! queued, and waits for more only until `max_wait` has passed since that first
+//! request arrived (so requests that queued behind a running INSERT go out as soon
+//! as it ends). A batch closes at `max_bytes` or `max_rows`, or before a request
+//! for another partition. It is written by one checking INSERT ([`crate::insert`]),
+//! and every request in it is acknowledged with that INSERT's outcome — only after
+//! ClickHouse committed it.
 //!
-//! Why the batch never spans partitions: an INSERT is atomic per partition only. All
-//! rows of one request share a `received_time` (one day partition), and a batch keeps
-//! to one day, so a request's rows are stored all or nothing, and a retry after a
-//! failure cannot double them. On a cluster the Distributed table's sharding key is
-//! the request (tenant and receive instant), so each request's rows also share one
-//! shard and stay all or nothing there. Batches also stay under ClickHouse's
-//! `max_insert_block_size` (1,048,576 rows) so the server does not split them.
+//! One batch at a time per slice is what the INSERT's fence asks for anyway; a fence
+//! held by another replica (or by an INSERT still running for a process that died)
+//! is waited out, up to `fence_wait`.
 //!
-//! Requests larger than half a batch skip the queue: they are big enough already.
+//! Why a batch never spans partitions: all rows of one request share a
+//! `received_time` (one day partition), and a batch keeps to one day, so one INSERT
+//! writes one part and a request's rows are stored all or nothing (below ClickHouse's
+//! `max_insert_block_size`, which batches stay under). On a cluster the Distributed
+//! table's sharding key is the request (tenant and receive instant), so each
+//! request's rows also share one shard.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
+use crate::insert::{Rows, FENCE_BUSY};
 use crate::{Store, StoreError};
 
 /// Batching bounds.
@@ -33,10 +38,10 @@ pub struct InserterConfig {
     pub max_wait: Duration,
     pub max_bytes: usize,
     pub max_rows: u64,
-    /// INSERTs in flight per slice.
-    pub concurrency: usize,
     /// Requests queued per slice before callers are told to back off.
     pub queue: usize,
+    /// How long a batch waits for another writer's INSERT into the same table.
+    pub fence_wait: Duration,
 }
 
 impl Default for InserterConfig {
@@ -45,34 +50,22 @@ impl Default for InserterConfig {
             max_wait: Duration::from_millis(200),
             max_bytes: 32 << 20,
             max_rows: 1_000_000,
-            concurrency: 4,
             queue: 1024,
+            fence_wait: Duration::from_secs(60),
         }
     }
 }
 
-/// One request's rows: Native blocks written by [`Store::block`].
+/// One request's rows.
 pub struct Batch {
-    /// Pieces sent back to back ([`crate::NativeBlock::into_chunks`]).
-    pub data: Vec<Bytes>,
-    pub rows: u64,
+    pub rows: Rows,
     /// Day (Unix days) of the rows' `received_time`: a batch never mixes days.
     pub day: u32,
 }
 
-impl Batch {
-    /// Bytes of the batch.
-    pub fn len(&self) -> usize {
-        self.data.iter().map(Bytes::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.data.iter().all(Bytes::is_empty)
-    }
-}
-
 struct Pending {
     batch: Batch,
+    arrived: Instant,
     ack: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -102,22 +95,20 @@ impl Inserter {
         })
     }
 
-    /// Stores the rows, possibly together with other requests' rows; returns once
-    /// ClickHouse has committed them.
+    /// Stores the rows whose events are not stored yet, possibly together with other
+    /// requests' rows; returns once ClickHouse has committed them.
     pub async fn insert(&self, slice: &crate::Slice, batch: Batch) -> Result<(), SubmitError> {
-        if batch.rows == 0 {
-            return Ok(());
-        }
-        if batch.len() >= self.cfg.max_bytes / 2 || batch.rows >= self.cfg.max_rows / 2 {
-            let rows = batch.rows;
-            let result = self.store.insert_native(slice, batch.data).await;
-            count_insert(&slice.name, 1, rows, &result);
-            result?;
+        if batch.rows.is_empty() {
             return Ok(());
         }
         let tx = self.queue(slice);
         let (ack, done) = oneshot::channel();
-        tx.try_send(Pending { batch, ack }).map_err(|e| match e {
+        let pending = Pending {
+            batch,
+            arrived: Instant::now(),
+            ack,
+        };
+        tx.try_send(pending).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SubmitError::Busy,
             mpsc::error::TrySendError::Closed(_) => {
                 SubmitError::Store(StoreError::Client("the insert queue stopped".into()))
@@ -156,7 +147,6 @@ async fn collect(
     cfg: InserterConfig,
     mut rx: mpsc::Receiver<Pending>,
 ) {
-    let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let mut carry: Option<Pending> = None;
     loop {
         let first = match carry.take() {
@@ -166,51 +156,67 @@ async fn collect(
                 None => return,
             },
         };
-        let deadline = tokio::time::Instant::now() + cfg.max_wait;
+        let deadline = first.arrived + cfg.max_wait;
         let day = first.batch.day;
-        let mut bytes = first.batch.len();
-        let mut rows = first.batch.rows;
         let mut group = vec![first];
+        let (mut bytes, mut rows) = (group[0].batch.rows.len(), group[0].batch.rows.rows);
         while bytes < cfg.max_bytes && rows < cfg.max_rows {
-            let next = tokio::select! {
-                p = rx.recv() => p,
-                _ = tokio::time::sleep_until(deadline) => break,
+            let next = match rx.try_recv() {
+                Ok(p) => p,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                    p = rx.recv() => match p { Some(p) => p, None => break },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                },
             };
-            let Some(p) = next else { break };
-            let fits = p.batch.day == day
-                && bytes + p.batch.len() <= cfg.max_bytes
-                && rows + p.batch.rows <= cfg.max_rows;
+            let fits = next.batch.day == day
+                && bytes + next.batch.rows.len() <= cfg.max_bytes
+                && rows + next.batch.rows.rows <= cfg.max_rows;
             if !fits {
-                carry = Some(p);
+                carry = Some(next);
                 break;
             }
-            bytes += p.batch.len();
-            rows += p.batch.rows;
-            group.push(p);
+            bytes += next.batch.rows.len();
+            rows += next.batch.rows.rows;
+            group.push(next);
         }
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            return;
-        };
-        let store = store.clone();
-        let slice = slice.clone();
-        tokio::spawn(async move {
-            // Blocks follow one another in one INSERT; nothing is copied.
-            let data: Vec<Bytes> = group
-                .iter()
-                .flat_map(|p| p.batch.data.iter().cloned())
-                .collect();
-            let result = store.insert_native(&slice, data).await;
-            count_insert(&slice.name, group.len() as u64, rows, &result);
-            if let Err(e) = &result {
-                tracing::warn!(slice = %slice.name, requests = group.len(), rows, error = %e, "coalesced insert failed");
-            } else {
-                tracing::debug!(slice = %slice.name, requests = group.len(), rows, bytes, "coalesced insert committed");
+        let mut all = Rows::default();
+        for p in &group {
+            all.append(p.batch.rows.clone());
+        }
+        let result = insert_fenced(&store, &slice, &all, cfg.fence_wait).await;
+        count_insert(&slice.name, group.len() as u64, rows, &result);
+        if let Err(e) = &result {
+            tracing::warn!(slice = %slice.name, requests = group.len(), rows, error = %e, "coalesced insert failed");
+        } else {
+            tracing::debug!(slice = %slice.name, requests = group.len(), rows, bytes, "coalesced insert committed");
+        }
+        for p in group {
+            let _ = p.ack.send(result.clone());
+        }
+    }
+}
+
+/// [`Store::insert_new`], waiting out another writer's fence for up to `wait`.
+async fn insert_fenced(
+    store: &Store,
+    slice: &crate::Slice,
+    rows: &Rows,
+    wait: Duration,
+) -> Result<(), StoreError> {
+    let give_up = Instant::now() + wait;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match store.insert_new(slice, rows).await {
+            Err(StoreError::Server { code, .. })
+                if code == FENCE_BUSY && Instant::now() < give_up =>
+            {
+                tracing::debug!(slice = %slice.name, "another insert into the table is running; waiting");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
             }
-            for p in group {
-                let _ = p.ack.send(result.clone());
-            }
-            drop(permit);
-        });
+            r => return r,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! ClickHouse, and the only crate that writes SQL.
 //!
 //! Tables are created from the catalog (`migrate`), ingest rows are written as
-//! RowBinary (`insert`), and exports stream the server's own formatted bytes
+//! Native blocks, each event once ([`insert`]), and exports stream the server's own formatted bytes
 //! (`stream`), so no result is ever materialised here. Everything must run on
 //! ClickHouse 18.16 (Debian's, used by the tests) and on current servers: no
 //! server-side parameters, no RowBinaryWithNamesAndTypes, no TTL-only logic.
@@ -14,6 +14,7 @@
 //! failures counted by error code (`logport_clickhouse_*` metrics).
 
 pub mod error;
+pub mod insert;
 pub mod inserter;
 mod observe;
 pub mod query;
@@ -24,11 +25,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use logport_catalog::native::NativeBlock;
-use logport_catalog::{Catalog, ColumnType, Partition, Value, TENANT_COLUMN};
+use logport_catalog::{Catalog, ColumnType, Partition, TENANT_COLUMN};
 use serde::Deserialize;
 
 pub use error::{trailing_exception, StoreError};
+pub use insert::{Rows, FENCE_BUSY};
 pub use inserter::{Batch, Inserter, InserterConfig, SubmitError};
 pub use logport_catalog::Slice;
 use observe::record;
@@ -93,6 +94,11 @@ pub struct Store {
     caps: ServerCaps,
     cluster: Option<Arc<Cluster>>,
     retention: Arc<RetentionPolicy>,
+    /// Ingest INSERTs go out by hand: they carry external data, which the
+    /// `clickhouse` crate does not send ([`insert`]).
+    http: reqwest::Client,
+    user: Option<String>,
+    password: Option<String>,
 }
 
 /// The servers of a cluster, each reached directly for DDL and retention.
@@ -207,6 +213,12 @@ impl Store {
             caps: ServerCaps::from_major(major),
             cluster,
             retention: Arc::default(),
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()
+                .map_err(|e| StoreError::Client(format!("HTTP client: {e}")))?,
+            user: cfg.user.clone(),
+            password: cfg.password.clone(),
         })
     }
 
@@ -687,96 +699,6 @@ impl Store {
         Ok(())
     }
 
-    /// An empty block of a tenant's rows of `slice`, the form [`Store::insert_native`]
-    /// sends: the tenant column, the fields, and `received_ms`, the millisecond within
-    /// the rows' `received_time` second.
-    pub fn block(slice: &Slice, tenant: &str, received_ms: u16) -> Result<NativeBlock, StoreError> {
-        NativeBlock::for_slice(slice)
-            .and_then(|b| {
-                b.with_first(
-                    TENANT_COLUMN,
-                    &ColumnType::String,
-                    &Value::Str(tenant.into()),
-                )
-            })
-            .and_then(|b| {
-                b.with_last(
-                    RECEIVED_MS_COLUMN,
-                    &ColumnType::UInt16,
-                    &Value::UInt(u64::from(received_ms.min(999))),
-                )
-            })
-            .map_err(StoreError::Client)
-    }
-
-    /// Sends blocks written by [`Store::block`] (one or several, back to back) as one
-    /// INSERT. Returns once the server has committed them; one INSERT into one
-    /// partition is atomic.
-    pub async fn insert_native(&self, slice: &Slice, data: Vec<Bytes>) -> Result<(), StoreError> {
-        if data.iter().all(Bytes::is_empty) {
-            return Ok(());
-        }
-        let mut columns = vec![ident(TENANT_COLUMN)];
-        columns.extend(slice.fields.iter().map(|f| ident(&f.name)));
-        columns.push(ident(RECEIVED_MS_COLUMN));
-        let sql = format!(
-            "INSERT INTO {} ({}) FORMAT Native",
-            self.table(&slice.name),
-            columns.join(", ")
-        );
-        let started = Instant::now();
-        let r = self.send_insert(sql, data).await;
-        record("insert", started, &r);
-        r
-    }
-
-    async fn send_insert(&self, sql: String, data: Vec<Bytes>) -> Result<(), StoreError> {
-        let mut insert = self.client.insert_formatted_with(sql);
-        if self.cluster.is_some() {
-            // The answer comes once every shard has committed its rows, not when the
-            // Distributed table has queued them for background sending.
-            insert = insert.with_setting("insert_distributed_sync", "1");
-        }
-        const CHUNK: usize = 1 << 20;
-        for mut rest in data {
-            while !rest.is_empty() {
-                let chunk = rest.split_to(rest.len().min(CHUNK));
-                insert.send(chunk).await?;
-            }
-        }
-        insert.end().await?;
-        Ok(())
-    }
-
-    /// Whether a tenant's slice holds an event with this id (looked up on the day of
-    /// its `event_time`, which the primary key narrows to).
-    pub async fn contains_event(
-        &self,
-        slice: &Slice,
-        tenant: &str,
-        app_id: u64,
-        event_id: &uuid::Uuid,
-        event_time: u32,
-    ) -> Result<bool, StoreError> {
-        let sql = format!(
-            "SELECT count() AS rows FROM {} WHERE {} = {} AND app_id = {app_id} \
-             AND toDate(event_time) = toDate(toDateTime({event_time})) AND event_id = {}",
-            self.table(&slice.name),
-            ident(TENANT_COLUMN),
-            quote_string(tenant),
-            sql::literal(&Value::Uuid(*event_id)),
-        );
-        let started = Instant::now();
-        let r = self
-            .client
-            .query_raw(&sql)
-            .fetch_one::<CountRow>()
-            .await
-            .map_err(StoreError::from);
-        record("lookup", started, &r);
-        Ok(r?.rows > 0)
-    }
-
     /// Average uncompressed bytes per row of the given columns, from table statistics
     /// (on a cluster, of the connected server's share of the rows).
     pub async fn bytes_per_row(&self, slice: &str, fields: &[String]) -> Result<f64, StoreError> {
@@ -992,6 +914,9 @@ mod tests {
                 })
             }),
             retention: Arc::new(retention),
+            http: reqwest::Client::new(),
+            user: None,
+            password: None,
         }
     }
 

@@ -8,28 +8,26 @@
 //! `logport_store::inserter`): all or nothing. The answer comes only after ClickHouse
 //! has committed the rows.
 //!
-//! Retries add nothing twice:
-//! - with an `Idempotency-Key`, generated event ids derive from (tenant, key, line), so
-//!   a retry carries the same ids; if the first row's id is already stored, the batch
-//!   was committed before (inserts are atomic) and the retry is answered without
-//!   writing. Concurrent requests with the same key are refused with 409.
-//! - a batch whose every record carries its own `event_id` is recognised as a repeat
-//!   when its first and last ids are stored.
-//!
-//! The window is the retention of the slice: as long as the rows exist, a repeat is
-//! recognised. Overlapping but different batches are not deduplicated row by row.
-
-use std::collections::HashSet;
-use std::sync::Mutex;
+//! Retries add nothing twice. Every row is stored once per event
+//! (`logport_store::insert`: the slice's dedup key — `app_id`, `event_time`, the
+//! sort-key fields, `event_id`): a retried batch, a re-sent window that overlaps
+//! stored rows, or a batch whose first attempt's answer was lost stores only the
+//! rows not stored yet. With an `Idempotency-Key`, generated event ids derive from
+//! (tenant, key, line), so a retry carries the same ids, and the job store keeps the
+//! answer (for `LOGPORT_INGEST_KEY_TTL`): a retry of a committed request — on any
+//! replica — gets it back with `duplicate: true` without touching ClickHouse, and the
+//! key reused for a different body is refused with 409.
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use logport_catalog::ingest::{row_from_csv, CsvHeader, LineEncoder, Row, RowContext};
 use logport_catalog::native::NativeBlock;
 use logport_catalog::{time, Slice, Value};
-use logport_store::{Batch, Store, SubmitError};
+use logport_queue::{IngestKey, KeyedIngest};
+use logport_store::{Batch, Rows, Store, SubmitError};
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::{idempotency_key, param, read_body};
 use crate::activity::{self, Entry};
@@ -45,40 +43,6 @@ const MAX_REPORTED: usize = 100;
 struct IngestParams {
     #[serde(default)]
     on_error: Option<String>,
-}
-
-/// Idempotency keys of requests being handled right now (this process).
-#[derive(Default)]
-pub struct InFlightKeys(Mutex<HashSet<String>>);
-
-struct KeyGuard<'a> {
-    keys: &'a InFlightKeys,
-    key: String,
-}
-
-impl Drop for KeyGuard<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut set) = self.keys.0.lock() {
-            set.remove(&self.key);
-        }
-    }
-}
-
-impl InFlightKeys {
-    fn claim(&self, key: String) -> Option<KeyGuard<'_>> {
-        let inserted = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone());
-        // The lock is released here: a guard's drop takes it again (an eagerly built
-        // guard dropped under the lock would deadlock and free another request's key).
-        if inserted {
-            Some(KeyGuard { keys: self, key })
-        } else {
-            None
-        }
-    }
 }
 
 #[utoipa::path(
@@ -155,21 +119,6 @@ pub async fn ingest(
             detail: "ingest is at capacity; retry shortly".into(),
             retry_after: 1,
         })?;
-    let _key_guard = match &key {
-        Some(k) => Some(
-            state
-                .ingest_keys
-                .claim(format!("{}\0{}\0{k}", caller.tenant, slice.name))
-                .ok_or_else(|| {
-                    ApiError::Conflict(
-                        "a request with this Idempotency-Key is being handled; retry when it answers"
-                            .into(),
-                    )
-                })?,
-        ),
-        None => None,
-    };
-
     let body = read_body(&req, payload, state.limits.ingest_max_bytes).await?;
     let now_ms = state.clock.now_ms();
     let received = now_ms.div_euclid(1000) as u32;
@@ -181,13 +130,17 @@ pub async fn ingest(
         .map(|k| format!("{tenant}\0{}\0{k}", slice.name));
     let slice_for_parse = slice.clone();
     let apps = caller.apps.clone();
-    let batch = web::block(move || {
+    let keyed = key.is_some();
+    let mut batch = web::block(move || {
         let ctx = RowContext {
             received_time: received,
             id_seed: seed.as_deref().map(str::as_bytes),
         };
         let mut enc = Encoded::new();
         enc.allowed_apps = apps;
+        if keyed {
+            enc.digest = Some(body_digest(csv, skip_bad, &body));
+        }
         let mut block = Store::block(&slice_for_parse, &tenant, received_ms)?;
         block.reserve(body.len());
         let enc = (enc, block);
@@ -228,34 +181,71 @@ pub async fn ingest(
         });
     }
 
-    let repeat = match (&batch.first, &batch.last) {
-        (Some(first), Some(last)) if key.is_some() || batch.all_ids_given => {
-            let (first, last) = (*first, *last);
-            let stored = |m: Marker| {
-                let (store, slice, tenant) = (&state.store, &slice, &caller.tenant);
-                async move {
-                    store
-                        .contains_event(slice, tenant, m.app_id, &m.event_id, m.event_time)
-                        .await
-                }
-            };
-            stored(first).await? && (key.is_some() || stored(last).await?)
-        }
-        _ => false,
+    let ledger = match (key, batch.digest.take()) {
+        (Some(key), Some(digest)) => Some(IngestKey {
+            tenant: caller.tenant.clone(),
+            slice: slice.name.clone(),
+            key,
+            digest,
+        }),
+        _ => None,
     };
-    if repeat {
-        tracing::info!(tenant = %caller.tenant, slice = %slice.name, rows = batch.accepted, "ingest batch is a repeat; nothing written");
-    } else if batch.accepted > 0 {
+    if let Some(lk) = &ledger {
+        let expires = now_ms + state.ingest_key_ttl.as_millis() as i64;
+        match state.ingest_keys.begin_keyed_ingest(lk, now_ms, expires).await? {
+            KeyedIngest::Conflict => {
+                return Err(ApiError::Conflict(
+                    "this Idempotency-Key was used for a different body; send new events under a new key"
+                        .into(),
+                ))
+            }
+            KeyedIngest::Same {
+                answer: Some(answer),
+            } => {
+                let mut answer: serde_json::Value = serde_json::from_str(&answer)
+                    .map_err(|e| ApiError::Internal(format!("stored ingest answer: {e}")))?;
+                answer["duplicate"] = json!(true);
+                tracing::info!(tenant = %caller.tenant, slice = %slice.name, "ingest request repeats a committed one; answered from the job store");
+                return Ok(HttpResponse::Ok().json(answer));
+            }
+            KeyedIngest::New | KeyedIngest::Same { answer: None } => {}
+        }
+    }
+
+    // The commit runs as a task of its own: once started it ends — and records its
+    // answer for retries — even if the client goes away meanwhile.
+    let state = state.into_inner();
+    let commit = tokio::spawn(async move {
+        let _permit = _permit;
+        commit(&state, &caller, &slice, batch, received, ledger).await
+    });
+    let answer = commit
+        .await
+        .map_err(|e| ApiError::Internal(format!("ingest commit: {e}")))??;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// Stores a validated batch, records the answer of a keyed request and the activity
+/// row, and answers.
+async fn commit(
+    state: &AppState,
+    caller: &Caller,
+    slice: &Slice,
+    batch: Encoded,
+    received: u32,
+    ledger: Option<IngestKey>,
+) -> Result<serde_json::Value, ApiError> {
+    if batch.accepted > 0 {
+        let rows = Rows {
+            data: batch.data,
+            rows: batch.accepted,
+            tenants: vec![caller.tenant.clone()],
+            event_times: batch.event_times,
+        };
+        let day = received / 86_400;
         state
             .inserter
-            .insert(
-                &slice,
-                Batch {
-                    data: batch.data,
-                    rows: batch.accepted,
-                    day: received / 86_400,
-                },
-            )
+            .insert(slice, Batch { rows, day })
             .await
             .map_err(|e| match e {
                 SubmitError::Busy => ApiError::Unavailable {
@@ -268,14 +258,31 @@ pub async fn ingest(
             })?;
         tracing::info!(tenant = %caller.tenant, slice = %slice.name, rows = batch.accepted, rejected = batch.rejected, "ingest batch committed");
     }
+    let answer = json!({
+        "accepted": batch.accepted,
+        "rejected": batch.rejected,
+        "errors": batch.errors,
+        "duplicate": false,
+        "received_time": time::format_rfc3339(i64::from(received)),
+    });
+    if let Some(lk) = &ledger {
+        // The rows are stored: a failure here only costs a retry the shortcut.
+        if let Err(e) = state
+            .ingest_keys
+            .finish_keyed_ingest(lk, &answer.to_string())
+            .await
+        {
+            tracing::warn!(tenant = %caller.tenant, slice = %slice.name, error = %e, "cannot record the answer of a keyed ingest request");
+        }
+    }
     activity::record(
-        &state,
-        &caller,
+        state,
+        caller,
         Entry {
             action: "imported",
             entity_type: "ingest_batch",
-            entity_id: key
-                .clone()
+            entity_id: ledger
+                .map(|lk| lk.key)
                 .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
             entity_name: slice.name.clone(),
             app_id: if batch.mixed_apps {
@@ -286,17 +293,19 @@ pub async fn ingest(
             changes: json!({
                 "accepted": batch.accepted,
                 "rejected": batch.rejected,
-                "duplicate": repeat,
             }),
         },
     );
-    Ok(HttpResponse::Ok().json(json!({
-        "accepted": batch.accepted,
-        "rejected": batch.rejected,
-        "errors": batch.errors,
-        "duplicate": repeat,
-        "received_time": time::format_rfc3339(i64::from(received)),
-    })))
+    Ok(answer)
+}
+
+/// What identifies a keyed request's content: its format, its error mode and its
+/// (decompressed) body.
+fn body_digest(csv: bool, skip_bad: bool, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update([u8::from(csv), u8::from(skip_bad)]);
+    h.update(body);
+    hex::encode(h.finalize())
 }
 
 /// `Content-Type: text/csv` selects CSV; JSON types (or none) select NDJSON.
@@ -323,38 +332,15 @@ fn is_csv(req: &HttpRequest) -> Result<bool, ApiError> {
     }
 }
 
-/// Where a row can be looked up again: to recognise a repeated batch.
-#[derive(Debug, Clone, Copy)]
-struct Marker {
-    app_id: u64,
-    event_id: uuid::Uuid,
-    event_time: u32,
-}
-
-impl Marker {
-    fn of(head: &[Value]) -> Option<Marker> {
-        // Common fields come first in catalog order: app_id, event_id, event_time.
-        match (head.first(), head.get(1), head.get(2)) {
-            (Some(Value::UInt(app_id)), Some(Value::Uuid(event_id)), Some(Value::DateTime(t))) => {
-                Some(Marker {
-                    app_id: *app_id,
-                    event_id: *event_id,
-                    event_time: *t,
-                })
-            }
-            _ => None,
-        }
-    }
-}
-
 struct Encoded {
     data: Vec<Bytes>,
     accepted: u64,
     rejected: u64,
     errors: Vec<LineProblem>,
-    first: Option<Marker>,
-    last: Option<Marker>,
-    all_ids_given: bool,
+    /// Earliest and latest `event_time` of the accepted rows.
+    event_times: (u32, u32),
+    /// [`body_digest`], for a request with an `Idempotency-Key`.
+    digest: Option<String>,
     /// The apps the token may write (`None`: any).
     allowed_apps: Option<Vec<u64>>,
     /// The app of the first accepted row, and whether others differ.
@@ -369,9 +355,8 @@ impl Encoded {
             accepted: 0,
             rejected: 0,
             errors: Vec::new(),
-            first: None,
-            last: None,
-            all_ids_given: true,
+            event_times: (u32::MAX, 0),
+            digest: None,
             allowed_apps: None,
             first_app: None,
             mixed_apps: false,
@@ -400,7 +385,7 @@ impl Encoded {
                 block
                     .push_row(slice, &row.values)
                     .map_err(ApiError::Internal)?;
-                self.accept(line, &row.values, row.event_id_given)
+                self.accept(line, &row.values)
             }
             Err(e) => {
                 self.reject(line, e.field, e.detail);
@@ -410,7 +395,7 @@ impl Encoded {
     }
 
     /// Counts a row already appended to the output; `head` holds its first values.
-    fn accept(&mut self, line: u64, head: &[Value], event_id_given: bool) -> Result<(), ApiError> {
+    fn accept(&mut self, line: u64, head: &[Value]) -> Result<(), ApiError> {
         // Common fields come first in catalog order: app_id is the first value.
         let app = match head.first() {
             Some(Value::UInt(a)) => *a,
@@ -431,12 +416,9 @@ impl Encoded {
             Some(first) if first != app => self.mixed_apps = true,
             Some(_) => {}
         }
-        self.all_ids_given &= event_id_given;
-        let marker = Marker::of(head);
-        if self.first.is_none() {
-            self.first = marker;
-        } else {
-            self.last = marker;
+        // Common fields come first in catalog order: app_id, event_id, event_time.
+        if let Some(Value::DateTime(t)) = head.get(2) {
+            self.event_times = (self.event_times.0.min(*t), self.event_times.1.max(*t));
         }
         self.accepted += 1;
         Ok(())
@@ -455,10 +437,6 @@ impl Encoded {
 
     fn finish(mut self, block: NativeBlock) -> Encoded {
         self.data = block.into_chunks();
-        if self.last.is_none() {
-            // A single row is both first and last.
-            self.last = self.first;
-        }
         self
     }
 }
@@ -495,7 +473,7 @@ fn encode_ndjson(
         }
         enc.check_room(limits)?;
         match lines.encode(text, ctx, line, &mut block) {
-            Ok(info) => enc.accept(line, &info.head, info.event_id_given)?,
+            Ok(info) => enc.accept(line, &info.head)?,
             Err(e) => enc.reject(line, e.field, e.detail),
         }
     }

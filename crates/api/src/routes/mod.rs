@@ -16,8 +16,6 @@ use futures::StreamExt;
 
 use crate::error::ApiError;
 
-pub use ingest::InFlightKeys;
-
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Every resource answers other methods with a 405 that lists the allowed ones; GET
     // routes answer HEAD too.

@@ -98,6 +98,7 @@ fn describe(s: &Slice) -> serde_json::Value {
         "description": s.description,
         "group": s.group,
         "retention_days": s.retention_days,
+        "dedup_key": s.dedup_key(),
         "fields": fields,
     })
 }
