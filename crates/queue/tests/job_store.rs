@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use logport_queue::tokens::token_digest;
 use logport_queue::{
-    AuditRecord, ClaimOptions, Created, Heartbeat, JobError, JobStatus, JobStore, ListQuery,
-    NewJob, NewToken, Part, PostgresJobStore, Progress, QueueError, Revoked, Scope, SqliteJobStore,
-    TokenStore,
+    AuditRecord, ClaimOptions, Created, Heartbeat, IngestKey, IngestKeys, JobError, JobStatus,
+    JobStore, KeyedIngest, ListQuery, NewJob, NewToken, Part, PostgresJobStore, Progress,
+    QueueError, Revoked, Scope, SqliteJobStore, TokenStore,
 };
 use serde_json::json;
 
@@ -59,8 +59,8 @@ impl Drop for Guard {
 }
 
 /// A backend is both stores, on one database.
-trait Backend: JobStore + TokenStore {}
-impl<T: JobStore + TokenStore> Backend for T {}
+trait Backend: JobStore + TokenStore + IngestKeys {}
+impl<T: JobStore + TokenStore + IngestKeys> Backend for T {}
 
 async fn sqlite() -> (Arc<dyn Backend>, Guard) {
     let dir = tempfile::tempdir().unwrap();
@@ -134,6 +134,8 @@ suite!(
     tokens_are_stored_as_digests_and_revoked,
     tokens_list_per_tenant,
     activity_outbox_is_claimed_under_a_lease,
+    ingest_keys_replay_refuse_and_expire,
+    concurrent_keyed_ingests_record_one_entry,
 );
 
 suite!(
@@ -163,6 +165,8 @@ suite!(
     tokens_are_stored_as_digests_and_revoked,
     tokens_list_per_tenant,
     activity_outbox_is_claimed_under_a_lease,
+    ingest_keys_replay_refuse_and_expire,
+    concurrent_keyed_ingests_record_one_entry,
 );
 
 async fn create_get_and_tenant_walls(s: &dyn JobStore) {
@@ -1148,4 +1152,107 @@ async fn counts_by_status(s: &dyn JobStore) {
         [(JobStatus::Queued, 3), (JobStatus::Running, 1)],
         "every tenant's jobs are counted"
     );
+}
+
+fn ingest_key(tenant: &str, key: &str, digest: &str) -> IngestKey {
+    IngestKey {
+        tenant: tenant.into(),
+        slice: "clicks".into(),
+        key: key.into(),
+        digest: digest.into(),
+    }
+}
+
+async fn ingest_keys_replay_refuse_and_expire(s: &dyn Backend) {
+    let k = ingest_key("acme", "batch-1", "d1");
+    let ttl = 60_000;
+    assert_eq!(
+        s.begin_keyed_ingest(&k, T0, T0 + ttl).await.unwrap(),
+        KeyedIngest::New
+    );
+    // Running (or died before answering): the same body may go ahead.
+    assert_eq!(
+        s.begin_keyed_ingest(&k, T0 + 1, T0 + ttl).await.unwrap(),
+        KeyedIngest::Same { answer: None }
+    );
+    let other_body = ingest_key("acme", "batch-1", "d2");
+    assert_eq!(
+        s.begin_keyed_ingest(&other_body, T0 + 2, T0 + ttl)
+            .await
+            .unwrap(),
+        KeyedIngest::Conflict
+    );
+    // An answer is recorded for its own body only.
+    s.finish_keyed_ingest(&other_body, "{\"wrong\":1}")
+        .await
+        .unwrap();
+    s.finish_keyed_ingest(&k, "{\"accepted\":3}").await.unwrap();
+    assert_eq!(
+        s.begin_keyed_ingest(&k, T0 + 3, T0 + ttl).await.unwrap(),
+        KeyedIngest::Same {
+            answer: Some("{\"accepted\":3}".into())
+        }
+    );
+    // Keys are per tenant and per slice.
+    assert_eq!(
+        s.begin_keyed_ingest(&ingest_key("globex", "batch-1", "d2"), T0, T0 + ttl)
+            .await
+            .unwrap(),
+        KeyedIngest::New
+    );
+    let mut events = ingest_key("acme", "batch-1", "d2");
+    events.slice = "events".into();
+    assert_eq!(
+        s.begin_keyed_ingest(&events, T0, T0 + ttl).await.unwrap(),
+        KeyedIngest::New
+    );
+    // Once expired, the key is free again, for any body.
+    assert_eq!(
+        s.begin_keyed_ingest(&other_body, T0 + ttl, T0 + 2 * ttl)
+            .await
+            .unwrap(),
+        KeyedIngest::New
+    );
+    assert_eq!(
+        s.begin_keyed_ingest(&k, T0 + ttl + 1, T0 + 2 * ttl)
+            .await
+            .unwrap(),
+        KeyedIngest::Conflict
+    );
+    // Purging forgets what expired, nothing else.
+    assert_eq!(
+        s.purge_ingest_keys(T0 + ttl).await.unwrap(),
+        2,
+        "globex's and events'"
+    );
+    assert_eq!(
+        s.begin_keyed_ingest(&k, T0 + ttl + 2, T0 + 2 * ttl)
+            .await
+            .unwrap(),
+        KeyedIngest::Conflict,
+        "the replaced entry is still there"
+    );
+    assert_eq!(s.purge_ingest_keys(T0 + 2 * ttl).await.unwrap(), 1);
+    assert_eq!(
+        s.begin_keyed_ingest(&k, T0 + 2 * ttl, T0 + 3 * ttl)
+            .await
+            .unwrap(),
+        KeyedIngest::New
+    );
+}
+
+async fn concurrent_keyed_ingests_record_one_entry(s: &dyn Backend) {
+    let k = ingest_key("acme", "race", "d");
+    let outcomes =
+        futures::future::join_all((0..16).map(|i| s.begin_keyed_ingest(&k, T0 + i, T0 + 60_000)))
+            .await;
+    let new = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(KeyedIngest::New)))
+        .count();
+    let same = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(KeyedIngest::Same { answer: None })))
+        .count();
+    assert_eq!((new, same), (1, 15), "{outcomes:?}");
 }
