@@ -625,6 +625,35 @@ async fn a_two_shard_cluster_spreads_rows_and_exports_each_once() {
         ROWS.to_string()
     );
 
+    // A re-sent window is found on whichever shard took it: stored once.
+    let resent: Vec<Value> = rows[..300]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            r["event_id"] = json!(format!("0189abcd-0000-7000-8000-{i:012}"));
+            r["click_id"] = json!(format!("e{i:05}"));
+            r
+        })
+        .collect();
+    for window in [&resent[..200], &resent[100..], &resent[..]] {
+        let resp = svc
+            .post("/v1/ingest/clicks", ACME)
+            .body(window.iter().map(|r| format!("{r}\n")).collect::<String>())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let with_ids: u64 = shards[0]
+        .query(&format!(
+            "SELECT count() FROM {db}.clicks WHERE click_id LIKE 'e%'"
+        ))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(with_ids, 300, "each event once across the shards");
+
     // Readiness needs every shard, not only the one the service talks to.
     let (status, _) = ready(&svc).await;
     assert_eq!(status, 200);
