@@ -68,7 +68,7 @@ async fn load(
     tally: Arc<Tally>,
 ) -> Vec<String> {
     let mut rng = Rng(seed ^ (loader + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let keyed = loader % 2 == 0;
+    let keyed = loader.is_multiple_of(2);
     let mut acked = Vec::new();
     let mut start = 0u64;
     let mut w = 0;
@@ -146,9 +146,11 @@ async fn acknowledged_events_are_exported_exactly_once_through_crashes() {
     println!("LOGPORT_CHAOS_SEED={seed}");
     let ch = PrivateClickHouse::launch();
     let pg = PgDatabase::create();
+    let files = tempfile::tempdir().unwrap();
     let shared = Options::default()
         .clickhouse_url(&ch.url)
         .job_store_url(&pg.url)
+        .object_store_dir(files.path())
         .env("LOGPORT_LEASE", "2s")
         .env("LOGPORT_HEARTBEAT", "500ms")
         .env("LOGPORT_INGEST_BATCH_WAIT", "50ms");
