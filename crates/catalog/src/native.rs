@@ -111,16 +111,59 @@ impl NativeBlock {
         Ok(self)
     }
 
-    /// Reserves room for about `bytes` of values.
-    pub fn reserve(&mut self, bytes: usize) {
-        let per = bytes / self.columns.len().max(1);
-        for c in &mut self.columns {
-            c.data.reserve(per);
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Bytes the block holds: its column buffers (their capacity) and the constant
+    /// columns [`Self::into_chunks`] writes out for every row. Ingest admission
+    /// charges this, not the text the rows came from.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes_with(0)
+    }
+
+    /// [`Self::held_bytes`] once [`Self::reserve_rows`] made room for `more` rows.
+    pub fn held_bytes_with(&self, more: usize) -> usize {
+        let columns: usize = self
+            .columns
+            .iter()
+            .map(|c| {
+                let (nulls, data) = self.room(c, more);
+                nulls.max(c.nulls.capacity()) + data.max(c.data.capacity())
+            })
+            .sum();
+        let constant: usize = self
+            .first
+            .iter()
+            .chain(&self.last)
+            .map(|k| k.value.len())
+            .sum();
+        columns + constant * (self.rows + more)
+    }
+
+    /// Makes room for `more` rows at the mean width of each column's rows so far (no
+    /// room before the first row), so the buffers do not grow on their own.
+    pub fn reserve_rows(&mut self, more: usize) {
+        for i in 0..self.columns.len() {
+            let (nulls, data) = self.room(&self.columns[i], more);
+            let c = &mut self.columns[i];
+            if nulls > c.nulls.capacity() {
+                c.nulls.reserve_exact(nulls - c.nulls.len());
+            }
+            if data > c.data.capacity() {
+                c.data.reserve_exact(data - c.data.len());
+            }
         }
     }
 
-    pub fn rows(&self) -> usize {
-        self.rows
+    /// The (nulls, data) lengths a column reaches with `more` rows of its mean width.
+    fn room(&self, c: &Column, more: usize) -> (usize, usize) {
+        if self.rows == 0 || more == 0 {
+            return (c.nulls.len(), c.data.len());
+        }
+        let width = c.data.len().div_ceil(self.rows);
+        let nulls = if c.nullable { c.nulls.len() + more } else { 0 };
+        (nulls, c.data.len() + width.saturating_mul(more))
     }
 
     /// Appends field `i`'s value of the row being built, in its RowBinary form.

@@ -31,8 +31,9 @@ use logport_store::{Batch, Store, SubmitError};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{idempotency_key, param, read_body};
+use super::{idempotency_key, param, read_ingest_body};
 use crate::activity::{self, Entry};
+use crate::admission::{self, BlockMeter, Charge};
 use crate::auth::Caller;
 use crate::error::{ApiError, LineProblem};
 use crate::{ApiLimits, AppState};
@@ -139,22 +140,10 @@ pub async fn ingest(
     let csv = is_csv(&req)?;
     let key = idempotency_key(&req)?;
 
-    // Backpressure: bytes of requests in progress are bounded; past that, 503.
-    let announced = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .unwrap_or(state.limits.ingest_max_bytes)
-        .min(state.limits.ingest_max_bytes)
-        .max(1);
-    let _permit = state
-        .ingest_gate
-        .clone()
-        .try_acquire_many_owned(u32::try_from(announced.div_ceil(1024)).unwrap_or(u32::MAX))
-        .map_err(|_| ApiError::Unavailable {
-            detail: "ingest is at capacity; retry shortly".into(),
-            retry_after: 1,
-        })?;
+    // Admission (crate::admission): the request is charged for the memory it holds as
+    // it comes to hold it; first for its parsing state, before its body is read.
+    let mut charge = state.ingest_budget.charge(&caller.tenant);
+    charge.grow(admission::REQUEST_BASE)?;
     let _key_guard = match &key {
         Some(k) => Some(
             state
@@ -170,7 +159,14 @@ pub async fn ingest(
         None => None,
     };
 
-    let body = read_body(&req, payload, state.limits.ingest_max_bytes).await?;
+    let wire = read_ingest_body(
+        &req,
+        payload,
+        state.limits.ingest_max_bytes,
+        &state.limits.ingest_pace,
+        &mut charge,
+    )
+    .await?;
     let now_ms = state.clock.now_ms();
     let received = now_ms.div_euclid(1000) as u32;
     let received_ms = now_ms.rem_euclid(1000) as u16;
@@ -181,21 +177,27 @@ pub async fn ingest(
         .map(|k| format!("{tenant}\0{}\0{k}", slice.name));
     let slice_for_parse = slice.clone();
     let apps = caller.apps.clone();
-    let batch = web::block(move || {
+    // `_held`: the block stays charged until the request answers (it is held until
+    // ClickHouse committed it).
+    let (batch, _held) = web::block(move || {
+        let body = wire.decode(limits.ingest_max_bytes, &mut charge)?;
         let ctx = RowContext {
             received_time: received,
             id_seed: seed.as_deref().map(str::as_bytes),
         };
         let mut enc = Encoded::new();
         enc.allowed_apps = apps;
-        let mut block = Store::block(&slice_for_parse, &tenant, received_ms)?;
-        block.reserve(body.len());
+        let block = Store::block(&slice_for_parse, &tenant, received_ms)?;
         let enc = (enc, block);
-        if csv {
-            encode_csv(enc, &slice_for_parse, &body, &ctx, &limits)
+        let encoded = if csv {
+            encode_csv(enc, &slice_for_parse, &body, &ctx, &limits, &mut charge)
         } else {
-            encode_ndjson(enc, &slice_for_parse, &body, &ctx, &limits)
-        }
+            encode_ndjson(enc, &slice_for_parse, &body, &ctx, &limits, &mut charge)
+        }?;
+        let text = body.capacity();
+        drop(body);
+        charge.shrink(text);
+        Ok::<_, ApiError>((encoded, charge))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("ingest worker: {e}")))??;
@@ -469,11 +471,20 @@ fn encode_ndjson(
     body: &[u8],
     ctx: &RowContext<'_>,
     limits: &ApiLimits,
+    charge: &mut Charge,
 ) -> Result<Encoded, ApiError> {
     let mut lines = LineEncoder::new(slice).map_err(ApiError::Internal)?;
+    let mut meter = BlockMeter::new();
     let mut start = 0;
     let mut line = 0u64;
     while start <= body.len() {
+        meter.check(
+            &mut block,
+            start,
+            body.len(),
+            limits.ingest_max_rows,
+            charge,
+        )?;
         let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
         let raw = &body[start..end];
         start = end + 1;
@@ -499,6 +510,7 @@ fn encode_ndjson(
             Err(e) => enc.reject(line, e.field, e.detail),
         }
     }
+    meter.finish(&block, charge)?;
     Ok(enc.finish(block))
 }
 
@@ -508,7 +520,9 @@ fn encode_csv(
     body: &[u8],
     ctx: &RowContext<'_>,
     limits: &ApiLimits,
+    charge: &mut Charge,
 ) -> Result<Encoded, ApiError> {
+    let mut meter = BlockMeter::new();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -516,6 +530,8 @@ fn encode_csv(
     let mut header: Option<CsvHeader> = None;
     let mut record = csv::ByteRecord::new();
     loop {
+        let done = usize::try_from(reader.position().byte()).unwrap_or(usize::MAX);
+        meter.check(&mut block, done, body.len(), limits.ingest_max_rows, charge)?;
         let line = reader.position().line();
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
@@ -568,5 +584,6 @@ fn encode_csv(
         let parsed = row_from_csv(slice, h, &values, ctx, line);
         enc.take(slice, line, parsed, &mut block)?;
     }
+    meter.finish(&block, charge)?;
     Ok(enc.finish(block))
 }
