@@ -258,6 +258,39 @@ mod tests {
     use crate::Catalog;
 
     #[test]
+    fn held_bytes_count_reserved_room_and_constant_columns() {
+        let catalog = Catalog::builtin().unwrap();
+        let slice = catalog.slice("clicks").unwrap();
+        let mut block = NativeBlock::for_slice(slice)
+            .unwrap()
+            .with_first("tenant_id", &ColumnType::String, &Value::Str("acme".into()))
+            .unwrap();
+        let row: Vec<Value> = slice
+            .fields
+            .iter()
+            .map(|f| Value::default_for(&f.ty))
+            .collect();
+        assert_eq!(
+            block.held_bytes_with(100),
+            block.held_bytes() + 100 * 5,
+            "before the first row only the constant column has a width"
+        );
+        for _ in 0..10 {
+            block.push_row(slice, &row).unwrap();
+        }
+        let planned = block.held_bytes_with(1000);
+        assert!(planned > block.held_bytes());
+        block.reserve_rows(1000);
+        // The constant tenant column (a length byte and "acme") counts per row there is.
+        assert_eq!(block.held_bytes(), planned - 1000 * 5);
+        // Rows like these fit in the room reserved: no buffer grows on its own.
+        for _ in 0..1000 {
+            block.push_row(slice, &row).unwrap();
+        }
+        assert_eq!(block.held_bytes(), planned);
+    }
+
+    #[test]
     fn a_block_is_counts_then_named_typed_columns() {
         let catalog = Catalog::from_files([(
             "t.toml".into(),

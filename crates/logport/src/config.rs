@@ -714,6 +714,50 @@ mod tests {
         );
     }
 
+    #[test]
+    fn ingest_admission_and_auth_failure_settings() {
+        let s = Config::default().validate(Path::new("/")).unwrap();
+        assert_eq!(s.raw.ingest_tenant_share, 0.5);
+        assert_eq!(s.ingest_body_grace, Duration::from_secs(10));
+        assert_eq!(s.raw.ingest_min_body_rate, 1024);
+        assert_eq!(
+            (s.raw.auth_failures_per_minute, s.raw.auth_failure_burst),
+            (30, 20)
+        );
+        let mut c = Config::default();
+        c.apply_env(env(&[
+            ("LOGPORT_INGEST_TENANT_SHARE", "1"),
+            ("LOGPORT_INGEST_BODY_GRACE", "2s"),
+            ("LOGPORT_INGEST_MIN_BODY_RATE", "0"),
+            ("LOGPORT_AUTH_FAILURES_PER_MINUTE", "0"),
+            ("LOGPORT_AUTH_FAILURE_BURST", "5"),
+        ]))
+        .unwrap();
+        let s = c.validate(Path::new("/")).unwrap();
+        assert_eq!(s.raw.ingest_tenant_share, 1.0);
+        assert_eq!(s.ingest_body_grace, Duration::from_secs(2));
+        assert_eq!(s.raw.ingest_min_body_rate, 0);
+        assert_eq!(s.raw.auth_failure_burst, 5);
+        for pairs in [
+            &[("LOGPORT_INGEST_TENANT_SHARE", "0")][..],
+            &[("LOGPORT_INGEST_TENANT_SHARE", "1.5")],
+            &[("LOGPORT_INGEST_TENANT_SHARE", "NaN")],
+            // Half of 100 MB cannot hold one 64 MiB body.
+            &[("LOGPORT_INGEST_MAX_INFLIGHT_BYTES", "100000000")],
+            &[("LOGPORT_INGEST_BODY_GRACE", "soon")],
+            &[("LOGPORT_AUTH_FAILURE_BURST", "0")],
+        ] {
+            let mut c = Config::default();
+            c.apply_env(env(pairs)).unwrap();
+            let e = c.validate(Path::new("/")).unwrap_err();
+            let key = pairs[0]
+                .0
+                .trim_start_matches("LOGPORT_")
+                .to_ascii_lowercase();
+            assert!(e.to_string().starts_with(&key), "{pairs:?}: {e}");
+        }
+    }
+
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
             .iter()

@@ -18,6 +18,11 @@
 //!
 //! The window is the retention of the slice: as long as the rows exist, a repeat is
 //! recognised. Overlapping but different batches are not deduplicated row by row.
+//!
+//! Admission (`crate::admission`): a request is charged for the memory it holds as it
+//! comes to hold it — the body as it arrives, the decoded text, the column block as
+//! lines are encoded — and answered 413, 503 or 408 (too slow a body) before anything
+//! is written when it may not hold more.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -107,8 +112,9 @@ impl InFlightKeys {
         (status = 415, description = "Unsupported Content-Encoding or Content-Type"),
         (status = 422, description = "Bad records (with their line numbers); nothing was stored"),
         (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 408, description = "The body arrived slower than the minimum rate; nothing was stored"),
         (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
-        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+        (status = 503, description = "A backend is unavailable, or ingest memory is held by other requests; retry after Retry-After"),
     )
 )]
 pub async fn ingest(
