@@ -1377,8 +1377,8 @@ async fn status_and_retry(rb: reqwest::RequestBuilder) -> (u16, Option<String>) 
 }
 
 /// Memory is charged for what a request holds: fifty concurrent gzip bodies of a
-/// million tiny valid lines each (about 40 MB of text, and several times that as
-/// column data, from 100 KB on the wire) cannot push the server past its ingest
+/// million tiny valid lines each (41 MB of text, and several times that as column
+/// data, from 130 KB on the wire) cannot push the server past its ingest
 /// budget, and another tenant's small batch is still stored meanwhile.
 #[tokio::test]
 async fn a_flood_of_tiny_line_bodies_stays_within_the_ingest_budget() {

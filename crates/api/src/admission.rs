@@ -316,8 +316,10 @@ impl BlockMeter {
         Ok(())
     }
 
-    /// Charges exactly what the finished block holds (and will write out).
-    pub fn finish(&mut self, block: &NativeBlock, charge: &mut Charge) -> Result<(), Refused> {
+    /// Gives back room reserved for rows that did not come, then charges exactly
+    /// what the finished block holds (and will write out).
+    pub fn finish(&mut self, block: &mut NativeBlock, charge: &mut Charge) -> Result<(), Refused> {
+        block.shrink_to_fit();
         self.charge_to(block.held_bytes(), charge)
     }
 

@@ -26,8 +26,9 @@
 //!   shape of a generated secret (`lp_` and 64 hex digits) is never looked up; tokens
 //!   the store does not know are remembered apart from known ones (a flood of random
 //!   tokens neither evicts a valid token's entry nor reaches the store twice for the
-//!   same token); and failed authentications are limited per peer address (a token
-//!   bucket: `LOGPORT_AUTH_FAILURES_PER_MINUTE`, burst `LOGPORT_AUTH_FAILURE_BURST`).
+//!   same token); and failed authentications are limited per peer address (an IPv6
+//!   peer by its /64; a token bucket: `LOGPORT_AUTH_FAILURES_PER_MINUTE`, burst
+//!   `LOGPORT_AUTH_FAILURE_BURST`).
 //!   A peer past its limit gets 429 with `Retry-After` for any token the server does
 //!   not already know as valid, before any lookup; tokens it knows (and static ones)
 //!   keep working from the same address, so one bad client behind a shared address
@@ -287,6 +288,10 @@ impl Limiter {
             buckets.retain(|_, b| {
                 b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < burst
             });
+            // Memory stays bounded even when every bucket is in use.
+            if buckets.len() >= CACHE_MAX {
+                buckets.clear();
+            }
         }
         let b = buckets.entry(key.to_string()).or_insert(Bucket {
             tokens: burst,
@@ -506,11 +511,10 @@ impl Tokens {
         token: &str,
         now_ms: i64,
     ) -> Result<Caller, AuthFailure> {
-        let peer = req
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
-        let id = self.resolve(token, &peer, now_ms).await?;
+        let ip = req.peer_addr().map(|a| a.ip());
+        let id = self
+            .resolve(token, &ip.map(failure_key).unwrap_or_default(), now_ms)
+            .await?;
         self.take(&id.token_id)?;
         Ok(Caller {
             tenant: id.tenant,
@@ -518,7 +522,7 @@ impl Tokens {
             token_name: id.token_name,
             scopes: id.scopes,
             apps: id.apps,
-            ip: peer,
+            ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
             user_agent: req
                 .headers()
                 .get(header::USER_AGENT)
@@ -530,6 +534,18 @@ impl Tokens {
                 })
                 .unwrap_or_default(),
         })
+    }
+}
+
+/// Whom failed authentications are counted against: an IPv4 address, or an IPv6
+/// address's /64 (one host usually has a whole /64 to pick addresses from).
+fn failure_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        other => other.to_canonical().to_string(),
     }
 }
 
@@ -614,6 +630,16 @@ mod tests {
             !format!("{t:?}").contains("secret-a1"),
             "only digests are kept"
         );
+    }
+
+    #[test]
+    fn failures_count_against_an_address_or_its_64() {
+        let key = |s: &str| failure_key(s.parse().unwrap());
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:bbbb::9"), key("2001:db8:1:2:aaaa::1"));
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
     }
 
     #[test]

@@ -156,6 +156,14 @@ impl NativeBlock {
         }
     }
 
+    /// Gives back room reserved for rows that did not come.
+    pub fn shrink_to_fit(&mut self) {
+        for c in &mut self.columns {
+            c.nulls.shrink_to_fit();
+            c.data.shrink_to_fit();
+        }
+    }
+
     /// The (nulls, data) lengths a column reaches with `more` rows of its mean width.
     fn room(&self, c: &Column, more: usize) -> (usize, usize) {
         if self.rows == 0 || more == 0 {
@@ -284,10 +292,13 @@ mod tests {
         // The constant tenant column (a length byte and "acme") counts per row there is.
         assert_eq!(block.held_bytes(), planned - 1000 * 5);
         // Rows like these fit in the room reserved: no buffer grows on its own.
-        for _ in 0..1000 {
+        for _ in 0..990 {
             block.push_row(slice, &row).unwrap();
         }
-        assert_eq!(block.held_bytes(), planned);
+        assert_eq!(block.held_bytes(), planned - 10 * 5);
+        // Room for the ten rows that did not come is given back.
+        block.shrink_to_fit();
+        assert!(block.held_bytes() < planned - 10 * 5);
     }
 
     #[test]

@@ -516,7 +516,7 @@ fn encode_ndjson(
             Err(e) => enc.reject(line, e.field, e.detail),
         }
     }
-    meter.finish(&block, charge)?;
+    meter.finish(&mut block, charge)?;
     Ok(enc.finish(block))
 }
 
@@ -590,6 +590,6 @@ fn encode_csv(
         let parsed = row_from_csv(slice, h, &values, ctx, line);
         enc.take(slice, line, parsed, &mut block)?;
     }
-    meter.finish(&block, charge)?;
+    meter.finish(&mut block, charge)?;
     Ok(enc.finish(block))
 }
