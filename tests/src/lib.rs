@@ -305,6 +305,35 @@ impl Service {
             .id()
     }
 
+    /// The process's peak resident memory (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<pid>/status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status");
+        kb * 1024
+    }
+
+    /// The value of one series of `GET /metrics` (`name` or `name{label="v"}`, as the
+    /// exposition spells it); 0 when it has not been recorded yet.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.trim().parse().expect("a metric value"))
+    }
+
     /// Sends a signal (`TERM`, `STOP`, `CONT`, ...) to the process with `kill`.
     pub fn signal(&self, name: &str) {
         send_signal(self.pid(), name);

@@ -228,10 +228,13 @@ async fn overload_answers_503_instead_of_buffering() {
         Options::default()
             .clickhouse_url(&ch.url)
             .env("LOGPORT_INGEST_MAX_BYTES", "100000")
-            .env("LOGPORT_INGEST_MAX_INFLIGHT_BYTES", "200000"),
+            // What a request holds is its body, its parsing state and its column
+            // block (about 250 KB here): three fit in the tenant's half.
+            .env("LOGPORT_INGEST_MAX_INFLIGHT_BYTES", "2000000"),
     )
     .await;
-    // A paused server holds every insert; requests pile up until the gate closes.
+    // A paused server holds every insert (and the memory of its request); requests
+    // pile up until the budget is held.
     ch.pause();
     let body = ndjson(
         &(0..500)

@@ -1262,29 +1262,6 @@ async fn a_compressed_body_is_limited_after_decompression() {
     assert_eq!(total(&svc, "clicks"), 10);
 }
 
-/// The peak resident memory of the service's process, in bytes.
-fn peak_rss(svc: &Service) -> u64 {
-    let needle = format!("LOGPORT_CLICKHOUSE_DATABASE={}", svc.database);
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let dir = entry.path();
-        let Ok(env) = std::fs::read(dir.join("environ")) else {
-            continue;
-        };
-        let is_service = env.split(|b| *b == 0).any(|v| v == needle.as_bytes())
-            && std::fs::read_to_string(dir.join("cmdline")).is_ok_and(|c| c.contains("serve"));
-        if is_service {
-            let status = std::fs::read_to_string(dir.join("status")).unwrap();
-            let kb: u64 = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .expect("VmHWM");
-            return kb * 1024;
-        }
-    }
-    panic!("the service process was not found in /proc");
-}
-
 #[tokio::test]
 async fn a_decompression_bomb_is_refused_without_inflating_it_in_memory() {
     let svc =
@@ -1294,13 +1271,13 @@ async fn a_decompression_bomb_is_refused_without_inflating_it_in_memory() {
     std::io::copy(&mut std::io::repeat(b'\n').take(256 << 20), &mut enc).unwrap();
     let bomb = enc.finish().unwrap();
     assert!(bomb.len() < 100_000, "{}", bomb.len());
-    let before = peak_rss(&svc);
+    let before = svc.peak_rss();
     refused(
         send(post(&svc, "clicks", bomb).header("content-encoding", "zstd")).await,
         413,
     )
     .await;
-    let grown = peak_rss(&svc).saturating_sub(before);
+    let grown = svc.peak_rss().saturating_sub(before);
     assert!(
         grown < 64 << 20,
         "refusing a 4 MB-limited body made the service grow by {} MiB: \
@@ -1380,6 +1357,226 @@ async fn more_rows_than_the_row_limit_is_413() {
     )
     .await;
     assert_eq!(total(&svc, "clicks"), 5);
+}
+
+// ---------------------------------------------------------------- admission
+
+/// What a refused or accepted flood request answered: its status and `Retry-After`.
+async fn status_and_retry(rb: reqwest::RequestBuilder) -> (u16, Option<String>) {
+    let resp = rb.send().await.expect("request reaches the service");
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let status = resp.status().as_u16();
+    if status != 200 {
+        let (_, body) = problem(resp).await;
+        assert_eq!(body["status"], status, "{body}");
+    }
+    (status, retry)
+}
+
+/// Memory is charged for what a request holds: fifty concurrent gzip bodies of a
+/// million tiny valid lines each (41 MB of text, and several times that as column
+/// data, from 130 KB on the wire) cannot push the server past its ingest
+/// budget, and another tenant's small batch is still stored meanwhile.
+#[tokio::test]
+async fn a_flood_of_tiny_line_bodies_stays_within_the_ingest_budget() {
+    const BUDGET: u64 = 96 << 20;
+    // What the server holds besides its ingest budget under this load: 50
+    // connections' buffers, the blocking threads the requests run on, the
+    // allocator's slack.
+    const MARGIN: u64 = 48 << 20;
+    let svc = Service::start_with(
+        Options::default()
+            .env("LOGPORT_INGEST_MAX_INFLIGHT_BYTES", &BUDGET.to_string())
+            .env("LOGPORT_INGEST_MAX_BYTES", &(BUDGET / 2).to_string()),
+    )
+    .await;
+    // A million lines as 100 gzip members of 10,000 lines (one valid gzip stream,
+    // whose trailer declares only the last member's size: the text grows step by step).
+    let line = "{\"click_id\":\"c\",\"event_time\":1793872800}\n";
+    let member = gzip(line.repeat(10_000).as_bytes());
+    let body = bytes::Bytes::from(member.repeat(100));
+    assert!(body.len() < 200_000, "{}", body.len());
+    let small = |i: usize| {
+        svc.post("/v1/ingest/clicks", GLOBEX)
+            .header("content-type", "application/x-ndjson")
+            .body(ndjson(&[click(&format!("small-{i}"))]))
+    };
+    // Warm: the baseline includes what answering an ingest request costs.
+    accepted(send(small(0)).await).await;
+    let baseline = svc.peak_rss();
+
+    let flood = futures::future::join_all((0..50).map(|_| {
+        status_and_retry(
+            svc.post("/v1/ingest/clicks", ACME)
+                .header("content-type", "application/x-ndjson")
+                .header("content-encoding", "gzip")
+                .body(body.clone()),
+        )
+    }));
+    let others = async {
+        let mut answers = Vec::new();
+        for i in 1..=5 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            answers.push(status_and_retry(small(i)).await);
+        }
+        answers
+    };
+    let (flood, others) = tokio::join!(flood, others);
+
+    for (status, retry) in &flood {
+        match status {
+            413 => {}
+            503 => assert!(
+                retry.as_deref().is_some_and(|r| r.parse::<u32>().is_ok()),
+                "503 without Retry-After"
+            ),
+            other => panic!("a flood request answered {other}: {flood:?}"),
+        }
+    }
+    assert!(
+        others.iter().all(|(s, _)| *s == 200),
+        "another tenant's small batches: {others:?}"
+    );
+    let peak = svc.peak_rss();
+    eprintln!(
+        "peak RSS {} MiB (baseline {} MiB, budget {} MiB); answers {:?}",
+        peak >> 20,
+        baseline >> 20,
+        BUDGET >> 20,
+        flood.iter().map(|(s, _)| *s).collect::<Vec<_>>()
+    );
+    assert!(
+        peak < baseline + BUDGET + MARGIN,
+        "peak RSS {} MiB is past the baseline {} MiB + the budget {} MiB + {} MiB",
+        peak >> 20,
+        baseline >> 20,
+        BUDGET >> 20,
+        MARGIN >> 20
+    );
+    assert_eq!(svc.count("clicks", "acme"), 0, "nothing partial is stored");
+    assert_eq!(svc.count("clicks", "globex"), 6);
+    assert_eq!(svc.metric("logport_ingest_held_bytes").await, 0.0);
+}
+
+/// An upload over a raw connection that sends one line a second; returns the status
+/// the server answered with, when, and the body.
+async fn trickle(svc: &Service, token: &str, chunked: bool) -> (u16, Duration, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = svc.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        // Announced, never sent: the budget is not charged for it.
+        "Content-Length: 60000000".to_string()
+    };
+    let head = format!(
+        "POST /v1/ingest/clicks HTTP/1.1\r\nHost: logport\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/x-ndjson\r\n{framing}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let start = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let line = format!("{}\n", click(&format!("trickle-{n}")));
+                n += 1;
+                let piece = if chunked {
+                    format!("{:x}\r\n{line}\r\n", line.len())
+                } else {
+                    line
+                };
+                // The server may have answered and closed already.
+                let _ = stream.write_all(piece.as_bytes()).await;
+            }
+            read = stream.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(k) => {
+                    answer.extend_from_slice(&buf[..k]);
+                    let text = String::from_utf8_lossy(&answer);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                            .and_then(|v| v.parse::<usize>().ok());
+                        if len.is_some_and(|len| body.len() >= len) {
+                            break;
+                        }
+                    }
+                }
+            },
+            _ = tokio::time::sleep(Duration::from_secs(30)) => panic!("no answer in 30 s"),
+        }
+    }
+    let took = start.elapsed();
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = serde_json::from_str(body).unwrap_or(Value::Null);
+    (status, took, body)
+}
+
+/// Uploads that trickle (one line a second) hold only what they sent, so another
+/// tenant's ingest is answered at once; after the grace they fall below the minimum
+/// rate and are answered 408, releasing everything, storing nothing.
+#[tokio::test]
+async fn trickling_uploads_lose_their_admission_and_lock_nobody_out() {
+    let svc = Service::start_with(
+        Options::default()
+            .env("LOGPORT_INGEST_BODY_GRACE", "2s")
+            .env("LOGPORT_INGEST_MIN_BODY_RATE", "1000"),
+    )
+    .await;
+    let tricklers: Vec<_> = (0..4).map(|i| trickle(&svc, ACME, i % 2 == 0)).collect();
+    let other = async {
+        // The tricklers are connected and sending.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let start = std::time::Instant::now();
+        let resp = svc
+            .post("/v1/ingest/clicks", GLOBEX)
+            .header("content-type", "application/x-ndjson")
+            .body(ndjson(&[click("on-time")]))
+            .send()
+            .await
+            .unwrap();
+        let took = start.elapsed();
+        (
+            resp.status().as_u16(),
+            took,
+            svc.metric("logport_ingest_held_bytes").await,
+        )
+    };
+    let (tricklers, (status, took, held_meanwhile)) =
+        tokio::join!(futures::future::join_all(tricklers), other);
+    assert_eq!(status, 200, "another tenant's ingest while acme trickles");
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    // Four uploads that sent a few lines hold little.
+    assert!(
+        held_meanwhile > 0.0 && held_meanwhile < f64::from(4 * (1 << 20)),
+        "{held_meanwhile}"
+    );
+    for (status, took, body) in &tricklers {
+        assert_eq!(*status, 408, "{body}");
+        assert_eq!(body["type"], "/problems/body-too-slow", "{body}");
+        assert!(
+            (Duration::from_secs(2)..Duration::from_secs(6)).contains(took),
+            "answered after {took:?}"
+        );
+    }
+    assert_eq!(svc.count("clicks", "acme"), 0);
+    assert_eq!(svc.count("clicks", "globex"), 1);
+    assert_eq!(svc.metric("logport_ingest_held_bytes").await, 0.0);
 }
 
 // ---------------------------------------------------------------- slices, tenants, tokens

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use logport_tests::*;
 
 const DAY: &str = "2026-11-05";
@@ -1009,6 +1010,156 @@ async fn each_token_has_a_rate_limit_answered_with_429_and_retry_after() {
         200
     );
 }
+
+/// A token shaped like a generated secret (`lp_` and 64 hex digits) that no store holds.
+fn guess() -> String {
+    format!(
+        "lp_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// `GET /v1/slices` with a token: the status, and `Retry-After` when sent.
+async fn try_token(svc: &Service, token: &str) -> (u16, Option<u32>, Value) {
+    let resp = svc.get("/v1/slices", token).send().await.unwrap();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    let (status, body) = json_of(resp).await;
+    (status, retry, body)
+}
+
+#[tokio::test]
+async fn failed_authentication_is_limited_per_address_and_guesses_do_not_reach_the_store() {
+    let svc = Service::start_with(
+        Options::default()
+            .env("LOGPORT_AUTH_FAILURE_BURST", "5")
+            .env("LOGPORT_AUTH_FAILURES_PER_MINUTE", "6"),
+    )
+    .await;
+    let valid = svc.create_token("acme", "export", &[]);
+    assert_eq!(try_token(&svc, &valid.secret).await.0, 200);
+    let lookups = svc.metric("logport_auth_token_lookups_total").await;
+
+    // Forty guesses from one address, half shaped like secrets: the first five are
+    // refused as invalid, the rest with 429 before any lookup.
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let token = if i % 2 == 0 {
+            guess()
+        } else {
+            format!("guess-{i}")
+        };
+        let (status, retry, body) = try_token(&svc, &token).await;
+        if status == 429 {
+            assert_eq!(body["limit"], "auth_failures", "{body}");
+            assert!(retry.is_some_and(|r| (1..=60).contains(&r)), "{retry:?}");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses[..5], [401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    // The same address still gets in with a token the server knows, stored or static.
+    assert_eq!(try_token(&svc, &valid.secret).await.0, 200);
+    assert_eq!(try_token(&svc, ACME).await.0, 200);
+    // Only well-formed guesses made before the limit were looked up (three), plus at
+    // most the valid token's own refresh: not one lookup per request.
+    let looked_up = svc.metric("logport_auth_token_lookups_total").await - lookups;
+    assert!(
+        looked_up <= 4.0,
+        "{looked_up} job store lookups for 40 guesses"
+    );
+    assert_eq!(
+        svc.metric("logport_auth_failures_total{reason=\"throttled\"}")
+            .await,
+        35.0
+    );
+    // The compatibility protocols answer the limit in their own words.
+    let metrica = svc
+        .http
+        .get(svc.url(&format!(
+            "/management/v1/counter/1/logrequests?oauth_token={}",
+            guess()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrica.status(), 429);
+    assert!(metrica.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn random_tokens_never_displace_a_valid_one_or_reach_the_store_twice() {
+    let pg = PgDatabase::create();
+    let svc = Service::start_with(
+        Options::default()
+            .job_store_url(&pg.url)
+            // No per-address limit: every guess gets as far as it can.
+            .env("LOGPORT_AUTH_FAILURES_PER_MINUTE", "0"),
+    )
+    .await;
+    let valid = svc.create_token("acme", "export", &[]);
+    assert_eq!(try_token(&svc, &valid.secret).await.0, 200);
+
+    // More distinct guesses than a cache of every lookup could hold.
+    let guesses: Vec<String> = (0..GUESSES).map(|_| guess()).collect();
+    let before = svc.metric("logport_auth_token_lookups_total").await;
+    let statuses: Vec<u16> = futures::stream::iter(guesses.iter())
+        .map(|g| async { try_token(&svc, g).await.0 })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    let after = svc.metric("logport_auth_token_lookups_total").await;
+    assert_eq!(
+        after - before,
+        GUESSES as f64,
+        "each guess is looked up once"
+    );
+    // A guess sent again is answered from memory (the latest ones: what is kept of
+    // unknown tokens is bounded too).
+    for g in guesses.iter().rev().take(50) {
+        assert_eq!(try_token(&svc, g).await.0, 401);
+    }
+    assert_eq!(svc.metric("logport_auth_token_lookups_total").await, after);
+
+    // The job store goes away: the valid token's entry is still there and stands in
+    // for the lookup that fails; a new token cannot be checked.
+    psql(
+        &postgres_url(),
+        &format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", pg.name),
+    )
+    .unwrap();
+    psql(
+        &postgres_url(),
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            pg.name
+        ),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let start = Instant::now();
+    assert_eq!(try_token(&svc, &valid.secret).await.0, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(try_token(&svc, &guesses[GUESSES - 1]).await.0, 401);
+    let (status, retry, _) = try_token(&svc, &guess()).await;
+    assert_eq!((status, retry.is_some()), (503, true));
+    psql(
+        &postgres_url(),
+        &format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", pg.name),
+    )
+    .unwrap();
+}
+
+/// More than the 10,000 lookups the token cache once held before it started over.
+const GUESSES: usize = 10_500;
 
 #[tokio::test]
 async fn slow_requests_time_out_and_slow_clients_are_cut_off() {

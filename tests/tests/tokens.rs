@@ -401,7 +401,7 @@ async fn every_mutating_action_is_in_the_activity_log_and_exportable() {
     assert_eq!(batch["app_id"], 7);
     assert_eq!(
         changes(batch),
-        json!({"accepted": 2, "rejected": 1, "duplicate": false})
+        json!({"accepted": 2, "rejected": 1})
     );
     assert_eq!(batch["actor_id"], json!(writer.id));
     assert_eq!(batch["token_id"], json!(writer.id));

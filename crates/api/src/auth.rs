@@ -19,7 +19,20 @@
 //!   `counter_id` must be one of them (403 otherwise), and it sees only the jobs of
 //!   its apps — another app's job answers 404, as another tenant's does.
 //! - Lookups are cached for [`CACHE_TTL`], so a revoked token stops working within
-//!   about a second on every replica; expiry is checked on every request.
+//!   about a second on every replica; expiry is checked on every request. When the
+//!   job store cannot answer, a token found valid within [`STALE_MAX`] keeps its last
+//!   answer (nobody can revoke it meanwhile) instead of every request failing.
+//! - Guessing is cheap to refuse and never loads the job store: a token without the
+//!   shape of a generated secret (`lp_` and 64 hex digits) is never looked up; tokens
+//!   the store does not know are remembered apart from known ones (a flood of random
+//!   tokens neither evicts a valid token's entry nor reaches the store twice for the
+//!   same token); and failed authentications are limited per peer address (an IPv6
+//!   peer by its /64; a token bucket: `LOGPORT_AUTH_FAILURES_PER_MINUTE`, burst
+//!   `LOGPORT_AUTH_FAILURE_BURST`).
+//!   A peer past its limit gets 429 with `Retry-After` for any token the server does
+//!   not already know as valid, before any lookup; tokens it knows (and static ones)
+//!   keep working from the same address, so one bad client behind a shared address
+//!   does not lock out the others.
 //! - Rate: every token of the token store has a token bucket
 //!   (`LOGPORT_RATE_LIMIT_PER_SECOND`, burst `LOGPORT_RATE_LIMIT_BURST`); an empty
 //!   bucket answers 429 with `Retry-After`. Buckets live in the process: with several
@@ -32,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use futures::future::LocalBoxFuture;
-use logport_queue::tokens::token_digest;
+use logport_queue::tokens::{is_well_formed_secret, token_digest};
 use logport_queue::{Job, Scope, TokenInfo, TokenStore};
 
 use crate::error::ApiError;
@@ -40,8 +53,14 @@ use crate::AppState;
 
 /// How long a token lookup is trusted before the store is asked again.
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
-/// Most cached lookups; the cache starts over when full.
+/// How long a valid token's last lookup stands in for one the job store cannot answer.
+pub const STALE_MAX: Duration = Duration::from_secs(300);
+/// Most cached known tokens (only tokens the store holds), and most remembered unknown
+/// ones; each cache is pruned, then started over, when full.
 const CACHE_MAX: usize = 10_000;
+/// How long a token the store does not hold is answered without asking it again (a
+/// secret is random and printed at creation: nobody sends one before it exists).
+const UNKNOWN_TTL: Duration = Duration::from_secs(60);
 /// How the ids of static tokens start (never a stored token's `tok_`).
 const STATIC_PREFIX: &str = "static-";
 /// The slice only `admin` tokens may read or write.
@@ -179,6 +198,8 @@ pub enum AuthFailure {
     Unavailable,
     /// The token's rate limit is used up: retry after this many seconds.
     RateLimited(u32),
+    /// The peer failed authentication too often: retry after this many seconds.
+    Throttled(u32),
 }
 
 impl From<AuthFailure> for ApiError {
@@ -199,6 +220,15 @@ impl From<AuthFailure> for ApiError {
                 field: None,
                 detail: format!(
                     "this token sent more requests than its rate limit allows; retry in \
+                     {retry_after} s"
+                ),
+                retry_after,
+            },
+            AuthFailure::Throttled(retry_after) => ApiError::TooMany {
+                limit: "auth_failures",
+                field: None,
+                detail: format!(
+                    "too many failed authentications from this address; retry in \
                      {retry_after} s"
                 ),
                 retry_after,
@@ -238,6 +268,15 @@ struct Limiter {
 impl Limiter {
     /// Takes one request from `key`'s bucket, or says when one will be there.
     fn take(&self, key: &str, now: Instant) -> Result<(), u32> {
+        self.charge(key, now, true)
+    }
+
+    /// Whether `key`'s bucket has a request left, without taking it.
+    fn check(&self, key: &str, now: Instant) -> Result<(), u32> {
+        self.charge(key, now, false)
+    }
+
+    fn charge(&self, key: &str, now: Instant, take: bool) -> Result<(), u32> {
         let RateLimit { per_second, burst } = self.limit;
         if per_second <= 0.0 {
             return Ok(());
@@ -249,6 +288,10 @@ impl Limiter {
             buckets.retain(|_, b| {
                 b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < burst
             });
+            // Memory stays bounded even when every bucket is in use.
+            if buckets.len() >= CACHE_MAX {
+                buckets.clear();
+            }
         }
         let b = buckets.entry(key.to_string()).or_insert(Bucket {
             tokens: burst,
@@ -258,7 +301,9 @@ impl Limiter {
         b.tokens = (b.tokens + refill).min(burst);
         b.at = now;
         if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+            if take {
+                b.tokens -= 1.0;
+            }
             Ok(())
         } else {
             let wait = (1.0 - b.tokens) / per_second;
@@ -267,8 +312,8 @@ impl Limiter {
     }
 }
 
-/// A token lookup and when it was made.
-type Cached = (Instant, Option<TokenInfo>);
+/// A stored token and when the store last said so.
+type Known = (Instant, TokenInfo);
 
 /// The tokens a server accepts: static ones, the token store, and their rate limits.
 #[derive(Clone, Default)]
@@ -276,8 +321,14 @@ pub struct Tokens {
     /// Digest → tenant, from `LOGPORT_STATIC_TOKENS`.
     by_digest: HashMap<String, String>,
     store: Option<Arc<dyn TokenStore>>,
-    cache: Arc<Mutex<HashMap<String, Cached>>>,
+    /// Digests the store holds (revoked and expired ones too).
+    known: Arc<Mutex<HashMap<String, Known>>>,
+    /// Digests the store did not hold, and when it said so.
+    unknown: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Per token id.
     limiter: Arc<Limiter>,
+    /// Failed authentications per peer address.
+    failures: Arc<Limiter>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -286,6 +337,7 @@ impl std::fmt::Debug for Tokens {
             .field("static_digests", &self.by_digest)
             .field("store", &self.store.is_some())
             .field("rate_limit", &self.limiter.limit)
+            .field("failure_limit", &self.failures.limit)
             .finish()
     }
 }
@@ -326,13 +378,27 @@ impl Tokens {
         self
     }
 
+    /// Limits failed authentications per peer address.
+    pub fn with_failure_limit(mut self, limit: RateLimit) -> Tokens {
+        self.failures = Arc::new(Limiter {
+            limit,
+            buckets: Mutex::default(),
+        });
+        self
+    }
+
     /// The tenant of a static token.
     pub fn tenant_of(&self, token: &str) -> Option<&str> {
         self.by_digest.get(&digest(token)).map(String::as_str)
     }
 
-    /// Who a token is at `now_ms`, or why it is not accepted.
-    pub async fn resolve(&self, token: &str, now_ms: i64) -> Result<Identity, AuthFailure> {
+    /// Who a token sent from `peer` is at `now_ms`, or why it is not accepted.
+    pub async fn resolve(
+        &self,
+        token: &str,
+        peer: &str,
+        now_ms: i64,
+    ) -> Result<Identity, AuthFailure> {
         let d = digest(token);
         if let Some(tenant) = self.by_digest.get(&d) {
             return Ok(Identity {
@@ -345,41 +411,72 @@ impl Tokens {
         }
         let invalid = || AuthFailure::Invalid("the token is not valid".into());
         let Some(store) = &self.store else {
-            return Err(invalid());
+            return Err(self.failed(peer, "unknown", invalid()));
         };
-        // Generated tokens have one shape; anything else is not looked up.
-        let plausible = token.len() <= 128 && token.bytes().all(|b| b.is_ascii_graphic());
-        if !plausible {
-            return Err(invalid());
-        }
-        let cached = {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            cache
-                .get(&d)
-                .filter(|(at, _)| at.elapsed() < CACHE_TTL)
-                .map(|(_, info)| info.clone())
-        };
-        let info = match cached {
-            Some(info) => info,
-            None => {
-                let info = store.token_by_digest(&d).await.map_err(|e| {
-                    tracing::warn!(error = %e, "token lookup failed");
-                    AuthFailure::Unavailable
-                })?;
-                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                if cache.len() >= CACHE_MAX {
-                    cache.clear();
+        let now = Instant::now();
+        let known = lock(&self.known).get(&d).cloned();
+        let info = match known {
+            Some((at, info)) if now.duration_since(at) < CACHE_TTL => info,
+            known => {
+                if known.is_none() {
+                    // Not a token this server has seen valid: refused cheaply, and
+                    // never looked up for a peer that keeps failing.
+                    if let Err(wait) = self.failures.check(peer, now) {
+                        metrics::counter!("logport_auth_failures_total", "reason" => "throttled")
+                            .increment(1);
+                        return Err(AuthFailure::Throttled(wait));
+                    }
+                    if !is_well_formed_secret(token) {
+                        return Err(self.failed(peer, "malformed", invalid()));
+                    }
+                    let remembered = lock(&self.unknown)
+                        .get(&d)
+                        .is_some_and(|at| now.duration_since(*at) < UNKNOWN_TTL);
+                    if remembered {
+                        return Err(self.failed(peer, "unknown", invalid()));
+                    }
                 }
-                cache.insert(d, (Instant::now(), info.clone()));
-                info
+                metrics::counter!("logport_auth_token_lookups_total").increment(1);
+                match store.token_by_digest(&d).await {
+                    Ok(Some(info)) => {
+                        remember(&self.known, d, (Instant::now(), info.clone()), |(at, _)| {
+                            at.elapsed() < STALE_MAX
+                        });
+                        info
+                    }
+                    Ok(None) => {
+                        lock(&self.known).remove(&d);
+                        remember(&self.unknown, d, Instant::now(), |at| {
+                            at.elapsed() < UNKNOWN_TTL
+                        });
+                        return Err(self.failed(peer, "unknown", invalid()));
+                    }
+                    Err(e) => match known {
+                        Some((at, info)) if now.duration_since(at) < STALE_MAX => {
+                            tracing::warn!(error = %e, token_id = %info.id, "token lookup failed; its last answer stands");
+                            info
+                        }
+                        _ => {
+                            tracing::warn!(error = %e, "token lookup failed");
+                            return Err(AuthFailure::Unavailable);
+                        }
+                    },
+                }
             }
         };
-        let info = info.ok_or_else(invalid)?;
         if info.revoked_at.is_some() {
-            return Err(AuthFailure::Invalid("the token was revoked".into()));
+            return Err(self.failed(
+                peer,
+                "revoked",
+                AuthFailure::Invalid("the token was revoked".into()),
+            ));
         }
         if !info.is_active(now_ms) {
-            return Err(AuthFailure::Invalid("the token has expired".into()));
+            return Err(self.failed(
+                peer,
+                "expired",
+                AuthFailure::Invalid("the token has expired".into()),
+            ));
         }
         Ok(Identity {
             tenant: info.tenant,
@@ -388,6 +485,13 @@ impl Tokens {
             scopes: info.scopes,
             apps: info.apps,
         })
+    }
+
+    /// Counts a failed authentication against its peer.
+    fn failed(&self, peer: &str, reason: &'static str, failure: AuthFailure) -> AuthFailure {
+        metrics::counter!("logport_auth_failures_total", "reason" => reason).increment(1);
+        let _ = self.failures.take(peer, Instant::now());
+        failure
     }
 
     /// Takes one request from the token's rate limit (static tokens have none).
@@ -407,7 +511,10 @@ impl Tokens {
         token: &str,
         now_ms: i64,
     ) -> Result<Caller, AuthFailure> {
-        let id = self.resolve(token, now_ms).await?;
+        let ip = req.peer_addr().map(|a| a.ip());
+        let id = self
+            .resolve(token, &ip.map(failure_key).unwrap_or_default(), now_ms)
+            .await?;
         self.take(&id.token_id)?;
         Ok(Caller {
             tenant: id.tenant,
@@ -415,10 +522,7 @@ impl Tokens {
             token_name: id.token_name,
             scopes: id.scopes,
             apps: id.apps,
-            ip: req
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default(),
+            ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
             user_agent: req
                 .headers()
                 .get(header::USER_AGENT)
@@ -431,6 +535,40 @@ impl Tokens {
                 .unwrap_or_default(),
         })
     }
+}
+
+/// Whom failed authentications are counted against: an IPv4 address, or an IPv6
+/// address's /64 (one host usually has a whole /64 to pick addresses from).
+fn failure_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        other => other.to_canonical().to_string(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Inserts into a bounded cache: when full, entries `keep` refuses go first, and if
+/// that frees nothing, everything does.
+fn remember<V>(
+    cache: &Mutex<HashMap<String, V>>,
+    key: String,
+    value: V,
+    keep: impl Fn(&V) -> bool,
+) {
+    let mut cache = lock(cache);
+    if cache.len() >= CACHE_MAX && !cache.contains_key(&key) {
+        cache.retain(|_, v| keep(v));
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+    }
+    cache.insert(key, value);
 }
 
 /// The token of a request, from `Authorization: Bearer|OAuth <token>`.
@@ -492,6 +630,16 @@ mod tests {
             !format!("{t:?}").contains("secret-a1"),
             "only digests are kept"
         );
+    }
+
+    #[test]
+    fn failures_count_against_an_address_or_its_64() {
+        let key = |s: &str| failure_key(s.parse().unwrap());
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:bbbb::9"), key("2001:db8:1:2:aaaa::1"));
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
     }
 
     #[test]

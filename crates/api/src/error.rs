@@ -70,6 +70,9 @@ pub enum ApiError {
     /// A synchronous query (a preview) ran out of time; a narrower request may not.
     #[error("{0}")]
     Timeout(String),
+    /// The request body arrived slower than the minimum rate.
+    #[error("{0}")]
+    BodyTooSlow(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -147,6 +150,11 @@ impl ApiError {
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",
                 "The query took too long",
+            ),
+            BodyTooSlow(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body-too-slow",
+                "The request body arrived too slowly",
             ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

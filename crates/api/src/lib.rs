@@ -3,6 +3,7 @@
 //! a [`auth::Caller`] and scopes what it reads or writes to the caller's tenant.
 
 pub mod activity;
+pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod limits;
@@ -42,6 +43,8 @@ pub struct ApiLimits {
     /// Longest a handler may take to start its answer (504 beyond); a download's
     /// body may stream for longer.
     pub request_timeout: std::time::Duration,
+    /// How fast an ingest body must arrive (408 when slower).
+    pub ingest_pace: admission::BodyPace,
 }
 
 impl Default for ApiLimits {
@@ -54,6 +57,7 @@ impl Default for ApiLimits {
             preview_timeout: std::time::Duration::from_secs(15),
             max_header_bytes: 16 << 10,
             request_timeout: std::time::Duration::from_secs(120),
+            ingest_pace: admission::BodyPace::default(),
         }
     }
 }
@@ -142,8 +146,8 @@ pub struct AppState {
     pub max_attempts: u32,
     /// Writes ingest batches, coalescing small ones.
     pub inserter: Arc<logport_store::Inserter>,
-    /// Bounds the bytes of ingest requests in progress (one permit per KiB).
-    pub ingest_gate: Arc<tokio::sync::Semaphore>,
+    /// The memory ingest requests may hold, shared fairly by tenants.
+    pub ingest_budget: Arc<admission::IngestBudget>,
     /// Answers of ingest requests sent with an `Idempotency-Key`, for their retries.
     pub ingest_keys: Arc<dyn IngestKeys>,
     /// How long such an answer is kept.

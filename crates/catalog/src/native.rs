@@ -115,16 +115,67 @@ impl NativeBlock {
         Ok(self)
     }
 
-    /// Reserves room for about `bytes` of values.
-    pub fn reserve(&mut self, bytes: usize) {
-        let per = bytes / self.columns.len().max(1);
-        for c in &mut self.columns {
-            c.data.reserve(per);
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Bytes the block holds: its column buffers (their capacity) and the constant
+    /// columns [`Self::into_chunks`] writes out for every row. Ingest admission
+    /// charges this, not the text the rows came from.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes_with(0)
+    }
+
+    /// [`Self::held_bytes`] once [`Self::reserve_rows`] made room for `more` rows.
+    pub fn held_bytes_with(&self, more: usize) -> usize {
+        let columns: usize = self
+            .columns
+            .iter()
+            .map(|c| {
+                let (nulls, data) = self.room(c, more);
+                nulls.max(c.nulls.capacity()) + data.max(c.data.capacity())
+            })
+            .sum();
+        let constant: usize = self
+            .first
+            .iter()
+            .chain(&self.last)
+            .map(|k| k.value.len())
+            .sum();
+        columns + constant * (self.rows + more)
+    }
+
+    /// Makes room for `more` rows at the mean width of each column's rows so far (no
+    /// room before the first row), so the buffers do not grow on their own.
+    pub fn reserve_rows(&mut self, more: usize) {
+        for i in 0..self.columns.len() {
+            let (nulls, data) = self.room(&self.columns[i], more);
+            let c = &mut self.columns[i];
+            if nulls > c.nulls.capacity() {
+                c.nulls.reserve_exact(nulls - c.nulls.len());
+            }
+            if data > c.data.capacity() {
+                c.data.reserve_exact(data - c.data.len());
+            }
         }
     }
 
-    pub fn rows(&self) -> usize {
-        self.rows
+    /// Gives back room reserved for rows that did not come.
+    pub fn shrink_to_fit(&mut self) {
+        for c in &mut self.columns {
+            c.nulls.shrink_to_fit();
+            c.data.shrink_to_fit();
+        }
+    }
+
+    /// The (nulls, data) lengths a column reaches with `more` rows of its mean width.
+    fn room(&self, c: &Column, more: usize) -> (usize, usize) {
+        if self.rows == 0 || more == 0 {
+            return (c.nulls.len(), c.data.len());
+        }
+        let width = c.data.len().div_ceil(self.rows);
+        let nulls = if c.nullable { c.nulls.len() + more } else { 0 };
+        (nulls, c.data.len() + width.saturating_mul(more))
     }
 
     /// The block's columns as `name Type, …`: how ClickHouse's external-data
@@ -232,6 +283,42 @@ impl NativeBlock {
 mod tests {
     use super::*;
     use crate::Catalog;
+
+    #[test]
+    fn held_bytes_count_reserved_room_and_constant_columns() {
+        let catalog = Catalog::builtin().unwrap();
+        let slice = catalog.slice("clicks").unwrap();
+        let mut block = NativeBlock::for_slice(slice)
+            .unwrap()
+            .with_first("tenant_id", &ColumnType::String, &Value::Str("acme".into()))
+            .unwrap();
+        let row: Vec<Value> = slice
+            .fields
+            .iter()
+            .map(|f| Value::default_for(&f.ty))
+            .collect();
+        assert_eq!(
+            block.held_bytes_with(100),
+            block.held_bytes() + 100 * 5,
+            "before the first row only the constant column has a width"
+        );
+        for _ in 0..10 {
+            block.push_row(slice, &row).unwrap();
+        }
+        let planned = block.held_bytes_with(1000);
+        assert!(planned > block.held_bytes());
+        block.reserve_rows(1000);
+        // The constant tenant column (a length byte and "acme") counts per row there is.
+        assert_eq!(block.held_bytes(), planned - 1000 * 5);
+        // Rows like these fit in the room reserved: no buffer grows on its own.
+        for _ in 0..990 {
+            block.push_row(slice, &row).unwrap();
+        }
+        assert_eq!(block.held_bytes(), planned - 10 * 5);
+        // Room for the ten rows that did not come is given back.
+        block.shrink_to_fit();
+        assert!(block.held_bytes() < planned - 10 * 5);
+    }
 
     #[test]
     fn a_block_is_counts_then_named_typed_columns() {

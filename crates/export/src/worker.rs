@@ -1,7 +1,7 @@
 //! The worker pool: claim, run under a heartbeat, then succeed, retry or fail.
 //!
-//! Each worker task loops: claim the next runnable job under a lease (tenants take
-//! turns), run the attempt while a sibling task heartbeats (extending the lease,
+//! Each worker task loops: claim the next runnable job under a lease (the tenant
+//! running the fewest exports goes first, then by turns: see `JobStore::claim`), run the attempt while a sibling task heartbeats (extending the lease,
 //! publishing progress, and learning of cancellation or a lost lease), then record the
 //! outcome. Two background tasks keep the queue healthy: the reaper requeues jobs
 //! whose worker died (lease ran out), the janitor deletes expired files. Jobs left

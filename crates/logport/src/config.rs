@@ -41,8 +41,16 @@ pub struct Config {
     pub export_parallelism: usize,
     /// Exports with fewer rows are read by one query.
     pub export_parallel_min_rows: u64,
-    /// Bytes of ingest requests in progress before new ones get 503.
+    /// Memory every ingest request in progress may hold together (503 beyond).
     pub ingest_max_inflight_bytes: usize,
+    /// Share of `ingest_max_inflight_bytes` one tenant may hold (0 < share ≤ 1); also
+    /// the most one request may hold (413 beyond).
+    pub ingest_tenant_share: f64,
+    /// How long an ingest body may take before its minimum rate counts.
+    pub ingest_body_grace: String,
+    /// Bytes per second an ingest body must arrive at, on average, after the grace
+    /// (408 when slower; 0: no minimum).
+    pub ingest_min_body_rate: u64,
     pub max_range_days: u32,
     /// Most exports one tenant may have queued (429 beyond).
     pub max_queued_per_tenant: u64,
@@ -79,6 +87,11 @@ pub struct Config {
     pub rate_limit_per_second: f64,
     /// Requests a token may send at once on top of the sustained rate.
     pub rate_limit_burst: u32,
+    /// Failed authentications a peer address may make per minute, sustained (0: no
+    /// limit); beyond, its unknown tokens get 429 without being looked up.
+    pub auth_failures_per_minute: u32,
+    /// Failed authentications a peer address may make at once.
+    pub auth_failure_burst: u32,
     /// Largest request line plus headers, in bytes (431 beyond).
     pub max_header_bytes: usize,
     /// Longest a handler may take before its answer starts (504 beyond).
@@ -125,6 +138,9 @@ impl Default for Config {
             export_parallelism: std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
             export_parallel_min_rows: 1_000_000,
             ingest_max_inflight_bytes: 256 << 20,
+            ingest_tenant_share: 0.5,
+            ingest_body_grace: "10s".into(),
+            ingest_min_body_rate: 1024,
             max_range_days: 366,
             max_queued_per_tenant: 100,
             max_running_per_tenant: 4,
@@ -145,6 +161,8 @@ impl Default for Config {
             compat_part_max_bytes: 256 << 20,
             rate_limit_per_second: 50.0,
             rate_limit_burst: 100,
+            auth_failures_per_minute: 30,
+            auth_failure_burst: 20,
             max_header_bytes: 16 << 10,
             request_timeout: "120s".into(),
             request_header_timeout: "5s".into(),
@@ -176,6 +194,7 @@ pub struct Settings {
     pub orphan_sweep_interval: Duration,
     pub ingest_batch_wait: Duration,
     pub ingest_key_ttl: Duration,
+    pub ingest_body_grace: Duration,
     pub retention_interval: Duration,
     pub preview_timeout: Duration,
 }
@@ -320,6 +339,15 @@ impl Config {
         if let Some(v) = get("LOGPORT_INGEST_MAX_INFLIGHT_BYTES") {
             self.ingest_max_inflight_bytes = num("LOGPORT_INGEST_MAX_INFLIGHT_BYTES", &v)?;
         }
+        if let Some(v) = get("LOGPORT_INGEST_TENANT_SHARE") {
+            self.ingest_tenant_share = num("LOGPORT_INGEST_TENANT_SHARE", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_INGEST_BODY_GRACE") {
+            self.ingest_body_grace = v;
+        }
+        if let Some(v) = get("LOGPORT_INGEST_MIN_BODY_RATE") {
+            self.ingest_min_body_rate = num("LOGPORT_INGEST_MIN_BODY_RATE", &v)?;
+        }
         if let Some(v) = get("LOGPORT_MAX_RANGE_DAYS") {
             self.max_range_days = num("LOGPORT_MAX_RANGE_DAYS", &v)?;
         }
@@ -388,6 +416,12 @@ impl Config {
         }
         if let Some(v) = get("LOGPORT_RATE_LIMIT_BURST") {
             self.rate_limit_burst = num("LOGPORT_RATE_LIMIT_BURST", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_AUTH_FAILURES_PER_MINUTE") {
+            self.auth_failures_per_minute = num("LOGPORT_AUTH_FAILURES_PER_MINUTE", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_AUTH_FAILURE_BURST") {
+            self.auth_failure_burst = num("LOGPORT_AUTH_FAILURE_BURST", &v)?;
         }
         if let Some(v) = get("LOGPORT_MAX_HEADER_BYTES") {
             self.max_header_bytes = num("LOGPORT_MAX_HEADER_BYTES", &v)?;
@@ -516,12 +550,22 @@ impl Config {
         {
             return Err(bad("preview_timeout", "must be between 100ms and 10m"));
         }
-        if self.ingest_max_inflight_bytes < self.ingest_max_bytes {
+        if !(self.ingest_tenant_share > 0.0 && self.ingest_tenant_share <= 1.0) {
             return Err(bad(
-                "ingest_max_inflight_bytes",
-                "must be at least ingest_max_bytes (one largest request must fit)",
+                "ingest_tenant_share",
+                "must be a fraction above 0 and at most 1",
             ));
         }
+        if (self.ingest_max_inflight_bytes as f64 * self.ingest_tenant_share)
+            < self.ingest_max_bytes as f64
+        {
+            return Err(bad(
+                "ingest_max_inflight_bytes",
+                "times ingest_tenant_share must be at least ingest_max_bytes (one largest \
+                 body must fit in what one request may hold)",
+            ));
+        }
+        let ingest_body_grace = duration("ingest_body_grace", &self.ingest_body_grace)?;
         if orphan_sweep_interval.is_zero() {
             return Err(bad("orphan_sweep_interval", "must be positive"));
         }
@@ -572,6 +616,9 @@ impl Config {
         if self.rate_limit_burst == 0 {
             return Err(bad("rate_limit_burst", "must be at least 1"));
         }
+        if self.auth_failure_burst == 0 {
+            return Err(bad("auth_failure_burst", "must be at least 1"));
+        }
         // actix reads at most 128 KiB of head; a limit above that would never answer 431.
         if !(1024..=65_536).contains(&self.max_header_bytes) {
             return Err(bad("max_header_bytes", "must be 1024 to 65536"));
@@ -613,6 +660,7 @@ impl Config {
             orphan_sweep_interval,
             ingest_batch_wait,
             ingest_key_ttl,
+            ingest_body_grace,
             preview_timeout,
             retention_interval,
         })
@@ -679,6 +727,50 @@ mod tests {
             e.to_string().starts_with("LOGPORT_RATE_LIMIT_BURST:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn ingest_admission_and_auth_failure_settings() {
+        let s = Config::default().validate(Path::new("/")).unwrap();
+        assert_eq!(s.raw.ingest_tenant_share, 0.5);
+        assert_eq!(s.ingest_body_grace, Duration::from_secs(10));
+        assert_eq!(s.raw.ingest_min_body_rate, 1024);
+        assert_eq!(
+            (s.raw.auth_failures_per_minute, s.raw.auth_failure_burst),
+            (30, 20)
+        );
+        let mut c = Config::default();
+        c.apply_env(env(&[
+            ("LOGPORT_INGEST_TENANT_SHARE", "1"),
+            ("LOGPORT_INGEST_BODY_GRACE", "2s"),
+            ("LOGPORT_INGEST_MIN_BODY_RATE", "0"),
+            ("LOGPORT_AUTH_FAILURES_PER_MINUTE", "0"),
+            ("LOGPORT_AUTH_FAILURE_BURST", "5"),
+        ]))
+        .unwrap();
+        let s = c.validate(Path::new("/")).unwrap();
+        assert_eq!(s.raw.ingest_tenant_share, 1.0);
+        assert_eq!(s.ingest_body_grace, Duration::from_secs(2));
+        assert_eq!(s.raw.ingest_min_body_rate, 0);
+        assert_eq!(s.raw.auth_failure_burst, 5);
+        for pairs in [
+            &[("LOGPORT_INGEST_TENANT_SHARE", "0")][..],
+            &[("LOGPORT_INGEST_TENANT_SHARE", "1.5")],
+            &[("LOGPORT_INGEST_TENANT_SHARE", "NaN")],
+            // Half of 100 MB cannot hold one 64 MiB body.
+            &[("LOGPORT_INGEST_MAX_INFLIGHT_BYTES", "100000000")],
+            &[("LOGPORT_INGEST_BODY_GRACE", "soon")],
+            &[("LOGPORT_AUTH_FAILURE_BURST", "0")],
+        ] {
+            let mut c = Config::default();
+            c.apply_env(env(pairs)).unwrap();
+            let e = c.validate(Path::new("/")).unwrap_err();
+            let key = pairs[0]
+                .0
+                .trim_start_matches("LOGPORT_")
+                .to_ascii_lowercase();
+            assert!(e.to_string().starts_with(&key), "{pairs:?}: {e}");
+        }
     }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

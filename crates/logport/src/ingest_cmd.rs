@@ -5,8 +5,10 @@
 //! batch carries an `Idempotency-Key` derived from the file's size, its name and the
 //! batch number, so a batch that is retried — after a timeout, a 503, a dropped
 //! connection, or when the whole command is run again — is never stored twice.
-//! Retries back off exponentially; a 4xx other than 409/429 stops the load with the
-//! server's problem detail.
+//! Rows are stored once per event anyway (the server deduplicates them); the key also
+//! gets a retried batch its first answer back. Retries back off exponentially; a 4xx
+//! other than 429 stops the load with the server's problem detail (a 409 means the
+//! file changed since a run less than `LOGPORT_INGEST_KEY_TTL` ago sent it).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -248,7 +250,7 @@ async fn send(
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                     .map(Duration::from_secs);
-                let retryable = status.is_server_error() || status == 429 || status == 409;
+                let retryable = status.is_server_error() || status == 429;
                 let detail: serde_json::Value = resp.json().await.unwrap_or_default();
                 if !retryable {
                     bail!(

@@ -259,6 +259,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     .with_rate_limit(logport_api::RateLimit {
         per_second: raw.rate_limit_per_second,
         burst: raw.rate_limit_burst,
+    })
+    .with_failure_limit(logport_api::RateLimit {
+        per_second: f64::from(raw.auth_failures_per_minute) / 60.0,
+        burst: raw.auth_failure_burst,
     });
     let spec_limits = SpecLimits { parquet: true };
 
@@ -350,8 +354,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     let state = web::Data::new(AppState {
         inserter,
-        ingest_gate: Arc::new(tokio::sync::Semaphore::new(
-            raw.ingest_max_inflight_bytes.div_ceil(1024),
+        ingest_budget: Arc::new(logport_api::admission::IngestBudget::new(
+            raw.ingest_max_inflight_bytes,
+            raw.ingest_tenant_share,
         )),
         ingest_keys: Arc::clone(&ingest_keys),
         ingest_key_ttl: settings.ingest_key_ttl,
@@ -368,6 +373,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             preview_timeout: settings.preview_timeout,
             max_header_bytes: raw.max_header_bytes,
             request_timeout: settings.request_timeout,
+            ingest_pace: logport_api::admission::BodyPace {
+                grace: settings.ingest_body_grace,
+                min_rate: raw.ingest_min_body_rate,
+            },
         },
         spec_limits,
         quotas: Quotas {

@@ -274,9 +274,13 @@ pub trait JobStore: Send + Sync + 'static {
     /// The tenant's jobs, newest first.
     async fn list(&self, tenant: &str, q: &ListQuery) -> Result<Vec<Job>, QueueError>;
 
-    /// Takes the next runnable job under a lease until `now + lease_ms`. Tenants take
-    /// turns (the tenant claimed least recently goes first), and a tenant already
-    /// running `max_running_per_tenant` jobs is skipped.
+    /// Takes the next runnable job under a lease until `now + lease_ms`. Workers are
+    /// shared fairly: the job goes to the tenant running the fewest jobs, among equals
+    /// to the one that claimed least recently, and a tenant already running
+    /// `max_running_per_tenant` jobs is skipped. So a tenant with one export queued
+    /// behind another's hundred gets the next free worker, and with W workers and k
+    /// tenants with work each runs at least ⌊W/k⌋ once running jobs finish (a running
+    /// job is never preempted).
     async fn claim(
         &self,
         owner: &str,

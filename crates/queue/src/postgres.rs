@@ -235,7 +235,9 @@ impl JobStore for PostgresJobStore {
                  WHERE j.status = 'queued' AND j.run_after <= $3
                    AND (SELECT count(*) FROM jobs r
                         WHERE r.tenant = j.tenant AND r.status = 'running') < $4
-                 ORDER BY COALESCE(t.last_claim_at, 0), j.created_at, j.id
+                 ORDER BY (SELECT count(*) FROM jobs r
+                           WHERE r.tenant = j.tenant AND r.status = 'running'),
+                          COALESCE(t.last_claim_at, 0), j.created_at, j.id
                  LIMIT 1
                  FOR UPDATE OF j SKIP LOCKED)
              UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $1,

@@ -280,7 +280,9 @@ impl JobStore for SqliteJobStore {
                  WHERE j.status = 'queued' AND j.run_after <= ?
                    AND (SELECT count(*) FROM jobs r
                         WHERE r.tenant = j.tenant AND r.status = 'running') < ?
-                 ORDER BY COALESCE(t.last_claim_at, 0), j.created_at, j.id
+                 ORDER BY (SELECT count(*) FROM jobs r
+                           WHERE r.tenant = j.tenant AND r.status = 'running'),
+                          COALESCE(t.last_claim_at, 0), j.created_at, j.id
                  LIMIT 1)
                AND status = 'queued'
              RETURNING *",

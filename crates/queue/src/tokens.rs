@@ -142,6 +142,17 @@ pub const SECRET_PREFIX: &str = "lp_";
 /// How every token id starts.
 pub const ID_PREFIX: &str = "tok_";
 
+/// Whether `secret` has the shape every generated secret has (`lp_` and 64 lowercase
+/// hex digits): anything else cannot be a stored token and is never looked up.
+pub fn is_well_formed_secret(secret: &str) -> bool {
+    secret.strip_prefix(SECRET_PREFIX).is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// The stored form of a secret: SHA-256, hex. A secret has 256 random bits, so a
 /// plain digest (no salt, no slow hash) cannot be reversed or guessed.
 pub fn token_digest(secret: &str) -> String {
@@ -262,6 +273,16 @@ mod tests {
         assert_ne!(t.id, u.id);
         assert!(!is_token_id("tok_123"));
         assert!(!is_token_id("tok_../../etc/passwd0"));
+        assert!(is_well_formed_secret(&secret) && is_well_formed_secret(&other));
+        for bad in [
+            "lp_guess".to_string(),
+            secret.to_uppercase(),
+            format!("{secret}0"),
+            secret.replacen("lp_", "xx_", 1),
+            format!("lp_{}", "g".repeat(64)),
+        ] {
+            assert!(!is_well_formed_secret(&bad), "{bad}");
+        }
     }
 
     #[test]

@@ -120,6 +120,7 @@ suite!(
     list_pages_newest_first,
     parts_of_the_published_attempt,
     tenants_take_turns,
+    a_freed_worker_goes_to_the_tenant_running_fewest,
     running_limit_per_tenant,
     release_gives_the_job_back,
     expiry,
@@ -151,6 +152,7 @@ suite!(
     list_pages_newest_first,
     parts_of_the_published_attempt,
     tenants_take_turns,
+    a_freed_worker_goes_to_the_tenant_running_fewest,
     running_limit_per_tenant,
     release_gives_the_job_back,
     expiry,
@@ -542,6 +544,42 @@ async fn tenants_take_turns(s: &dyn JobStore) {
     let third = s.claim("w", &OPTS, T0 + 303).await.unwrap().unwrap();
     let fourth = s.claim("w", &OPTS, T0 + 304).await.unwrap().unwrap();
     assert_ne!(third.tenant, fourth.tenant);
+}
+
+async fn a_freed_worker_goes_to_the_tenant_running_fewest(s: &dyn JobStore) {
+    for (n, tenant) in ["acme", "globex", "initech"].into_iter().enumerate() {
+        for i in 0..3 {
+            let at = T0 + 10 * n as i64 + i;
+            s.create(new_job(tenant, None, json!({"i": i})), at)
+                .await
+                .unwrap();
+        }
+    }
+    // Three workers, one job each: every tenant runs one.
+    let mut running = Vec::new();
+    for k in 0..3 {
+        running.push(s.claim("w", &OPTS, T0 + 100 + k).await.unwrap().unwrap());
+    }
+    let mut tenants: Vec<&str> = running.iter().map(|j| j.tenant.as_str()).collect();
+    tenants.sort_unstable();
+    assert_eq!(tenants, ["acme", "globex", "initech"]);
+    // initech's job ends: the freed worker goes to initech (running none), not to
+    // acme, which claimed least recently but still runs one.
+    let initech = running.iter().find(|j| j.tenant == "initech").unwrap();
+    s.succeed(
+        &initech.lease().unwrap(),
+        "m",
+        Progress::default(),
+        T0 + 9_999,
+        T0 + 103,
+    )
+    .await
+    .unwrap();
+    let next = s.claim("w", &OPTS, T0 + 104).await.unwrap().unwrap();
+    assert_eq!(next.tenant, "initech");
+    // Then every tenant runs one again, and the next worker goes by turns.
+    let next = s.claim("w", &OPTS, T0 + 105).await.unwrap().unwrap();
+    assert_eq!(next.tenant, "acme");
 }
 
 async fn running_limit_per_tenant(s: &dyn JobStore) {

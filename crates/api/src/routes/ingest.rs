@@ -17,6 +17,11 @@
 //! answer (for `LOGPORT_INGEST_KEY_TTL`): a retry of a committed request — on any
 //! replica — gets it back with `duplicate: true` without touching ClickHouse, and the
 //! key reused for a different body is refused with 409.
+//!
+//! Admission (`crate::admission`): a request is charged for the memory it holds as it
+//! comes to hold it — the body as it arrives, the decoded text, the column block as
+//! lines are encoded — and answered 413, 503 or 408 (too slow a body) before anything
+//! is written when it may not hold more.
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -29,8 +34,9 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{idempotency_key, param, read_body};
+use super::{idempotency_key, param, read_ingest_body};
 use crate::activity::{self, Entry};
+use crate::admission::{self, BlockMeter, Charge};
 use crate::auth::Caller;
 use crate::error::{ApiError, LineProblem};
 use crate::{ApiLimits, AppState};
@@ -70,8 +76,9 @@ struct IngestParams {
         (status = 415, description = "Unsupported Content-Encoding or Content-Type"),
         (status = 422, description = "Bad records (with their line numbers); nothing was stored"),
         (status = 401, description = "Missing, unknown, revoked or expired token"),
+        (status = 408, description = "The body arrived slower than the minimum rate; nothing was stored"),
         (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
-        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+        (status = 503, description = "A backend is unavailable, or ingest memory is held by other requests; retry after Retry-After"),
     )
 )]
 pub async fn ingest(
@@ -103,23 +110,19 @@ pub async fn ingest(
     let csv = is_csv(&req)?;
     let key = idempotency_key(&req)?;
 
-    // Backpressure: bytes of requests in progress are bounded; past that, 503.
-    let announced = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .unwrap_or(state.limits.ingest_max_bytes)
-        .min(state.limits.ingest_max_bytes)
-        .max(1);
-    let _permit = state
-        .ingest_gate
-        .clone()
-        .try_acquire_many_owned(u32::try_from(announced.div_ceil(1024)).unwrap_or(u32::MAX))
-        .map_err(|_| ApiError::Unavailable {
-            detail: "ingest is at capacity; retry shortly".into(),
-            retry_after: 1,
-        })?;
-    let body = read_body(&req, payload, state.limits.ingest_max_bytes).await?;
+    // Admission (crate::admission): the request is charged for the memory it holds as
+    // it comes to hold it; first for its parsing state, before its body is read.
+    let mut charge = state.ingest_budget.charge(&caller.tenant);
+    charge.grow(admission::REQUEST_BASE)?;
+
+    let wire = read_ingest_body(
+        &req,
+        payload,
+        state.limits.ingest_max_bytes,
+        &state.limits.ingest_pace,
+        &mut charge,
+    )
+    .await?;
     let now_ms = state.clock.now_ms();
     let received = now_ms.div_euclid(1000) as u32;
     let received_ms = now_ms.rem_euclid(1000) as u16;
@@ -131,7 +134,10 @@ pub async fn ingest(
     let slice_for_parse = slice.clone();
     let apps = caller.apps.clone();
     let keyed = key.is_some();
-    let mut batch = web::block(move || {
+    // `held`: the block stays charged until the request answers (it is held until
+    // ClickHouse committed it).
+    let (mut batch, held) = web::block(move || {
+        let body = wire.decode(limits.ingest_max_bytes, &mut charge)?;
         let ctx = RowContext {
             received_time: received,
             id_seed: seed.as_deref().map(str::as_bytes),
@@ -141,14 +147,17 @@ pub async fn ingest(
         if keyed {
             enc.digest = Some(body_digest(csv, skip_bad, &body));
         }
-        let mut block = Store::block(&slice_for_parse, &tenant, received_ms)?;
-        block.reserve(body.len());
+        let block = Store::block(&slice_for_parse, &tenant, received_ms)?;
         let enc = (enc, block);
-        if csv {
-            encode_csv(enc, &slice_for_parse, &body, &ctx, &limits)
+        let encoded = if csv {
+            encode_csv(enc, &slice_for_parse, &body, &ctx, &limits, &mut charge)
         } else {
-            encode_ndjson(enc, &slice_for_parse, &body, &ctx, &limits)
-        }
+            encode_ndjson(enc, &slice_for_parse, &body, &ctx, &limits, &mut charge)
+        }?;
+        let text = body.capacity();
+        drop(body);
+        charge.shrink(text);
+        Ok::<_, ApiError>((encoded, charge))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("ingest worker: {e}")))??;
@@ -216,7 +225,7 @@ pub async fn ingest(
     // answer for retries — even if the client goes away meanwhile.
     let state = state.into_inner();
     let commit = tokio::spawn(async move {
-        let _permit = _permit;
+        let _held = held;
         commit(&state, &caller, &slice, batch, received, ledger).await
     });
     let answer = commit
@@ -447,11 +456,20 @@ fn encode_ndjson(
     body: &[u8],
     ctx: &RowContext<'_>,
     limits: &ApiLimits,
+    charge: &mut Charge,
 ) -> Result<Encoded, ApiError> {
     let mut lines = LineEncoder::new(slice).map_err(ApiError::Internal)?;
+    let mut meter = BlockMeter::new();
     let mut start = 0;
     let mut line = 0u64;
     while start <= body.len() {
+        meter.check(
+            &mut block,
+            start,
+            body.len(),
+            limits.ingest_max_rows,
+            charge,
+        )?;
         let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
         let raw = &body[start..end];
         start = end + 1;
@@ -477,6 +495,7 @@ fn encode_ndjson(
             Err(e) => enc.reject(line, e.field, e.detail),
         }
     }
+    meter.finish(&mut block, charge)?;
     Ok(enc.finish(block))
 }
 
@@ -486,7 +505,9 @@ fn encode_csv(
     body: &[u8],
     ctx: &RowContext<'_>,
     limits: &ApiLimits,
+    charge: &mut Charge,
 ) -> Result<Encoded, ApiError> {
+    let mut meter = BlockMeter::new();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -494,6 +515,8 @@ fn encode_csv(
     let mut header: Option<CsvHeader> = None;
     let mut record = csv::ByteRecord::new();
     loop {
+        let done = usize::try_from(reader.position().byte()).unwrap_or(usize::MAX);
+        meter.check(&mut block, done, body.len(), limits.ingest_max_rows, charge)?;
         let line = reader.position().line();
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
@@ -546,5 +569,6 @@ fn encode_csv(
         let parsed = row_from_csv(slice, h, &values, ctx, line);
         enc.take(slice, line, parsed, &mut block)?;
     }
+    meter.finish(&mut block, charge)?;
     Ok(enc.finish(block))
 }

@@ -14,6 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
+use crate::admission::{BodyPace, Charge};
 use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -227,7 +228,38 @@ async fn read_body(
     payload: web::Payload,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::TooLarge(format!("the body is larger than {limit} bytes"));
+    let (announced, encoding) = body_head(req, limit)?;
+    let mut stream = payload.into_inner();
+    // Sized once from Content-Length: growing a large body by doubling copied it
+    // about twice over.
+    let mut raw = BytesMut::with_capacity(announced);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(unreadable)?;
+        if raw.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        raw.extend_from_slice(&chunk);
+    }
+    let raw = raw.freeze();
+    if encoding == Encoding::Identity {
+        return Ok(raw);
+    }
+    web::block(move || decode(encoding, &raw, limit, &mut |_| Ok(())))
+        .await
+        .map_err(|e| ApiError::Internal(format!("decoder task: {e}")))?
+        .map(Bytes::from)
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::TooLarge(format!("the body is larger than {limit} bytes"))
+}
+
+fn unreadable(e: actix_web::error::PayloadError) -> ApiError {
+    ApiError::bad_request(None, format!("the body could not be read: {e}"))
+}
+
+/// A body's announced length (413 beyond `limit`) and its `Content-Encoding`.
+fn body_head(req: &HttpRequest, limit: usize) -> Result<(usize, Encoding), ApiError> {
     let mut announced = 0;
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
         let len: usize = len
@@ -236,7 +268,7 @@ async fn read_body(
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| ApiError::bad_request(None, "Content-Length is not a number"))?;
         if len > limit {
-            return Err(too_large());
+            return Err(too_large(limit));
         }
         announced = len;
     }
@@ -258,25 +290,79 @@ async fn read_body(
             }
         },
     };
+    Ok((announced, encoding))
+}
+
+/// An ingest body as it came off the wire (still compressed), charged to its request.
+pub(crate) struct WireBody {
+    raw: Vec<u8>,
+    encoding: Encoding,
+}
+
+/// Reads an ingest body as [`read_body`] does, but charges `charge` for the buffer as
+/// it grows (never for what Content-Length announces), and ends with 408 when the
+/// body arrives slower than `pace` allows. Blocking nothing: decoding comes later,
+/// with [`WireBody::decode`], off the async threads.
+pub(crate) async fn read_ingest_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    pace: &BodyPace,
+    charge: &mut Charge,
+) -> Result<WireBody, ApiError> {
+    let (announced, encoding) = body_head(req, limit)?;
     let mut stream = payload.into_inner();
-    // Sized once from Content-Length: growing a large body by doubling copied it
-    // about twice over.
-    let mut raw = BytesMut::with_capacity(announced);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::bad_request(None, format!("the body could not be read: {e}")))?;
-        if raw.len() + chunk.len() > limit {
-            return Err(too_large());
+    let mut raw: Vec<u8> = Vec::new();
+    let start = tokio::time::Instant::now();
+    loop {
+        let next = match pace.deadline(start, raw.len() as u64) {
+            Some(deadline) => tokio::time::timeout_at(deadline, stream.next())
+                .await
+                .map_err(|_| pace.too_slow(raw.len() as u64))?,
+            None => stream.next().await,
+        };
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(unreadable)?;
+        let need = raw.len() + chunk.len();
+        if need > limit {
+            return Err(too_large(limit));
+        }
+        if need > raw.capacity() {
+            // Doubling, but never past what Content-Length announced (a body is
+            // not charged for bytes that have not come).
+            let mut cap = need.max(raw.capacity() * 2).max(16 << 10).min(limit);
+            if announced >= need {
+                cap = cap.min(announced);
+            }
+            charge.grow(cap - raw.capacity())?;
+            raw.reserve_exact(cap - raw.len());
         }
         raw.extend_from_slice(&chunk);
     }
-    let raw = raw.freeze();
-    if encoding == Encoding::Identity {
-        return Ok(raw);
+    Ok(WireBody { raw, encoding })
+}
+
+impl WireBody {
+    /// The body's text: decoded (the decoder's state and the text charged as they
+    /// grow, the wire bytes released once decoded), at most `limit` bytes.
+    pub(crate) fn decode(self, limit: usize, charge: &mut Charge) -> Result<Vec<u8>, ApiError> {
+        let WireBody { raw, encoding } = self;
+        if encoding == Encoding::Identity {
+            return Ok(raw);
+        }
+        let state = match encoding {
+            Encoding::Zstd => zstd_window(&raw).saturating_add(ZSTD_STATE),
+            _ => GZIP_STATE,
+        } + DECODE_PIECE;
+        charge.grow(state)?;
+        let text = decode(encoding, &raw, limit, &mut |more| {
+            charge.grow(more).map_err(ApiError::from)
+        });
+        let wire = raw.capacity();
+        drop(raw);
+        charge.shrink(state + wire);
+        text
     }
-    web::block(move || decode(encoding, &raw, limit))
-        .await
-        .map_err(|e| ApiError::Internal(format!("decoder task: {e}")))?
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,34 +372,69 @@ enum Encoding {
     Zstd,
 }
 
-/// Decompresses a whole body, stopping as soon as the output passes `limit`.
-fn decode(encoding: Encoding, raw: &[u8], limit: usize) -> Result<Bytes, ApiError> {
+/// Bytes read from a decoder at a time.
+const DECODE_PIECE: usize = 64 << 10;
+/// A gzip decoder's state: its 32 KiB window, input buffer and tables.
+const GZIP_STATE: usize = 96 << 10;
+/// A zstd decoder's state besides its window: context and block buffers.
+const ZSTD_STATE: usize = 384 << 10;
+
+/// Decompresses a whole body, stopping as soon as the output passes `limit`. The
+/// output grows in steps (from the size the body's trailer or frame headers declare,
+/// doubling beyond it), and `grow` is told of each step before it is allocated.
+fn decode(
+    encoding: Encoding,
+    raw: &[u8],
+    limit: usize,
+    grow: &mut dyn FnMut(usize) -> Result<(), ApiError>,
+) -> Result<Vec<u8>, ApiError> {
     use std::io::Read;
     let name = match encoding {
         Encoding::Gzip => "gzip",
         _ => "zstd",
     };
-    let reader: Box<dyn Read> = match encoding {
+    let mut reader: Box<dyn Read> = match encoding {
         // Several gzip members in a row are one valid gzip stream.
         Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
         _ => Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| {
             ApiError::bad_request(None, format!("the body is not valid zstd: {e}"))
         })?),
     };
-    let mut out = Vec::new();
-    let n = reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            ApiError::bad_request(
-                None,
-                format!("the body is not valid {name} (corrupt or truncated): {e}"),
-            )
-        })?;
-    if n > limit {
-        return Err(ApiError::TooLarge(format!(
-            "the body is larger than {limit} bytes once decompressed"
-        )));
+    let corrupt = |e: std::io::Error| {
+        ApiError::bad_request(
+            None,
+            format!("the body is not valid {name} (corrupt or truncated): {e}"),
+        )
+    };
+    let declared = match encoding {
+        Encoding::Gzip => gzip_size(raw),
+        _ => zstd_content_size(raw),
+    };
+    let mut out: Vec<u8> = Vec::new();
+    let mut piece = vec![0u8; DECODE_PIECE];
+    loop {
+        let n = match reader.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(corrupt(e)),
+        };
+        let need = out.len() + n;
+        if need > limit {
+            return Err(ApiError::TooLarge(format!(
+                "the body is larger than {limit} bytes once decompressed"
+            )));
+        }
+        if need > out.capacity() {
+            let first = if out.capacity() == 0 { declared } else { 0 };
+            let cap = need
+                .max(out.capacity() * 2)
+                .max(first.min(limit))
+                .min(limit);
+            grow(cap - out.capacity())?;
+            out.reserve_exact(cap - out.len());
+        }
+        out.extend_from_slice(&piece[..n]);
     }
     if encoding == Encoding::Zstd && !zstd_is_complete(raw) {
         return Err(ApiError::bad_request(
@@ -321,7 +442,118 @@ fn decode(encoding: Encoding, raw: &[u8], limit: usize) -> Result<Bytes, ApiErro
             "the body is not valid zstd (truncated frame)",
         ));
     }
-    Ok(Bytes::from(out))
+    Ok(out)
+}
+
+/// The size a gzip body's last member declares (its trailer; modulo 4 GiB).
+fn gzip_size(raw: &[u8]) -> usize {
+    match raw.len().checked_sub(4).and_then(|at| raw.get(at..)) {
+        Some(&[a, b, c, d]) if raw.len() >= 18 => u32::from_le_bytes([a, b, c, d]) as usize,
+        _ => 0,
+    }
+}
+
+/// The decoded size zstd frames declare (0 when any frame does not).
+fn zstd_content_size(raw: &[u8]) -> usize {
+    let mut total = 0u64;
+    for frame in zstd_frames(raw) {
+        match zstd_header(frame) {
+            Some(h) if h.content_size.is_some() || h.skippable => {
+                total = total.saturating_add(h.content_size.unwrap_or(0));
+            }
+            _ => return 0,
+        }
+    }
+    usize::try_from(total).unwrap_or(usize::MAX)
+}
+
+/// The largest window a zstd body's frames declare: what its decoder allocates (a
+/// frame that declares its size needs no more than that).
+fn zstd_window(raw: &[u8]) -> usize {
+    let window = zstd_frames(raw)
+        .filter_map(zstd_header)
+        .map(|h| match (h.window, h.content_size) {
+            (Some(w), Some(c)) => w.min(c),
+            (Some(w), None) => w,
+            (None, c) => c.unwrap_or(0),
+        })
+        .max()
+        .unwrap_or(0);
+    usize::try_from(window).unwrap_or(usize::MAX)
+}
+
+/// The frames of a zstd body, as far as they can be delimited.
+fn zstd_frames(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = raw;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = match zstd::zstd_safe::find_frame_compressed_size(rest) {
+            Ok(n) if n > 0 && n <= rest.len() => n,
+            // A truncated frame: its header is all there is to read.
+            _ => rest.len(),
+        };
+        let (frame, tail) = rest.split_at(n);
+        rest = tail;
+        Some(frame)
+    })
+}
+
+struct ZstdHeader {
+    skippable: bool,
+    window: Option<u64>,
+    content_size: Option<u64>,
+}
+
+/// A zstd frame header (RFC 8878 §3.1.1.1): the window and the content size.
+fn zstd_header(frame: &[u8]) -> Option<ZstdHeader> {
+    let magic = u32::from_le_bytes(frame.get(..4)?.try_into().ok()?);
+    if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+        return Some(ZstdHeader {
+            skippable: true,
+            window: None,
+            content_size: None,
+        });
+    }
+    if magic != 0xFD2F_B528 {
+        return None;
+    }
+    let descriptor = *frame.get(4)?;
+    let single_segment = descriptor & 0x20 != 0;
+    let dict_len = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let size_len = match descriptor >> 6 {
+        0 => usize::from(single_segment),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let mut at = 5;
+    let window = if single_segment {
+        None
+    } else {
+        let w = *frame.get(at)?;
+        at += 1;
+        let base = 1u64 << (10 + u32::from(w >> 3));
+        Some(base + base / 8 * u64::from(w & 7))
+    };
+    at += dict_len;
+    let content_size = match size_len {
+        0 => None,
+        n => {
+            let bytes = frame.get(at..at + n)?;
+            let v = bytes
+                .iter()
+                .rev()
+                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            Some(if n == 2 { v + 256 } else { v })
+        }
+    };
+    Some(ZstdHeader {
+        skippable: false,
+        window,
+        content_size,
+    })
 }
 
 /// Whether a zstd body consists of complete frames (a truncated last frame can still
