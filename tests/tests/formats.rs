@@ -1043,6 +1043,67 @@ async fn downloads_honour_ranges_conditionals_and_head() {
     }
 }
 
+/// Ranges at the edges of `u64` and of the file answer as RFC 9110 says: a last
+/// position past the end (even `u64::MAX` or more digits than `u64` holds) is 206 up
+/// to the end, a suffix longer than the file is the whole file, a start past the end
+/// or an invalid range is 416 with `bytes */size`; nothing wraps, panics or answers 5xx.
+#[tokio::test]
+async fn range_edges_answer_206_or_416_and_never_wrap() {
+    let svc = Service::start().await;
+    some_clicks(&svc, ACME, 10).await;
+    let (job, parts) = svc.export(ACME, &clicks_request("csv", "none")).await;
+    let url = job["parts"][0]["url"].as_str().unwrap();
+    let body = &parts[0];
+    let size = body.len();
+    let max = u64::MAX;
+    for (range, start) in [
+        (format!("bytes=0-{max}"), 0),
+        (format!("bytes=7-{max}"), 7),
+        (format!("bytes=0-{}", max - 1), 0),
+        ("bytes=3-99999999999999999999999999999".to_string(), 3),
+        (format!("bytes=-{max}"), 0),
+        ("bytes=-99999999999999999999999999999".to_string(), 0),
+    ] {
+        let resp = send(svc.get(url, ACME).header("range", range.as_str())).await;
+        assert_eq!(resp.status(), 206, "{range}");
+        assert_eq!(
+            header(&resp, "content-range"),
+            Some(format!("bytes {start}-{}/{size}", size - 1)),
+            "{range}"
+        );
+        assert_eq!(resp.bytes().await.unwrap(), body[start..], "{range}");
+    }
+    for range in [
+        format!("bytes={max}-"),
+        format!("bytes={max}-{max}"),
+        format!("bytes={size}-{max}"),
+        "bytes=99999999999999999999999999999-".to_string(),
+        "bytes=9-3".to_string(),
+        "bytes=abc".to_string(),
+        "bytes=-".to_string(),
+        "bytes=+1-2".to_string(),
+        "bytes=1-2-3".to_string(),
+    ] {
+        let resp = send(svc.get(url, ACME).header("range", range.as_str())).await;
+        assert_eq!(
+            header(&resp, "content-range"),
+            Some(format!("bytes */{size}")),
+            "{range}"
+        );
+        let (status, _) = problem(resp).await;
+        assert_eq!(status, 416, "{range}");
+    }
+    // Several ranges (one overflowing) or garbage after the unit: the whole file.
+    for range in [format!("bytes=0-1,5-{max}"), "pages=1-2".to_string()] {
+        let resp = send(svc.get(url, ACME).header("range", range.as_str())).await;
+        assert_eq!(resp.status(), 200, "{range}");
+        assert_eq!(resp.bytes().await.unwrap(), body[..], "{range}");
+    }
+    // The server is still answering normally.
+    let resp = send(svc.get(url, ACME)).await;
+    assert_eq!(resp.status(), 200);
+}
+
 // ---------------------------------------------------------------------------------
 // Deleting, expiring and sweeping files
 // ---------------------------------------------------------------------------------
