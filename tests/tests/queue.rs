@@ -609,7 +609,14 @@ async fn a_zombie_worker_cannot_complete_or_overwrite_a_reaped_job() {
             .object_store_dir(files.path())
     };
     let zombie = Service::start_with(shared("1")).await;
-    let mut rescuer = Service::start_with(shared("0").clickhouse_database(&zombie.database)).await;
+    // The rescuer's orphan sweep runs every second: what the zombie's abandoned attempt
+    // left (a worker that lost its lease removes nothing itself) is its to remove.
+    let rescuer_opts = |workers: &str| {
+        shared(workers)
+            .clickhouse_database(&zombie.database)
+            .env("LOGPORT_ORPHAN_SWEEP_INTERVAL", "1s")
+    };
+    let mut rescuer = Service::start_with(rescuer_opts("0")).await;
     let (rows, expected) = clicks("zombie", 300, 30);
     ingest_all(&zombie, ACME, &rows).await;
 
@@ -625,7 +632,7 @@ async fn a_zombie_worker_cannot_complete_or_overwrite_a_reaped_job() {
     ch.resume();
 
     // The other replica (now with a worker) reaps the lease and completes the job.
-    rescuer.restart_with(shared("1")).await;
+    rescuer.restart_with(rescuer_opts("1")).await;
     let job = rescuer.wait_export(ACME, &id).await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", rescuer.logs());
     assert_eq!(job["attempts"], 2, "{job}");
@@ -652,6 +659,16 @@ async fn a_zombie_worker_cannot_complete_or_overwrite_a_reaped_job() {
         assert_eq!(manifest["attempt"], 2, "{manifest}");
         assert_exact(&download(svc, ACME, &now).await, &expected);
     }
+    wait_until(
+        Duration::from_secs(15),
+        "the orphan sweep removes the zombie's attempt",
+        || {
+            job_files(files.path(), "acme", &id)
+                .iter()
+                .all(|f| f.starts_with("2/"))
+        },
+    )
+    .await;
     assert_only_published_files(files.path(), "acme", &job);
 }
 
@@ -1107,7 +1124,10 @@ async fn assert_deleted(svc: &Service, id: &str) -> Value {
         format!("/v1/exports/{id}/manifest"),
     ] {
         let code = svc.get(&path, ACME).send().await.unwrap().status().as_u16();
-        assert!(code == 404 || code == 410, "{path}: {code} for a deleted export");
+        assert!(
+            code == 404 || code == 410,
+            "{path}: {code} for a deleted export"
+        );
     }
     wait_until(
         Duration::from_secs(15),
@@ -1159,12 +1179,17 @@ async fn delete_racing_completion_never_leaves_a_succeeded_job_without_files() {
         .as_str()
         .unwrap()
         .to_string();
-    wait_until(Duration::from_secs(20), "the worker reaches before_commit", || {
-        paused(&svc, "before_commit") == 1
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the worker reaches before_commit",
+        || paused(&svc, "before_commit") == 1,
+    )
     .await;
     let written = job_files(svc.object_store_dir(), "acme", &id);
-    assert!(written.contains(&"1/manifest.json".to_string()), "{written:?}");
+    assert!(
+        written.contains(&"1/manifest.json".to_string()),
+        "{written:?}"
+    );
     delete_export(&svc, &id).await;
     let job = assert_deleted(&svc, &id).await;
     assert_eq!(job["status"], "canceled", "{job}");
@@ -1178,21 +1203,30 @@ async fn delete_racing_completion_never_leaves_a_succeeded_job_without_files() {
     assert!(job_files(svc.object_store_dir(), "acme", &id).is_empty());
 
     // (2) DELETE reads the job while it runs, then waits; the worker commits first.
+    // (The log file goes on across restarts: count from here.)
     svc.restart_with(opts(
         "before_commit=pause:800,delete_before_transition=pause:2500",
     ))
     .await;
+    let seen = paused(&svc, "before_commit");
     let id = svc.create_export(ACME, &req).await["id"]
         .as_str()
         .unwrap()
         .to_string();
-    wait_until(Duration::from_secs(20), "the worker reaches before_commit", || {
-        paused(&svc, "before_commit") == 1
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the worker reaches before_commit",
+        || paused(&svc, "before_commit") == seen + 1,
+    )
     .await;
     assert_eq!(get_job(&svc, ACME, &id).await["status"], "running");
     delete_export(&svc, &id).await;
-    assert_eq!(paused(&svc, "delete_before_transition"), 1, "{}", svc.logs());
+    assert_eq!(
+        paused(&svc, "delete_before_transition"),
+        1,
+        "{}",
+        svc.logs()
+    );
     assert_eq!(
         worker_lines(&svc.logs(), &id, "export succeeded").len(),
         1,
@@ -1210,7 +1244,7 @@ async fn delete_racing_completion_never_leaves_a_succeeded_job_without_files() {
             .as_str()
             .unwrap()
             .to_string();
-        tokio::time::sleep(Duration::from_millis((i * 37) % 300)).await;
+        tokio::time::sleep(Duration::from_millis((i * 7) % 60)).await;
         delete_export(&svc, &id).await;
         let job = assert_deleted(&svc, &id).await;
         *outcomes
