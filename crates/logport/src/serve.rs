@@ -199,6 +199,10 @@ fn describe_metrics() {
         "logport_retention_dropped_rows_total",
         "Rows in the expired partitions dropped"
     );
+    describe_counter!(
+        "logport_activity_rows_set_aside_total",
+        "Activity rows of the job store's outbox set aside because they can never be written"
+    );
     describe_gauge!("logport_build_info", "Always 1, labelled with the version");
 }
 
