@@ -67,9 +67,12 @@ enum TokenCommand {
 
 pub async fn run(args: TokenArgs, settings: Settings) -> anyhow::Result<()> {
     let url = &settings.raw.job_store_url;
-    let (_, tokens) = logport_queue::open_stores(url)
-        .await
-        .with_context(|| format!("cannot open the job store {url}"))?;
+    let (_, tokens) = logport_queue::open_stores(url).await.with_context(|| {
+        format!(
+            "cannot open the job store {}",
+            logport_queue::redact_urls(url)
+        )
+    })?;
     let now = logport_queue::now_ms();
     match args.command {
         TokenCommand::Create {
