@@ -562,18 +562,25 @@ async fn metrics_readiness_and_json_logs() {
     let root = svc.object_store_dir().to_path_buf();
     std::fs::remove_dir_all(&root).unwrap();
     std::fs::write(&root, b"not a directory").unwrap();
-    let (status, body) = ready(&svc).await;
-    assert_eq!(status, 503, "{body}");
+    let body = ready_within(&svc, None, 503, Duration::from_secs(5)).await;
     assert_eq!(body["checks"]["object_store"]["ok"], false, "{body}");
     assert_eq!(body["checks"]["clickhouse"]["ok"], true, "{body}");
     let m = scrape(&svc).await;
     assert!(sample(&m, &["logport_object_store_errors_total{", "op=\"list\""]) >= 1.0);
 
-    // So does the job store.
+    // So does the job store (once the last probe's second is over).
     drop(pg);
-    let (status, body) = ready(&svc).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["checks"]["job_store"]["ok"], false, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let body = loop {
+        let (status, body) = ready(&svc).await;
+        assert_eq!(status, 503, "{body}");
+        if body["checks"]["job_store"]["ok"] == false {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["checks"]["object_store"]["ok"], false, "{body}");
     let m = scrape(&svc).await;
     assert_eq!(sample(&m, &["logport_job_store_up"]), 0.0);
 }
