@@ -433,10 +433,8 @@ impl Worker {
                     }
                     Err(e) => Err(e.to_string()),
                 },
-                Some(Stop::LeaseLost) => return self.fence_failed(&job, &lease, "heartbeat").await,
-                // The heartbeat's `Canceled` is itself fenced (this owner, this attempt,
-                // status canceled), but the store is asked again all the same: only a
-                // job it says is canceled loses its files.
+                // Canceled or lost, as the heartbeat learnt: the store is asked again
+                // all the same, and only a job it says is canceled loses its files.
                 _ => return self.fence_failed(&job, &lease, "heartbeat").await,
             },
             Err(ExportError::LeaseLost) => return self.fence_failed(&job, &lease, "write").await,
