@@ -1205,7 +1205,7 @@ async fn delete_racing_completion_never_leaves_a_succeeded_job_without_files() {
     // (2) DELETE reads the job while it runs, then waits; the worker commits first.
     // (The log file goes on across restarts: count from here.)
     svc.restart_with(opts(
-        "before_commit=pause:800,delete_before_transition=pause:2500",
+        "before_commit=pause:1500,delete_before_transition=pause:3000",
     ))
     .await;
     let seen = paused(&svc, "before_commit");
@@ -1307,7 +1307,7 @@ async fn a_worker_that_lost_its_lease_removes_no_files() {
     let zombie = Service::start_with(
         shared("1")
             .clickhouse_database(&rescuer.database)
-            .env("LOGPORT_FAILPOINTS", "after_claim=pause:7000"),
+            .env("LOGPORT_FAILPOINTS", "after_claim=pause:9000"),
     )
     .await;
     let id = rescuer
@@ -1325,7 +1325,8 @@ async fn a_worker_that_lost_its_lease_removes_no_files() {
     })
     .await;
 
-    // Its lease (2 s) runs out; the rescuer reaps it and completes the job.
+    // Its lease (2 s) runs out; the job is reaped and the rescuer completes it, all
+    // well before the zombie wakes.
     rescuer.restart_with(rescuer_opts("1")).await;
     let job = rescuer.wait_export(ACME, &id).await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", rescuer.logs());
