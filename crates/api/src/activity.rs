@@ -12,7 +12,9 @@
 //! never turned into a failed request — the action already happened. Actions made
 //! where ClickHouse may be out of reach (`logport token …`) are written to the job
 //! store's outbox in the transaction of the change, and [`spawn_outbox_mover`] moves
-//! them into ClickHouse (at least once, each with a stable `event_id`).
+//! them into ClickHouse (at least once, each with a stable `event_id`). An outbox row
+//! that can never be written is set aside (see [`move_outbox`]), never dropped and
+//! never in the way of the others.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,41 +133,58 @@ pub async fn write(
         // A custom catalog without the audit slice: nothing to write to.
         return Ok(());
     };
+    let mut all = Rows::default();
+    for (tenant, value) in &rows {
+        all.append(encode(slice, tenant, value, now_ms).map_err(WriteError::Unfit)?);
+    }
+    insert(slice, inserter, all, now_ms).await
+}
+
+/// One activity row as a Native block, or why it does not fit the slice.
+fn encode(
+    slice: &logport_catalog::Slice,
+    tenant: &str,
+    value: &Json,
+    now_ms: i64,
+) -> Result<Rows, String> {
     let received = now_ms.div_euclid(1000) as u32;
     let ctx = RowContext {
         received_time: received,
         id_seed: None,
     };
-    let mut all = Rows::default();
-    for (tenant, value) in &rows {
-        let obj: Map<String, Json> = value
-            .as_object()
-            .cloned()
-            .ok_or_else(|| WriteError::Unfit("not a JSON object".into()))?;
-        let parsed = row_from_object(slice, &obj, &ctx, 1).map_err(|e| {
-            WriteError::Unfit(format!("{}: {}", e.field.unwrap_or_default(), e.detail))
-        })?;
-        // A block per row: the tenant is a block's constant (activity rows are few).
-        let mut block = Store::block(slice, tenant, now_ms.rem_euclid(1000) as u16)
-            .map_err(|e| WriteError::Unfit(e.to_string()))?;
-        block
-            .push_row(slice, &parsed.values)
-            .map_err(WriteError::Unfit)?;
-        // Common fields come first in catalog order: app_id, event_id, event_time.
-        let time = match parsed.values.get(2) {
-            Some(Value::DateTime(t)) => *t,
-            _ => received,
-        };
-        all.append(Rows {
-            data: block.into_chunks(),
-            rows: 1,
-            tenants: vec![tenant.clone()],
-            event_times: (time, time),
-        });
-    }
+    let obj: Map<String, Json> = value
+        .as_object()
+        .cloned()
+        .ok_or_else(|| "not a JSON object".to_string())?;
+    let parsed = row_from_object(slice, &obj, &ctx, 1)
+        .map_err(|e| format!("{}: {}", e.field.unwrap_or_default(), e.detail))?;
+    // A block per row: the tenant is a block's constant (activity rows are few).
+    let mut block =
+        Store::block(slice, tenant, now_ms.rem_euclid(1000) as u16).map_err(|e| e.to_string())?;
+    block.push_row(slice, &parsed.values)?;
+    // Common fields come first in catalog order: app_id, event_id, event_time.
+    let time = match parsed.values.get(2) {
+        Some(Value::DateTime(t)) => *t,
+        _ => received,
+    };
+    Ok(Rows {
+        data: block.into_chunks(),
+        rows: 1,
+        tenants: vec![tenant.to_string()],
+        event_times: (time, time),
+    })
+}
+
+async fn insert(
+    slice: &logport_catalog::Slice,
+    inserter: &Inserter,
+    all: Rows,
+    now_ms: i64,
+) -> Result<(), WriteError> {
     if all.is_empty() {
         return Ok(());
     }
+    let received = now_ms.div_euclid(1000) as u32;
     inserter
         .insert(
             slice,
@@ -184,6 +203,12 @@ const OUTBOX_POLL: Duration = Duration::from_secs(1);
 const OUTBOX_LEASE_MS: i64 = 60_000;
 
 /// Moves outbox rows into the `activity` slice, once. Returns how many moved.
+///
+/// A row that can never be written — its stored text is not JSON, or it does not fit
+/// the slice — is set aside in the outbox (kept, with the reason, never claimed
+/// again), counted in `logport_activity_rows_set_aside_total` and logged; the rows
+/// around it move as usual. Rows ClickHouse did not take stay claimed until their
+/// lease runs out, then are tried again.
 pub async fn move_outbox(
     tokens: &dyn TokenStore,
     catalog: &Catalog,
@@ -198,16 +223,33 @@ pub async fn move_outbox(
     if pending.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<String> = pending.iter().map(|p| p.id.clone()).collect();
-    let rows = pending.into_iter().map(|p| (p.tenant, p.row)).collect();
-    match write(catalog, inserter, rows, now_ms).await {
-        Ok(()) => {}
-        // A row the catalog refuses will never fit: drop it loudly rather than block
-        // every row behind it.
-        Err(e @ WriteError::Unfit(_)) => {
-            tracing::error!(error = %e, "outbox activity rows dropped");
+    let mut ids = Vec::with_capacity(pending.len());
+    let mut all = Rows::default();
+    for p in pending {
+        let encoded = match catalog.slice(ADMIN_SLICE) {
+            // A custom catalog without the audit slice: nothing to write to.
+            None => Ok(Rows::default()),
+            Some(slice) => p.row.and_then(|row| encode(slice, &p.tenant, &row, now_ms)),
+        };
+        match encoded {
+            Ok(rows) => {
+                all.append(rows);
+                ids.push(p.id);
+            }
+            Err(reason) => {
+                tokens
+                    .set_aside_audit(owner, &p.id, &reason, now_ms)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                metrics::counter!("logport_activity_rows_set_aside_total").increment(1);
+                tracing::error!(id = %p.id, tenant = %p.tenant, reason = %reason, "outbox activity row set aside");
+            }
         }
-        Err(e) => return Err(e.to_string()),
+    }
+    if let Some(slice) = catalog.slice(ADMIN_SLICE) {
+        insert(slice, inserter, all, now_ms)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     tokens
         .ack_audit(owner, &ids)

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod limits;
 pub mod openapi;
+pub mod readiness;
 mod routes;
 mod ui;
 mod views;
@@ -159,6 +160,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// `GET /metrics` (`None`: 404).
     pub metrics: Option<MetricsEndpoint>,
+    /// The latest readiness probe, which `/readyz` answers from.
+    pub readiness: readiness::Readiness,
 }
 
 /// Registers every route.

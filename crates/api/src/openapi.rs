@@ -71,7 +71,7 @@ pub mod schemas {
     #[derive(Serialize, ToSchema)]
     pub struct Check {
         pub ok: bool,
-        /// Why not, when not.
+        /// Why not, when not: shown to admin tokens only.
         #[serde(skip_serializing_if = "Option::is_none")]
         #[schema(nullable = false)]
         pub error: Option<String>,

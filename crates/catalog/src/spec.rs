@@ -115,6 +115,14 @@ pub struct ExportRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub utf8_bom: Option<bool>,
+    /// `csv`/`tsv` only, off by default: a text value starting with `=`, `+`, `-`,
+    /// `@`, a tab or a carriage return gets a leading `'`, so a spreadsheet shows it
+    /// as text instead of running it as a formula (CSV injection). Only string fields
+    /// change (numbers, dates and enums never do); the file no longer holds the exact
+    /// stored text, which is why it is off unless asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub csv_excel_safe: Option<bool>,
     /// At most this many rows (a preview: at most 1,000, default 100).
     #[serde(
         default,
@@ -405,6 +413,9 @@ pub struct ExportSpec {
     pub part_max_rows: Option<u64>,
     pub part_max_bytes: Option<u64>,
     pub utf8_bom: bool,
+    /// Text values that a spreadsheet would run as a formula get a leading `'`
+    /// (`csv`/`tsv` only).
+    pub csv_excel_safe: bool,
     pub limit: Option<u64>,
     /// Every value as a JSON string (`json`/`jsonl` only).
     pub json_strings: bool,
@@ -548,6 +559,13 @@ impl ExportRequest {
                 "a byte order mark applies to csv and tsv only",
             ));
         }
+        let csv_excel_safe = self.csv_excel_safe.unwrap_or(false);
+        if csv_excel_safe && !matches!(format, Format::Csv | Format::Tsv) {
+            return Err(SpecError::invalid(
+                "csv_excel_safe",
+                "formula neutralisation applies to csv and tsv only",
+            ));
+        }
         if self.limit == Some(0) {
             return Err(SpecError::invalid("limit", "must be at least 1"));
         }
@@ -590,6 +608,7 @@ impl ExportRequest {
             part_max_rows: self.part_max_rows,
             part_max_bytes: self.part_max_bytes,
             utf8_bom,
+            csv_excel_safe,
             limit: self.limit,
             json_strings,
             bucket,
@@ -905,6 +924,16 @@ default = false
             err_field(with(json!({"json_strings": true}))),
             "json_strings"
         );
+        for format in ["jsonl", "json"] {
+            assert_eq!(
+                err_field(with(json!({"csv_excel_safe": true, "format": format}))),
+                "csv_excel_safe"
+            );
+        }
+        assert_eq!(
+            err_field(with(json!({"csv_excel_safe": "yes"}))),
+            "csv_excel_safe"
+        );
         assert_eq!(
             err_field(with(json!({"bucket": {"count": 0, "number": 0}}))),
             "bucket.count"
@@ -1006,6 +1035,20 @@ default = false
         let whole = req(with(json!({"bucket": {"count": 1, "number": 0}}))).unwrap();
         assert_eq!(whole.bucket, None);
         assert!(!req(base()).unwrap().json_strings);
+    }
+
+    #[test]
+    fn csv_excel_safe_is_off_by_default_and_for_csv_and_tsv() {
+        assert!(!req(base()).unwrap().csv_excel_safe);
+        for format in ["csv", "tsv"] {
+            let s = req(with(json!({"format": format, "csv_excel_safe": true}))).unwrap();
+            assert!(s.csv_excel_safe, "{format}");
+        }
+        assert!(
+            !req(with(json!({"format": "json", "csv_excel_safe": false})))
+                .unwrap()
+                .csv_excel_safe
+        );
     }
 
     #[test]

@@ -90,19 +90,47 @@ impl ExportError {
     }
 }
 
-/// Crash-test hooks: when `LOGPORT_FAILPOINTS` (comma-separated) names this point, the
-/// process aborts on the spot, as `kill -9` would. Points: `after_claim`, `mid_upload`
-/// (a part's multipart upload has begun), `before_commit` (parts and manifest are
-/// written, the job is not yet marked succeeded). Tests only; unset in production.
-pub fn failpoint(name: &str) {
-    static POINTS: OnceLock<Vec<String>> = OnceLock::new();
+/// Crash-test hooks. `LOGPORT_FAILPOINTS` is a comma-separated list of points, each
+/// `NAME` (the process aborts on the spot, as `kill -9` would) or `NAME=pause:MS` (the
+/// task sleeps MS milliseconds there, so a test can act inside a window that is
+/// otherwise microseconds wide). Points: `after_claim`, `mid_upload` (a part's
+/// multipart upload has begun), `before_commit` (parts and manifest are written, the
+/// job is not yet marked succeeded), `delete_before_transition` (`DELETE
+/// /v1/exports/{id}` has read the job, not yet changed its state). Tests only; unset in
+/// production.
+pub async fn failpoint(name: &str) {
+    static POINTS: OnceLock<Vec<(String, Option<u64>)>> = OnceLock::new();
     let points = POINTS.get_or_init(|| {
         std::env::var("LOGPORT_FAILPOINTS")
-            .map(|v| v.split(',').map(|p| p.trim().to_string()).collect())
+            .map(|v| v.split(',').filter_map(parse_failpoint).collect())
             .unwrap_or_default()
     });
-    if points.iter().any(|p| p == name) {
-        eprintln!("logport: failpoint {name} reached: aborting");
-        std::process::abort();
+    for (point, pause) in points {
+        if point != name {
+            continue;
+        }
+        match pause {
+            None => {
+                eprintln!("logport: failpoint {name} reached: aborting");
+                std::process::abort();
+            }
+            Some(ms) => {
+                tracing::warn!(failpoint = name, ms, "failpoint reached: pausing");
+                tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+            }
+        }
+    }
+}
+
+/// `NAME` → abort; `NAME=pause:MS` → pause; anything else is ignored.
+fn parse_failpoint(item: &str) -> Option<(String, Option<u64>)> {
+    let item = item.trim();
+    match item.split_once('=') {
+        None if !item.is_empty() => Some((item.to_string(), None)),
+        None => None,
+        Some((name, action)) => {
+            let ms = action.trim().strip_prefix("pause:")?.trim().parse().ok()?;
+            Some((name.trim().to_string(), Some(ms)))
+        }
     }
 }

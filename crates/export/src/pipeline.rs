@@ -725,7 +725,7 @@ impl Upload {
         self.writer.put(data).await?;
         if self.bytes > UPLOAD_BUFFER as u64 {
             // The object store writer has begun a multipart upload by now.
-            crate::failpoint("mid_upload");
+            crate::failpoint("mid_upload").await;
         }
         Ok(())
     }

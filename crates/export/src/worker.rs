@@ -8,11 +8,17 @@
 //! queued by an earlier process are simply claimed. On shutdown a worker stops
 //! claiming, lets its running export finish within the grace period, and otherwise
 //! releases it to the queue without spending an attempt.
+//!
+//! Every destructive step is fenced like a write: files are removed only after the job
+//! store recorded the state that makes them dead (a fenced succeed, retry or fail, an
+//! expiry, a cancel the store confirms), never on a worker's own belief. A worker that
+//! lost its lease removes nothing; the orphan sweep, which decides from the store,
+//! removes what its attempt left.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use logport_queue::{ClaimOptions, Clock, Heartbeat, Job, JobError, JobStatus, JobStore};
+use logport_queue::{ClaimOptions, Clock, Heartbeat, Job, JobError, JobStatus, JobStore, Lease};
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -134,7 +140,9 @@ async fn reaper(
     }
 }
 
-/// Deletes the files of exports past their TTL and marks them expired.
+/// Marks exports past their TTL expired, then deletes their files: the state first,
+/// so no client is ever shown a `succeeded` job whose files are gone. Files a failed
+/// deletion leaves behind belong to an expired job, which the orphan sweep removes.
 pub async fn expire_due(jobs: &dyn JobStore, files: &Files, now: i64) -> Result<u64, ExportError> {
     let mut expired = 0;
     loop {
@@ -143,14 +151,15 @@ pub async fn expire_due(jobs: &dyn JobStore, files: &Files, now: i64) -> Result<
             return Ok(expired);
         }
         for job in due {
+            if !jobs.mark_expired(&job.id, now).await? {
+                continue;
+            }
+            expired += 1;
+            metrics::counter!("logport_exports_expired_total").increment(1);
             files
                 .delete_prefix(&files::job_prefix(&job.tenant, &job.id))
                 .await?;
-            if jobs.mark_expired(&job.id, now).await? {
-                expired += 1;
-                metrics::counter!("logport_exports_expired_total").increment(1);
-                tracing::info!(job_id = %job.id, tenant = %job.tenant, "export files expired");
-            }
+            tracing::info!(job_id = %job.id, tenant = %job.tenant, "export files expired");
         }
     }
 }
@@ -174,9 +183,12 @@ async fn janitor(
 }
 
 /// Deletes attempt directories no job will ever serve: attempts that were retried,
-/// abandoned by a crashed worker, of failed, canceled or expired jobs, or of jobs the
-/// store does not know. Lists first and reads each job after, so files of an attempt
-/// that starts meanwhile are never taken for orphans.
+/// abandoned by a crashed worker or by one that lost its lease, of failed, canceled or
+/// expired jobs, or of jobs the store does not know. Lists first and reads each job
+/// after: that read is the fence. An attempt listed before it and neither running nor
+/// published at it never will be (attempt numbers only grow, and every write of an
+/// attempt is fenced by its number), and an attempt that starts after the listing is
+/// not in it.
 pub async fn sweep_orphans(jobs: &dyn JobStore, files: &Files) -> Result<u64, ExportError> {
     use std::collections::{BTreeMap, BTreeSet};
     let mut by_job: BTreeMap<(String, String), BTreeSet<u32>> = BTreeMap::new();
@@ -258,7 +270,7 @@ impl Worker {
                     // with their backoff).
                     let waited = (self.clock.now_ms() - job.created_at).max(0) as f64 / 1000.0;
                     metrics::histogram!("logport_export_queue_wait_seconds").record(waited);
-                    failpoint("after_claim");
+                    failpoint("after_claim").await;
                     let span = tracing::info_span!("export", job_id = %job.id, tenant = %job.tenant, slice = %job.slice, attempt = job.attempts);
                     self.run_job(job, &shutdown).instrument(span).await;
                 }
@@ -386,9 +398,13 @@ impl Worker {
         let _ = grace.await;
 
         let now = self.clock.now_ms();
+        // Files are removed only after a fenced write to the job store recorded the
+        // state that makes them dead (succeed, retry, fail), or the store confirmed that
+        // this very attempt was canceled. A worker whose fence failed removes nothing:
+        // what its attempt left, the orphan sweep removes once the store says so.
         let outcome: Result<&'static str, String> = match result {
             Ok(done) => {
-                failpoint("before_commit");
+                failpoint("before_commit").await;
                 let expires = now + self.cfg.ttl.as_millis() as i64;
                 match self
                     .jobs
@@ -405,11 +421,7 @@ impl Worker {
                         self.remove_other_attempts(&job, lease.attempt).await;
                         return ("succeeded", Some(done.progress));
                     }
-                    Ok(false) => {
-                        self.discard_attempt(&job, lease.attempt).await;
-                        tracing::warn!("lease lost before completion; the attempt is discarded");
-                        return ("lease_lost", None);
-                    }
+                    Ok(false) => return self.fence_failed(&job, &lease, "succeed").await,
                     Err(e) => Err(e.to_string()),
                 }
             }
@@ -421,31 +433,17 @@ impl Worker {
                     }
                     Err(e) => Err(e.to_string()),
                 },
-                Some(Stop::LeaseLost) => {
-                    self.discard_attempt(&job, lease.attempt).await;
-                    tracing::warn!("lease lost; attempt abandoned");
-                    return ("lease_lost", None);
-                }
-                _ => {
-                    tracing::info!("export canceled");
-                    self.remove_files(&files::job_prefix(&job.tenant, &job.id))
-                        .await;
-                    return ("canceled", None);
-                }
+                // Canceled or lost, as the heartbeat learnt: the store is asked again
+                // all the same, and only a job it says is canceled loses its files.
+                _ => return self.fence_failed(&job, &lease, "heartbeat").await,
             },
-            Err(ExportError::LeaseLost) => {
-                self.discard_attempt(&job, lease.attempt).await;
-                tracing::warn!("lease lost; attempt abandoned");
-                return ("lease_lost", None);
-            }
+            Err(ExportError::LeaseLost) => return self.fence_failed(&job, &lease, "write").await,
             Err(e) => {
                 let err = JobError {
                     code: e.code().into(),
                     message: e.to_string(),
                 };
                 if e.is_retryable() {
-                    self.remove_files(&files::attempt_prefix(&job.tenant, &job.id, lease.attempt))
-                        .await;
                     let delay = backoff(&self.cfg, lease.attempt);
                     match self
                         .jobs
@@ -454,23 +452,35 @@ impl Worker {
                     {
                         Ok(JobStatus::Failed) => {
                             tracing::error!(error = %e, "export failed after its last attempt");
+                            self.remove_files(&files::job_prefix(&job.tenant, &job.id))
+                                .await;
                             Ok("failed")
                         }
-                        Ok(_) => {
+                        Ok(JobStatus::Queued) => {
                             tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "export attempt failed; will retry");
+                            self.remove_files(&files::attempt_prefix(
+                                &job.tenant,
+                                &job.id,
+                                lease.attempt,
+                            ))
+                            .await;
                             Ok("retry")
                         }
+                        // The fence failed: the job is not this attempt's any more.
+                        Ok(_) => return self.fence_failed(&job, &lease, "retry").await,
                         Err(q) => Err(q.to_string()),
                     }
                 } else {
-                    tracing::error!(error = %e, code = e.code(), "export failed");
-                    self.remove_files(&files::job_prefix(&job.tenant, &job.id))
-                        .await;
-                    self.jobs
-                        .fail(&lease, &err, now)
-                        .await
-                        .map(|_| "failed")
-                        .map_err(|q| q.to_string())
+                    match self.jobs.fail(&lease, &err, now).await {
+                        Ok(true) => {
+                            tracing::error!(error = %e, code = e.code(), "export failed");
+                            self.remove_files(&files::job_prefix(&job.tenant, &job.id))
+                                .await;
+                            Ok("failed")
+                        }
+                        Ok(false) => return self.fence_failed(&job, &lease, "fail").await,
+                        Err(q) => Err(q.to_string()),
+                    }
                 }
             }
         };
@@ -484,17 +494,47 @@ impl Worker {
         }
     }
 
-    /// An attempt that lost its lease can never be published (every write to the job
-    /// store is fenced), yet it may have finished a part, or even its manifest, before
-    /// it learnt so, possibly after the winning attempt removed the other attempts'
-    /// files. Its prefix is its own (attempt numbers are fenced too): remove it now
-    /// rather than leave it to the orphan sweep.
-    async fn discard_attempt(&self, job: &Job, attempt: u32) {
-        self.remove_files(&files::attempt_prefix(&job.tenant, &job.id, attempt))
-            .await;
+    /// A fenced write failed, or the heartbeat stopped the attempt: the store says
+    /// why. A job canceled while this attempt held it (cancel or `DELETE`) loses every
+    /// file, including what this attempt wrote after the canceler removed the rest.
+    /// Any other answer means the lease is gone (reaped, another worker runs or ran
+    /// the job): nothing is removed, since the files under the job may be the new
+    /// holder's, and this attempt's own are the orphan sweep's to judge.
+    async fn fence_failed(
+        &self,
+        job: &Job,
+        lease: &Lease,
+        stage: &'static str,
+    ) -> (&'static str, Option<logport_queue::Progress>) {
+        let now = match self.jobs.get(&job.tenant, &job.id).await {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the job after its fence failed; no files removed");
+                return ("lease_lost", None);
+            }
+        };
+        let canceled_here = now.as_ref().is_some_and(|j| {
+            j.status == JobStatus::Canceled
+                && j.attempts == lease.attempt
+                && j.lease_owner.as_deref() == Some(lease.owner.as_str())
+        });
+        if canceled_here {
+            tracing::info!("export canceled");
+            self.remove_files(&files::job_prefix(&job.tenant, &job.id))
+                .await;
+            return ("canceled", None);
+        }
+        tracing::warn!(
+            stage,
+            status = now.as_ref().map_or("unknown", |j| j.status.as_str()),
+            attempts = now.as_ref().map_or(0, |j| j.attempts),
+            "lease lost; attempt abandoned, no files removed"
+        );
+        ("lease_lost", None)
     }
 
-    /// Earlier attempts' files are never served; remove them once one attempt won.
+    /// Earlier attempts' files are never served; remove them once one attempt won
+    /// (the succeed that published this attempt is the fence).
     async fn remove_other_attempts(&self, job: &Job, published: u32) {
         for attempt in 1..published {
             self.remove_files(&files::attempt_prefix(&job.tenant, &job.id, attempt))

@@ -108,7 +108,9 @@ fn main() -> std::process::ExitCode {
     let settings = match load_settings(&cli) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("logport: configuration error: {e:#}");
+            // A file's parse error quotes the line, which may hold a URL's password.
+            let e = logport_queue::redact_urls(&format!("{e:#}"));
+            eprintln!("logport: configuration error: {e}");
             return std::process::ExitCode::from(2);
         }
     };
@@ -135,8 +137,9 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "logport stopped");
-            eprintln!("logport: {e:#}");
+            let e = logport_queue::redact_urls(&format!("{e:#}"));
+            tracing::error!(error = %e, "logport stopped");
+            eprintln!("logport: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -44,7 +44,12 @@ async fn connect(settings: &Settings, catalog: &Catalog) -> anyhow::Result<Store
         }),
     })
     .await
-    .with_context(|| format!("cannot reach ClickHouse at {}", raw.clickhouse_url))?;
+    .with_context(|| {
+        format!(
+            "cannot reach ClickHouse at {}",
+            logport_queue::redact_urls(&raw.clickhouse_url)
+        )
+    })?;
     Ok(store.with_retention(policy))
 }
 
@@ -199,6 +204,14 @@ fn describe_metrics() {
         "logport_retention_dropped_rows_total",
         "Rows in the expired partitions dropped"
     );
+    describe_counter!(
+        "logport_readiness_probes_total",
+        "Probes of the backends made for /readyz (at most one a second, one at a time)"
+    );
+    describe_counter!(
+        "logport_activity_rows_set_aside_total",
+        "Activity rows of the job store's outbox set aside because they can never be written"
+    );
     describe_gauge!("logport_build_info", "Always 1, labelled with the version");
 }
 
@@ -248,7 +261,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ingest_keys,
     } = logport_queue::open_stores(&raw.job_store_url)
         .await
-        .with_context(|| format!("cannot open the job store {}", raw.job_store_url))?;
+        .with_context(|| {
+            format!(
+                "cannot open the job store {}",
+                logport_queue::redact_urls(&raw.job_store_url)
+            )
+        })?;
     let files = Files::from_url(&settings.object_store_url)
         .with_context(|| format!("cannot open the object store {}", settings.object_store_url))?;
     let tokens = match &raw.static_tokens {
@@ -403,6 +421,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             }),
             token: raw.metrics_token.clone(),
         }),
+        readiness: Default::default(),
     });
     // Activity rows recorded by `logport token …` wait in the job store until moved.
     logport_api::activity::spawn_outbox_mover(

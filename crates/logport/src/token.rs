@@ -69,7 +69,12 @@ pub async fn run(args: TokenArgs, settings: Settings) -> anyhow::Result<()> {
     let url = &settings.raw.job_store_url;
     let tokens = logport_queue::open_stores(url)
         .await
-        .with_context(|| format!("cannot open the job store {url}"))?
+        .with_context(|| {
+            format!(
+                "cannot open the job store {}",
+                logport_queue::redact_urls(url)
+            )
+        })?
         .tokens;
     let now = logport_queue::now_ms();
     match args.command {

@@ -403,7 +403,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn JobStore>, QueueError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Arc::new(PostgresJobStore::open(url).await?));
     }
-    Err(QueueError::BadUrl(url.to_string()))
+    Err(QueueError::BadUrl(redact_urls(url)))
 }
 
 /// One job-store database in its three roles.
@@ -429,7 +429,7 @@ pub async fn open_stores(url: &str) -> Result<Stores, QueueError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(all(PostgresJobStore::open(url).await?));
     }
-    Err(QueueError::BadUrl(url.to_string()))
+    Err(QueueError::BadUrl(redact_urls(url)))
 }
 
 /// Where time comes from. Leases, backoff and expiry read it, so tests can move time
@@ -477,6 +477,63 @@ pub fn request_hash(request: &serde_json::Value) -> String {
     hex::encode(sha2::Sha256::digest(request.to_string().as_bytes()))
 }
 
+/// `text` with the password of every URL in it masked: `postgres://user:secret@host/db`
+/// becomes `postgres://user:***@host/db`, and a `password=…` query parameter
+/// `password=***`. For any message, log line or answer that may quote a job store (or
+/// ClickHouse) URL: configuration carries credentials, messages must not.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | '<' | '>') || c.is_whitespace()
+            })
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(amp) => {
+                let userinfo = &authority[..amp];
+                match userinfo.split_once(':') {
+                    Some((user, _)) => {
+                        out.push_str(user);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[amp..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    redact_password_params(&out)
+}
+
+/// `password=secret` (any case) → `password=***`, up to `&`, a quote or whitespace.
+fn redact_password_params(text: &str) -> String {
+    const KEY: &str = "password=";
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(KEY) {
+        let value = from + i + KEY.len();
+        out.push_str(&text[from..value]);
+        let end = text[value..]
+            .find(|c: char| matches!(c, '&' | '"' | '\'' | '`' | '#') || c.is_whitespace())
+            .map_or(text.len(), |e| value + e);
+        if end > value {
+            out.push_str("***");
+        }
+        from = end;
+    }
+    out.push_str(&text[from..]);
+    out
+}
+
 /// Milliseconds since the epoch, from the system clock.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -488,6 +545,34 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        for (text, want) in [
+            (
+                "cannot open the job store postgres://logport:s3cr3t@db:5432/jobs",
+                "cannot open the job store postgres://logport:***@db:5432/jobs",
+            ),
+            ("postgresql://u:p@ss@h/d?x=1", "postgresql://u:***@h/d?x=1"),
+            (
+                "postgres://u@h/d?sslmode=require&password=hunter2&x=1",
+                "postgres://u@h/d?sslmode=require&password=***&x=1",
+            ),
+            ("PASSWORD=abc def", "PASSWORD=*** def"),
+            ("sqlite://./data/jobs.db", "sqlite://./data/jobs.db"),
+            (
+                "http://user@h:8123 and http://a:b@c",
+                "http://user@h:8123 and http://a:***@c",
+            ),
+            ("`postgres://x:y@z`", "`postgres://x:***@z`"),
+            ("no url here", "no url here"),
+            ("ends with ://", "ends with ://"),
+            ("password=", "password="),
+            ("ünïcode://ü:ß@h", "ünïcode://ü:***@h"),
+        ] {
+            assert_eq!(redact_urls(text), want, "{text}");
+        }
+    }
 
     #[test]
     fn the_state_machine() {

@@ -179,7 +179,9 @@ pub struct AuditRecord {
 pub struct PendingAudit {
     pub id: String,
     pub tenant: String,
-    pub row: serde_json::Value,
+    /// The row, or why its stored text is not JSON (one such row must not stop the
+    /// others: the mover sets it aside).
+    pub row: Result<serde_json::Value, String>,
     pub created_at: i64,
 }
 
@@ -232,6 +234,22 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Removes outbox rows the owner has moved; returns how many went.
     async fn ack_audit(&self, owner: &str, ids: &[String]) -> Result<u64, QueueError>;
+
+    /// Sets aside an outbox row the owner holds and cannot write: it stays in the
+    /// outbox with `reason`, for an operator, and is never claimed again. Returns
+    /// whether the owner held it.
+    async fn set_aside_audit(
+        &self,
+        owner: &str,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, QueueError>;
+}
+
+/// A stored outbox row's text as JSON, or why it is not.
+pub(crate) fn audit_row(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("the stored activity row is not JSON: {e}"))
 }
 
 /// `1,2,3` ⇄ app ids.

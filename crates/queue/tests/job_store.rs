@@ -137,6 +137,7 @@ suite!(
     activity_outbox_is_claimed_under_a_lease,
     ingest_keys_replay_refuse_and_expire,
     concurrent_keyed_ingests_record_one_entry,
+    activity_rows_set_aside_are_kept_and_never_claimed_again,
 );
 
 suite!(
@@ -169,6 +170,7 @@ suite!(
     activity_outbox_is_claimed_under_a_lease,
     ingest_keys_replay_refuse_and_expire,
     concurrent_keyed_ingests_record_one_entry,
+    activity_rows_set_aside_are_kept_and_never_claimed_again,
 );
 
 async fn create_get_and_tenant_walls(s: &dyn JobStore) {
@@ -1077,7 +1079,7 @@ async fn tokens_are_stored_as_digests_and_revoked(s: &dyn TokenStore) {
         ["a1", "a2", "a3"]
     );
     assert!(pending.iter().all(|p| p.tenant == "acme"));
-    assert_eq!(pending[2].row["action"], "updated");
+    assert_eq!(pending[2].row.as_ref().unwrap()["action"], "updated");
 
     // Digests are unique: the same secret cannot be stored twice.
     let dup = NewToken {
@@ -1293,4 +1295,43 @@ async fn concurrent_keyed_ingests_record_one_entry(s: &dyn Backend) {
         .filter(|o| matches!(o, Ok(KeyedIngest::Same { answer: None })))
         .count();
     assert_eq!((new, same), (1, 15), "{outcomes:?}");
+}
+
+async fn activity_rows_set_aside_are_kept_and_never_claimed_again(s: &dyn TokenStore) {
+    for i in 0..3 {
+        let (t, _) = NewToken::generate("acme", "t", vec![Scope::Admin], None, None);
+        s.create_token(&t, &audit(&format!("b{i}"), "created"), T0 + i)
+            .await
+            .unwrap();
+    }
+    let held = s.claim_audit("m1", 10, 1000, T0 + 10).await.unwrap();
+    assert_eq!(held.len(), 3);
+    assert!(held.iter().all(|p| p.row.is_ok()));
+    // Only the holder sets a row aside.
+    assert!(!s
+        .set_aside_audit("m2", "b1", "does not fit", T0 + 11)
+        .await
+        .unwrap());
+    assert!(s
+        .set_aside_audit("m1", "b1", "does not fit", T0 + 11)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.ack_audit("m1", &["b0".into(), "b2".into()])
+            .await
+            .unwrap(),
+        2
+    );
+    // Long after every lease ran out, the row set aside is not claimed again, and it
+    // is not acknowledged away either: it stays for an operator.
+    assert!(s
+        .claim_audit("m3", 10, 1000, T0 + 60_000)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.ack_audit("m1", &["b1".into()]).await.unwrap(), 0);
+    assert!(!s
+        .set_aside_audit("m1", "b1", "again", T0 + 12)
+        .await
+        .unwrap());
 }

@@ -11,6 +11,9 @@ use crate::RECEIVED_MS_COLUMN;
 
 use crate::sql::{ident, literal, quote_string};
 
+/// First characters that make a spreadsheet read a cell as a formula.
+const FORMULA_LEADS: [&str; 6] = ["=", "+", "-", "@", "\t", "\r"];
+
 /// What a query reads: one tenant's rows of one slice, as an export spec selects them.
 /// Made by [`crate::Store::select`], which knows the server.
 #[derive(Debug, Clone, Copy)]
@@ -121,10 +124,18 @@ impl Selection<'_> {
     /// in an outer SELECT: an alias named like its column would otherwise change what
     /// the WHERE compares.
     pub fn text_export_sql(&self) -> String {
-        self.outer(self.export_sql())
+        self.outer_with(self.export_sql(), self.spec.csv_excel_safe)
     }
 
     fn outer(&self, inner: String) -> String {
+        self.outer_with(inner, false)
+    }
+
+    /// With `excel_safe` (`csv_excel_safe`, exports only), a text column's value that a
+    /// spreadsheet would take for a formula (first character `=`, `+`, `-`, `@`, tab or
+    /// carriage return, as OWASP's CSV injection guidance lists them) gets a leading
+    /// `'`; NULL stays NULL and other types are never touched.
+    fn outer_with(&self, inner: String, excel_safe: bool) -> String {
         let mut changed = false;
         let exprs: Vec<String> = self
             .spec
@@ -152,6 +163,20 @@ impl Selection<'_> {
                     }
                     None => format!("toString({col})"),
                 };
+                let text_family =
+                    ty.is_some_and(|t| t.family() == logport_catalog::TypeFamily::Text);
+                if excel_safe && text_family {
+                    changed = true;
+                    let leading = FORMULA_LEADS
+                        .iter()
+                        .map(|c| quote_string(c))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return format!(
+                        "if(substring({col}, 1, 1) IN ({leading}), concat({}, {col}), {col}) AS {col}",
+                        quote_string("'")
+                    );
+                }
                 if self.spec.json_strings {
                     changed = true;
                     if nullable {
@@ -320,5 +345,36 @@ default = true
         assert!(sel
             .count_sql()
             .ends_with("AND (cityHash64(toString(`event_id`)) % 3 = 2)"));
+    }
+    #[test]
+    fn excel_safe_text_prefixes_formula_leads_in_text_columns_only() {
+        let catalog = Catalog::from_files([("clicks.toml".into(), SCHEMA.into())]).unwrap();
+        let req = ExportRequest::from_json(
+            br#"{"slice":"clicks","date_since":"2026-11-01","date_until":"2026-11-01",
+                "fields":["country","app_id"],"format":"csv","csv_excel_safe":true}"#,
+        )
+        .unwrap();
+        let spec = req.validate(&catalog, &SpecLimits::default()).unwrap();
+        let sel = Selection {
+            database: "logport",
+            slice: catalog.slice("clicks").unwrap(),
+            tenant: "acme",
+            spec: &spec,
+            watermark_ms: None,
+            retention_cutoff: None,
+            legacy_epoch: false,
+        };
+        let sql = sel.text_export_sql();
+        assert!(
+            sql.starts_with(
+                "SELECT if(substring(`country`, 1, 1) IN ('=', '+', '-', '@', '\\x09', '\\x0D'), \
+                 concat('\\'', `country`), `country`) AS `country`, `app_id` \
+                 FROM (SELECT `country`, `app_id` FROM `logport`.`clicks` WHERE "
+            ),
+            "{sql}"
+        );
+        // Previews and the Parquet (RowBinary) query are never rewritten.
+        assert!(!sel.preview_sql(5).contains("concat"));
+        assert!(!sel.export_sql().contains("concat"));
     }
 }

@@ -457,13 +457,22 @@ fn store_error(job: &str, e: logport_export::FilesError) -> ApiError {
 /// A single `Range: bytes=…` against a file of `size` bytes: `Ok(None)` means serve
 /// the whole file (no header, several ranges, or another unit); `Err` means 416.
 fn byte_range(req: &HttpRequest, size: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
-    let Some(value) = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Ok(None);
-    };
+    match req.headers().get(header::RANGE).map(|v| v.to_str()) {
+        None => Ok(None),
+        // Not text: not a range this server understands, so it is ignored.
+        Some(Err(_)) => Ok(None),
+        Some(Ok(value)) => parse_byte_range(value, size),
+    }
+}
+
+/// RFC 9110 §14.1.2 for one `bytes=` range set against `size` bytes, in integers that
+/// cannot wrap: a last position at or past the end (however large, even beyond
+/// `u64`) means "to the end", a suffix longer than the file means the whole file, a
+/// first position at or past the end (or a suffix of 0) is unsatisfiable (416), and so
+/// is a range that is not one (`5-3`, `abc`, signs, spaces inside numbers): RFC 9110
+/// lets a server reject invalid ranges with 416. Several ranges or another unit: the
+/// whole file (a server may ignore Range).
+fn parse_byte_range(value: &str, size: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
@@ -475,22 +484,22 @@ fn byte_range(req: &HttpRequest, size: u64) -> Result<Option<std::ops::Range<u64
     let range = match (a.is_empty(), b.is_empty()) {
         // bytes=-N: the last N bytes
         (true, false) => {
-            let n: u64 = b.parse().map_err(|_| ())?;
+            let n = position(b)?;
             if n == 0 {
                 return Err(());
             }
             size.saturating_sub(n)..size
         }
         (false, _) => {
-            let start: u64 = a.parse().map_err(|_| ())?;
+            let start = position(a)?;
             let end = if b.is_empty() {
                 size
             } else {
-                let last: u64 = b.parse().map_err(|_| ())?;
+                let last = position(b)?;
                 if last < start {
                     return Err(());
                 }
-                (last + 1).min(size)
+                last.saturating_add(1).min(size)
             };
             start..end
         }
@@ -500,6 +509,15 @@ fn byte_range(req: &HttpRequest, size: u64) -> Result<Option<std::ops::Range<u64
         return Err(());
     }
     Ok(Some(range))
+}
+
+/// A byte position: ASCII digits only (no sign, no space); a value past `u64` is
+/// `u64::MAX`, which is past the end of any file.
+fn position(digits: &str) -> Result<u64, ()> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    Ok(digits.parse().unwrap_or(u64::MAX))
 }
 
 #[utoipa::path(
@@ -630,7 +648,10 @@ pub async fn part(
 }
 
 /// Removes an export's files at once: a queued or running export is canceled first;
-/// a succeeded one becomes `expired`.
+/// a succeeded one becomes `expired`. The state changes first, through the job store,
+/// and the files go only after it: a worker finishing meanwhile cannot publish (its
+/// succeed is fenced on `running`), and an export that finished first is expired
+/// before its files go, so no client ever sees `succeeded` without files.
 #[utoipa::path(
     delete,
     path = "/v1/exports/{id}",
@@ -657,25 +678,66 @@ pub async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let job = load(&state, &caller, param(&req, "id")).await?;
-    let now = state.clock.now_ms();
-    if matches!(job.status, JobStatus::Queued | JobStatus::Running) {
-        state.jobs.cancel(&caller.tenant, &job.id, now).await?;
-    }
+    let before = job.status;
+    logport_export::failpoint("delete_before_transition").await;
+    let job = retire(&state, &caller, job).await?;
     let removed = state
         .files
         .delete_prefix(&files::job_prefix(&job.tenant, &job.id))
         .await
         .map_err(|e| store_error(&job.id, e))?;
-    if job.status == JobStatus::Succeeded {
-        state.jobs.mark_expired(&job.id, now).await?;
-    }
-    tracing::info!(tenant = %caller.tenant, job_id = %job.id, files = removed, "export deleted");
+    tracing::info!(tenant = %caller.tenant, job_id = %job.id, status = job.status.as_str(), files = removed, "export deleted");
     activity::record(
         &state,
         &caller,
-        export_changed(&job, "deleted", job.status, "deleted"),
+        export_changed(&job, "deleted", before, "deleted"),
     );
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Moves a job to a state whose files are dead, whatever a worker does meanwhile:
+/// queued or running → `canceled`, succeeded → `expired`; failed, canceled and expired
+/// stay. Each step is a conditional update; when one loses a race (the worker
+/// succeeded between our read and our cancel, the janitor expired it), the job is read
+/// again. Jobs move forward only, so this ends within a few steps.
+async fn retire(
+    state: &AppState,
+    caller: &Caller,
+    mut job: logport_queue::Job,
+) -> Result<logport_queue::Job, ApiError> {
+    let id = job.id.clone();
+    let gone = || ApiError::not_found(format!("export {id}"));
+    for _ in 0..8 {
+        let now = state.clock.now_ms();
+        match job.status {
+            JobStatus::Queued | JobStatus::Running => {
+                job = state
+                    .jobs
+                    .cancel(&caller.tenant, &id, now)
+                    .await?
+                    .ok_or_else(gone)?;
+                if job.status == JobStatus::Canceled {
+                    return Ok(job);
+                }
+            }
+            JobStatus::Succeeded => {
+                if state.jobs.mark_expired(&id, now).await? {
+                    job.status = JobStatus::Expired;
+                    return Ok(job);
+                }
+                job = state
+                    .jobs
+                    .get(&caller.tenant, &id)
+                    .await?
+                    .ok_or_else(gone)?;
+            }
+            JobStatus::Failed | JobStatus::Canceled | JobStatus::Expired => return Ok(job),
+        }
+    }
+    Err(ApiError::Unavailable {
+        detail: format!("export {id} kept changing state; try again"),
+        retry_after: 1,
+    })
 }
 
 #[utoipa::path(
@@ -843,4 +905,60 @@ pub async fn preview(
         "rows": rows.len(),
         "data": rows,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_byte_range;
+
+    #[test]
+    fn byte_ranges_follow_rfc_9110_without_wrapping() {
+        let size = 100;
+        for (header, want) in [
+            ("bytes=0-9", 0..10),
+            ("bytes=10-", 10..100),
+            ("bytes=-5", 95..100),
+            ("bytes=99-99", 99..100),
+            // A last position at or past the end: up to the end, whatever its size.
+            ("bytes=0-18446744073709551615", 0..100),
+            ("bytes=0-18446744073709551614", 0..100),
+            ("bytes=5-99999999999999999999999999", 5..100),
+            // A suffix longer than the file: the whole file.
+            ("bytes=-18446744073709551615", 0..100),
+            ("bytes=-99999999999999999999999999", 0..100),
+            (" bytes=1-2 ", 1..3),
+        ] {
+            assert_eq!(parse_byte_range(header, size), Ok(Some(want)), "{header}");
+        }
+        // Unsatisfiable or invalid: 416.
+        for header in [
+            "bytes=100-",
+            "bytes=18446744073709551615-",
+            "bytes=18446744073709551615-18446744073709551615",
+            "bytes=99999999999999999999999999-",
+            "bytes=-0",
+            "bytes=5-3",
+            "bytes=-",
+            "bytes=",
+            "bytes=abc",
+            "bytes=1-x",
+            "bytes=+1-2",
+            "bytes=-+5",
+            "bytes=1 0-20",
+            "bytes=0-1-2",
+        ] {
+            assert_eq!(parse_byte_range(header, size), Err(()), "{header}");
+        }
+        // Several ranges or another unit: the whole file.
+        for header in ["bytes=0-1,4-5", "items=0-3", "0-5"] {
+            assert_eq!(parse_byte_range(header, size), Ok(None), "{header}");
+        }
+        // An empty file has no satisfiable range.
+        assert_eq!(parse_byte_range("bytes=0-", 0), Err(()));
+        assert_eq!(parse_byte_range("bytes=-5", 0), Err(()));
+        assert_eq!(
+            parse_byte_range("bytes=0-18446744073709551615", u64::MAX),
+            Ok(Some(0..u64::MAX))
+        );
+    }
 }

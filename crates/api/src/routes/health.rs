@@ -1,8 +1,10 @@
 //! Liveness and readiness.
 
 use actix_web::{web, HttpResponse};
+use logport_queue::Scope;
 use serde_json::json;
 
+use crate::auth::Caller;
 use crate::AppState;
 
 /// The process is up.
@@ -20,31 +22,36 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Every dependency answers: ClickHouse, the job store, the object store.
+/// Every dependency answers: ClickHouse, the job store, the object store. Anyone may
+/// ask, and learns which check failed; why (backend error text, which can name hosts
+/// and users) is shown only to an admin token, and logged.
 #[utoipa::path(
     get,
     path = "/readyz",
     operation_id = "readyz",
     tag = "health",
     summary = "Readiness: ClickHouse, the job store and the object store answer",
+    description = "The result of one probe of the backends is reused for a second, and only one probe runs at a time. Each check's `error` is shown to admin tokens only.",
     responses(
         (status = 200, description = "Every dependency answers", body = crate::openapi::schemas::Readiness),
         (status = 503, description = "A dependency does not answer", body = crate::openapi::schemas::Readiness),
     )
 )]
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let (ch, jobs, files) = tokio::join!(state.store.ping(), state.jobs.ping(), state.files.ping());
-    let show = |r: Result<(), String>| match r {
-        Ok(()) => json!({"ok": true}),
-        Err(e) => json!({"ok": false, "error": e}),
+pub async fn readyz(state: web::Data<AppState>, caller: Option<Caller>) -> HttpResponse {
+    let probe = state.readiness.current(&state).await;
+    let detail = caller.is_some_and(|c| c.has(Scope::Admin));
+    let show = |error: &Option<String>| match error {
+        None => json!({"ok": true}),
+        Some(e) if detail => json!({"ok": false, "error": e}),
+        Some(_) => json!({"ok": false}),
     };
-    let ok = ch.is_ok() && jobs.is_ok() && files.is_ok();
+    let ok = probe.ok();
     let body = json!({
         "status": if ok { "ready" } else { "unavailable" },
         "checks": {
-            "clickhouse": show(ch.map_err(|e| e.to_string())),
-            "job_store": show(jobs.map_err(|e| e.to_string())),
-            "object_store": show(files.map_err(|e| e.to_string())),
+            "clickhouse": show(&probe.clickhouse),
+            "job_store": show(&probe.job_store),
+            "object_store": show(&probe.object_store),
         }
     });
     if ok {

@@ -633,9 +633,11 @@ pub async fn clean(
     match status(&numbered) {
         "processed" => {
             let job = &numbered.job;
-            let removed = compat::delete_files(&state.files, tenant, &job.id).await?;
+            // The state first, the files after: a client never sees a processed
+            // request whose files are gone.
             let now = state.clock.now_ms();
             state.jobs.mark_expired(&job.id, now).await?;
+            let removed = compat::delete_files(&state.files, tenant, &job.id).await?;
             state
                 .jobs
                 .mark_cleaned(tenant, numbered.number, now)

@@ -144,7 +144,7 @@ impl TokenStore for PostgresJobStore {
             "UPDATE activity_outbox SET lease_owner = $1, lease_until = $2
              WHERE id IN (
                  SELECT id FROM activity_outbox
-                 WHERE lease_until IS NULL OR lease_until < $3
+                 WHERE (lease_until IS NULL OR lease_until < $3) AND set_aside_at IS NULL
                  ORDER BY created_at, id LIMIT $4
                  FOR UPDATE SKIP LOCKED)
              RETURNING id, tenant, row, created_at",
@@ -162,9 +162,7 @@ impl TokenStore for PostgresJobStore {
                 Ok(PendingAudit {
                     id: r.try_get("id")?,
                     tenant: r.try_get("tenant")?,
-                    row: serde_json::from_str(&row).map_err(|e| {
-                        QueueError::Backend(format!("stored activity row is not JSON: {e}"))
-                    })?,
+                    row: super::audit_row(&row),
                     created_at: r.try_get("created_at")?,
                 })
             })
@@ -184,5 +182,27 @@ impl TokenStore for PostgresJobStore {
             .await?
             .rows_affected();
         Ok(n)
+    }
+
+    async fn set_aside_audit(
+        &self,
+        owner: &str,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, QueueError> {
+        let n = sqlx::query(
+            "UPDATE activity_outbox SET set_aside_at = $1, set_aside_reason = $2,
+                 lease_owner = NULL, lease_until = NULL
+             WHERE id = $3 AND lease_owner = $4",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 }

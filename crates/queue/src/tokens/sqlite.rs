@@ -145,7 +145,7 @@ impl TokenStore for SqliteJobStore {
             "UPDATE activity_outbox SET lease_owner = ?, lease_until = ?
              WHERE id IN (
                  SELECT id FROM activity_outbox
-                 WHERE lease_until IS NULL OR lease_until < ?
+                 WHERE (lease_until IS NULL OR lease_until < ?) AND set_aside_at IS NULL
                  ORDER BY created_at, id LIMIT ?)
              RETURNING id, tenant, row, created_at",
         )
@@ -162,9 +162,7 @@ impl TokenStore for SqliteJobStore {
                 Ok(PendingAudit {
                     id: r.try_get("id")?,
                     tenant: r.try_get("tenant")?,
-                    row: serde_json::from_str(&row).map_err(|e| {
-                        QueueError::Backend(format!("stored activity row is not JSON: {e}"))
-                    })?,
+                    row: super::audit_row(&row),
                     created_at: r.try_get("created_at")?,
                 })
             })
@@ -188,5 +186,27 @@ impl TokenStore for SqliteJobStore {
         .await?
         .rows_affected();
         Ok(n)
+    }
+
+    async fn set_aside_audit(
+        &self,
+        owner: &str,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, QueueError> {
+        let n = sqlx::query(
+            "UPDATE activity_outbox SET set_aside_at = ?, set_aside_reason = ?,
+                 lease_owner = NULL, lease_until = NULL
+             WHERE id = ? AND lease_owner = ?",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 }
