@@ -32,6 +32,12 @@ pub struct Config {
     pub json_max_bytes: usize,
     /// Longest a preview (`POST /v1/logs/{slice}/preview`) may run before it answers 504.
     pub preview_timeout: String,
+    /// Most bytes of rows one preview answers (cut beyond, with `"truncated": true`).
+    pub preview_max_bytes: usize,
+    /// Longest a count or size estimate made for a request may run (504 beyond).
+    pub query_timeout: String,
+    /// Most parts one export may write (422 at creation when the estimate passes it).
+    pub export_max_parts: u32,
     /// Longest a small ingest request waits to be coalesced with others.
     pub ingest_batch_wait: String,
     /// Parallel ClickHouse reads of one large export (each writes one part).
@@ -117,6 +123,9 @@ impl Default for Config {
             ingest_max_rows: 1_000_000,
             json_max_bytes: 1 << 20,
             preview_timeout: "15s".into(),
+            preview_max_bytes: 4 << 20,
+            query_timeout: "30s".into(),
+            export_max_parts: 10_000,
             ingest_batch_wait: "200ms".into(),
             export_parallelism: std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
             export_parallel_min_rows: 1_000_000,
@@ -173,6 +182,7 @@ pub struct Settings {
     pub ingest_batch_wait: Duration,
     pub retention_interval: Duration,
     pub preview_timeout: Duration,
+    pub query_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -299,6 +309,15 @@ impl Config {
         }
         if let Some(v) = get("LOGPORT_PREVIEW_TIMEOUT") {
             self.preview_timeout = v;
+        }
+        if let Some(v) = get("LOGPORT_PREVIEW_MAX_BYTES") {
+            self.preview_max_bytes = num("LOGPORT_PREVIEW_MAX_BYTES", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_QUERY_TIMEOUT") {
+            self.query_timeout = v;
+        }
+        if let Some(v) = get("LOGPORT_EXPORT_MAX_PARTS") {
+            self.export_max_parts = num("LOGPORT_EXPORT_MAX_PARTS", &v)?;
         }
         if let Some(v) = get("LOGPORT_EXPORT_PARALLEL_MIN_ROWS") {
             self.export_parallel_min_rows = num("LOGPORT_EXPORT_PARALLEL_MIN_ROWS", &v)?;
@@ -502,6 +521,17 @@ impl Config {
         {
             return Err(bad("preview_timeout", "must be between 100ms and 10m"));
         }
+        if !(1024..=(256 << 20)).contains(&self.preview_max_bytes) {
+            return Err(bad("preview_max_bytes", "must be 1024 to 268435456"));
+        }
+        let query_timeout = duration("query_timeout", &self.query_timeout)?;
+        if query_timeout < Duration::from_millis(100) || query_timeout > Duration::from_secs(600)
+        {
+            return Err(bad("query_timeout", "must be between 100ms and 10m"));
+        }
+        if !(1..=1_000_000).contains(&self.export_max_parts) {
+            return Err(bad("export_max_parts", "must be 1 to 1000000"));
+        }
         if self.ingest_max_inflight_bytes < self.ingest_max_bytes {
             return Err(bad(
                 "ingest_max_inflight_bytes",
@@ -599,6 +629,7 @@ impl Config {
             orphan_sweep_interval,
             ingest_batch_wait,
             preview_timeout,
+            query_timeout,
             retention_interval,
         })
     }
