@@ -1088,7 +1088,15 @@ impl Service {
     /// max_execution_time). 1,000,000 rows take about 20 s on two cores. Queries that
     /// do not read the column (counts without a filter on it) stay fast: ClickHouse
     /// reads only the view columns a query uses. Ingest into the slice stops working.
-    pub fn slow_column(&self, slice: &str, column: &str, tenant: &str, app_id: u64, day: &str, rows: u64) {
+    pub fn slow_column(
+        &self,
+        slice: &str,
+        column: &str,
+        tenant: &str,
+        app_id: u64,
+        day: &str,
+        rows: u64,
+    ) {
         let db = &self.database;
         self.clickhouse(&format!("RENAME TABLE {db}.{slice} TO {db}.{slice}_data"));
         let columns = self.clickhouse(&format!(

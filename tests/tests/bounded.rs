@@ -114,7 +114,10 @@ async fn a_query_past_its_bound_answers_504_and_stops() {
     // A count past its own bound: evaluate, and create (which counts for the part cap).
     let mut with_parts = slow.clone();
     with_parts["part_max_rows"] = json!(1000);
-    for (path, body) in [("/v1/exports/evaluate", &slow), ("/v1/exports", &with_parts)] {
+    for (path, body) in [
+        ("/v1/exports/evaluate", &slow),
+        ("/v1/exports", &with_parts),
+    ] {
         let started = Instant::now();
         let resp = svc.post(path, ACME).json(body).send().await.unwrap();
         let took = started.elapsed();
@@ -122,7 +125,10 @@ async fn a_query_past_its_bound_answers_504_and_stops() {
         assert_eq!(status, 504, "{path}: {problem}");
         assert_eq!(problem["type"], "/problems/timeout", "{problem}");
         assert!(
-            problem["detail"].as_str().unwrap().contains("narrow the date range"),
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("narrow the date range"),
             "{problem}"
         );
         assert!(took < Duration::from_secs(4), "{path} took {took:?}");
@@ -139,13 +145,23 @@ async fn a_query_past_its_bound_answers_504_and_stops() {
     let (status, problem) = problem(resp).await;
     assert_eq!(status, 504, "{problem}");
     assert!(
-        problem["detail"].as_str().unwrap().contains("the request did not finish within"),
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the request did not finish within"),
         "{problem}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     svc.wait_request_queries_gone(Duration::from_secs(5)).await;
     // Nothing was queued.
-    let list: Value = svc.get("/v1/exports", ACME).send().await.unwrap().json().await.unwrap();
+    let list: Value = svc
+        .get("/v1/exports", ACME)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["exports"], json!([]));
 }
 
@@ -169,7 +185,10 @@ async fn a_client_that_disconnects_stops_its_query() {
         // The query is running on ClickHouse…
         let started = Instant::now();
         while svc.running_request_queries() == 0 {
-            assert!(started.elapsed() < Duration::from_secs(1), "{path}: no query started");
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{path}: no query started"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // …until the client gives up (its timeout closes the connection).
@@ -183,10 +202,19 @@ async fn a_client_that_disconnects_stops_its_query() {
     let mut ten_years = slow.clone();
     ten_years["date_since"] = json!("2016-11-05");
     let started = Instant::now();
-    let resp = svc.post("/v1/exports/evaluate", ACME).json(&ten_years).send().await.unwrap();
+    let resp = svc
+        .post("/v1/exports/evaluate", ACME)
+        .json(&ten_years)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let e: Value = resp.json().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(e["possible"], false, "{e}");
     assert_eq!(e["estimated_rows"], Value::Null, "nothing was counted: {e}");
     assert_eq!(e["estimated_bytes"], Value::Null, "{e}");
@@ -194,7 +222,12 @@ async fn a_client_that_disconnects_stops_its_query() {
     let mut bad = slow.clone();
     bad["filters"] = json!([{"field": "click_id", "op": "gt", "value": 5}]);
     let started = Instant::now();
-    let resp = svc.post("/v1/exports/evaluate", ACME).json(&bad).send().await.unwrap();
+    let resp = svc
+        .post("/v1/exports/evaluate", ACME)
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
     let (status, problem) = problem(resp).await;
     assert_eq!(status, 422, "{problem}");
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -206,7 +239,8 @@ async fn a_client_that_disconnects_stops_its_query() {
 /// shape; under the limit it says `"truncated": false`.
 #[tokio::test]
 async fn a_preview_is_cut_at_its_byte_limit() {
-    let svc = Service::start_with(Options::default().env("LOGPORT_PREVIEW_MAX_BYTES", "2048")).await;
+    let svc =
+        Service::start_with(Options::default().env("LOGPORT_PREVIEW_MAX_BYTES", "2048")).await;
     // 60 rows of 100-character ids: each record is 116 bytes ({"click_id":"…"}\n).
     let rows: Vec<Value> = (0..60)
         .map(|i| {
@@ -216,7 +250,8 @@ async fn a_preview_is_cut_at_its_byte_limit() {
         .collect();
     svc.ingest(ACME, "clicks", &rows).await;
     let preview = |limit: u64| {
-        let body = json!({"date_since": DAY, "date_until": DAY, "fields": ["click_id"], "limit": limit});
+        let body =
+            json!({"date_since": DAY, "date_until": DAY, "fields": ["click_id"], "limit": limit});
         let rb = svc.post("/v1/logs/clicks/preview", ACME).json(&body);
         async move {
             let resp = rb.send().await.unwrap();
@@ -249,8 +284,63 @@ async fn a_preview_is_cut_at_its_byte_limit() {
     assert_eq!(p["data"].as_array().unwrap().len(), 5);
     // No row matches: an empty array, not a cut one.
     let body = json!({"date_since": "2026-10-01", "date_until": "2026-10-01"});
-    let resp = svc.post("/v1/logs/clicks/preview", ACME).json(&body).send().await.unwrap();
+    let resp = svc
+        .post("/v1/logs/clicks/preview", ACME)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let p: Value = resp.json().await.unwrap();
     assert_eq!(p["data"], json!([]), "{p}");
-    assert_eq!((p["rows"].clone(), p["truncated"].clone()), (json!(0), json!(false)));
+    assert_eq!(
+        (p["rows"].clone(), p["truncated"].clone()),
+        (json!(0), json!(false))
+    );
+}
+
+/// A write is not cut when its client goes away: an ingest whose client gave up runs
+/// to its end (its Idempotency-Key stays taken meanwhile, so a retry is told to wait,
+/// never stored a second time), and once ClickHouse answers the batch is stored once.
+#[tokio::test]
+async fn an_ingest_whose_client_gives_up_still_finishes_once() {
+    let ch = PrivateClickHouse::launch();
+    let svc = Service::start_with(Options::default().clickhouse_url(&ch.url)).await;
+    let body: String = (0..10)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"click_id": format!("k{i}"), "event_time": format!("{DAY}T10:00:00Z")})
+            )
+        })
+        .collect();
+    let send = |timeout: Duration| {
+        svc.post("/v1/ingest/clicks", ACME)
+            .header("content-type", "application/x-ndjson")
+            .header("idempotency-key", "batch-1")
+            .timeout(timeout)
+            .body(body.clone())
+            .send()
+    };
+    ch.pause();
+    let err = send(Duration::from_millis(500)).await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    // The first request still runs: its key is taken.
+    let (status, problem) = problem(send(Duration::from_secs(5)).await.unwrap()).await;
+    assert_eq!(status, 409, "{problem}");
+    ch.resume();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        let resp = send(Duration::from_secs(20)).await.unwrap();
+        if resp.status() == 200 {
+            break resp.json::<Value>().await.unwrap();
+        }
+        assert_eq!(resp.status(), 409);
+        assert!(
+            Instant::now() < deadline,
+            "the first request never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(answer["duplicate"], true, "{answer}");
+    assert_eq!(svc.count("clicks", "acme"), 10);
 }

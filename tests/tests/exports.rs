@@ -1778,7 +1778,8 @@ async fn part_limits_that_would_pass_the_part_cap_are_refused() {
     assert_eq!(body["type"], "/problems/invalid-request");
     let detail = body["detail"].as_str().unwrap();
     assert!(
-        detail.contains("20000 parts") && detail.contains("at most 10000 parts")
+        detail.contains("20000 parts")
+            && detail.contains("at most 10000 parts")
             && detail.contains("at least 2"),
         "{detail}"
     );
@@ -1789,7 +1790,10 @@ async fn part_limits_that_would_pass_the_part_cap_are_refused() {
     .await;
     assert_eq!(e["possible"], false, "{e}");
     assert_eq!(e["estimated_rows"], 20_000);
-    assert_eq!(e["reason"], detail, "evaluate and create give the same reason");
+    assert_eq!(
+        e["reason"], detail,
+        "evaluate and create give the same reason"
+    );
     // A limit that keeps the parts under the cap needs no count.
     let limited = req(json!({"part_max_rows": 1, "limit": 3}));
     let (job, parts) = svc.export(ACME, &limited).await;
@@ -1801,7 +1805,11 @@ async fn part_limits_that_would_pass_the_part_cap_are_refused() {
     assert_eq!(all.len(), 20_000);
     assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 20_000);
     let list = json_answer(send(svc.get("/v1/exports", ACME)).await, 200).await;
-    assert_eq!(list["exports"].as_array().unwrap().len(), 2, "nothing else queued");
+    assert_eq!(
+        list["exports"].as_array().unwrap().len(),
+        2,
+        "nothing else queued"
+    );
 
     // A cap of 3 parts.
     svc.restart_with(Options::default().env("LOGPORT_EXPORT_MAX_PARTS", "3"))
@@ -1825,13 +1833,22 @@ async fn part_limits_that_would_pass_the_part_cap_are_refused() {
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "too_many_parts", "{job}");
     assert!(
-        job["error"]["message"].as_str().unwrap().contains("more than 3 parts"),
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 3 parts"),
         "{job}"
     );
     assert_eq!(job["attempts"], 1, "not retried: {job}");
-    assert_eq!(job["parts"].as_array().unwrap().len(), 3, "never a 4th: {job}");
+    assert_eq!(
+        job["parts"].as_array().unwrap().len(),
+        3,
+        "never a 4th: {job}"
+    );
     // Within the cap all is as before.
-    let (job, parts) = svc.export(ACME, &req(json!({"part_max_rows": 10_000}))).await;
+    let (job, parts) = svc
+        .export(ACME, &req(json!({"part_max_rows": 10_000})))
+        .await;
     assert_eq!(parts.len(), 2, "{job}");
 }
 

@@ -507,10 +507,7 @@ impl Exporter {
                 // the same query counts (an exception adds its lines and drops rows).
                 let is_data = plan.clickhouse_format == "TabSeparated" && {
                     let bounds = Bounds::job(format!("{query_id}-count"));
-                    let counted = self
-                        .store
-                        .count(&selection.count_sql(), &bounds)
-                        .await?;
+                    let counted = self.store.count(&selection.count_sql(), &bounds).await?;
                     let counted = spec.limit.map_or(counted, |l| counted.min(l));
                     counted == sink.attempt.counters.rows.load(Ordering::Relaxed)
                 };

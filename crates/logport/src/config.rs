@@ -525,8 +525,7 @@ impl Config {
             return Err(bad("preview_max_bytes", "must be 1024 to 268435456"));
         }
         let query_timeout = duration("query_timeout", &self.query_timeout)?;
-        if query_timeout < Duration::from_millis(100) || query_timeout > Duration::from_secs(600)
-        {
+        if query_timeout < Duration::from_millis(100) || query_timeout > Duration::from_secs(600) {
             return Err(bad("query_timeout", "must be between 100ms and 10m"));
         }
         if !(1..=1_000_000).contains(&self.export_max_parts) {

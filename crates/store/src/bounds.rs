@@ -120,7 +120,9 @@ impl Drop for KillOnDrop {
             );
             let kill = tokio::time::timeout(KILL_WAIT, client.query_raw(&sql).execute()).await;
             match kill {
-                Ok(Ok(())) => tracing::debug!(%query_id, "query killed: its caller stopped waiting"),
+                Ok(Ok(())) => {
+                    tracing::debug!(%query_id, "query killed: its caller stopped waiting")
+                }
                 Ok(Err(e)) => tracing::warn!(%query_id, error = %e, "could not kill a query"),
                 Err(_) => tracing::warn!(%query_id, "kill query timed out"),
             }

@@ -839,9 +839,14 @@ impl Store {
     ) -> Result<JsonRows, StoreError> {
         let started = Instant::now();
         let guard = KillOnDrop::new(&self.client, bounds);
-        let r = bounds.within(self.read_json_rows(sql, bounds, max_bytes)).await;
+        let r = bounds
+            .within(self.read_json_rows(sql, bounds, max_bytes))
+            .await;
         // A cut answer leaves the query running: the guard kills it.
-        guard.settle(matches!(&r, Ok(rows) if !rows.truncated) || matches!(r, Err(StoreError::Server { .. })));
+        guard.settle(
+            matches!(&r, Ok(rows) if !rows.truncated)
+                || matches!(r, Err(StoreError::Server { .. })),
+        );
         record("preview", started, &r);
         r
     }

@@ -3,10 +3,10 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use logport_catalog::{ExportRequest, ExportSpec};
 use logport_export::files;
 use logport_queue::{Created, JobStatus, ListQuery, NewJob, Scope};
-use bytes::Bytes;
 use logport_store::Bounds;
 use serde::Deserialize;
 use serde_json::json;
@@ -904,11 +904,7 @@ pub async fn preview(
     prefix.pop();
     prefix.extend_from_slice(b",\"data\":[");
     let items = rows.into_array_items();
-    let chunks = [
-        Bytes::from(prefix),
-        items,
-        Bytes::from_static(b"]}"),
-    ];
+    let chunks = [Bytes::from(prefix), items, Bytes::from_static(b"]}")];
     let len = chunks.iter().map(|c| c.len() as u64).sum();
     Ok(HttpResponse::Ok()
         .content_type("application/json")
