@@ -1285,6 +1285,26 @@ async fn metrica_counter_quota_counts_processed_logs_until_cleaned() {
     .await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.json()["log_request"]["request_id"], 2);
+
+    // A request that would be cut into more parts than one export may have is refused
+    // before it is queued (parts of 1 KiB, at most 2 of them).
+    assert!(size > 2048, "{size}");
+    svc.restart_with(
+        Options::default()
+            .env("LOGPORT_COMPAT_PART_MAX_BYTES", "1024")
+            .env("LOGPORT_EXPORT_MAX_PARTS", "2"),
+    )
+    .await;
+    let a = metrica(
+        &svc,
+        reqwest::Method::POST,
+        "42/logrequests",
+        &asked,
+        oauth(ACME),
+    )
+    .await;
+    let message = metrica_error(&a, 400, "invalid_parameter");
+    assert!(message.contains("at most 2 parts"), "{message}");
 }
 
 #[tokio::test]

@@ -705,6 +705,24 @@ mod tests {
     }
 
     #[test]
+    fn query_bounds() {
+        let s = Config::default().validate(Path::new("/")).unwrap();
+        assert_eq!(s.query_timeout, Duration::from_secs(30));
+        assert_eq!(s.raw.preview_max_bytes, 4 << 20);
+        assert_eq!(s.raw.export_max_parts, 10_000);
+        let mut c = Config::default();
+        c.apply_env(env(&[
+            ("LOGPORT_QUERY_TIMEOUT", "1500ms"),
+            ("LOGPORT_PREVIEW_MAX_BYTES", "2048"),
+            ("LOGPORT_EXPORT_MAX_PARTS", "3"),
+        ]))
+        .unwrap();
+        let s = c.validate(Path::new("/")).unwrap();
+        assert_eq!(s.query_timeout, Duration::from_millis(1500));
+        assert_eq!((s.raw.preview_max_bytes, s.raw.export_max_parts), (2048, 3));
+    }
+
+    #[test]
     fn defaults_run_on_one_machine() {
         let s = Config::default().validate(Path::new("/srv")).unwrap();
         assert_eq!(s.raw.listen, "127.0.0.1:8080");
@@ -742,6 +760,10 @@ mod tests {
             ("LOGPORT_JOB_STORE_URL", "mysql://x", "job_store_url"),
             ("LOGPORT_PREVIEW_TIMEOUT", "0s", "preview_timeout"),
             ("LOGPORT_PREVIEW_TIMEOUT", "soon", "preview_timeout"),
+            ("LOGPORT_QUERY_TIMEOUT", "0s", "query_timeout"),
+            ("LOGPORT_QUERY_TIMEOUT", "1h", "query_timeout"),
+            ("LOGPORT_PREVIEW_MAX_BYTES", "100", "preview_max_bytes"),
+            ("LOGPORT_EXPORT_MAX_PARTS", "0", "export_max_parts"),
             (
                 "LOGPORT_COMPAT_PART_MAX_BYTES",
                 "10",

@@ -195,8 +195,8 @@ struct PartCapPassed {
 
 /// Estimates the parts an export of `rows` rows writes (rows over `part_max_rows`,
 /// estimated bytes over `part_max_bytes`); `Some` when that passes the cap. Without
-/// part limits an export writes one part (or one per parallel reader, which the
-/// configuration keeps under the cap).
+/// part limits an export writes one part (or one per parallel reader, and there are
+/// never more readers than the cap).
 async fn part_cap(
     state: &AppState,
     spec: &ExportSpec,
@@ -224,9 +224,9 @@ async fn part_cap(
             return Ok(Some(PartCapPassed {
                 field: "part_max_bytes",
                 detail: format!(
-                    "part_max_bytes {per_part} would cut the about {bytes} bytes of this \
-                     export into about {parts} parts; one export may have at most {max} \
-                     parts: use part_max_bytes of at least {}, or narrow the request",
+                    "part_max_bytes {per_part} would cut this export (about {bytes} bytes) \
+                     into about {parts} parts; one export may have at most {max} parts: \
+                     use part_max_bytes of at least {}, or narrow the request",
                     bytes.div_ceil(max)
                 ),
             }));
