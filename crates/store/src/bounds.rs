@@ -121,9 +121,15 @@ impl Drop for KillOnDrop {
             let kill = tokio::time::timeout(KILL_WAIT, client.query_raw(&sql).execute()).await;
             match kill {
                 Ok(Ok(())) => {
-                    tracing::debug!(%query_id, "query killed: its caller stopped waiting")
+                    tracing::info!(%query_id, "query killed: its caller stopped waiting")
                 }
-                Ok(Err(e)) => tracing::warn!(%query_id, error = %e, "could not kill a query"),
+                // A server that cannot be reached runs nothing to kill.
+                Ok(Err(e)) => match StoreError::from(e) {
+                    StoreError::Unreachable(e) => {
+                        tracing::debug!(%query_id, error = %e, "could not kill a query")
+                    }
+                    e => tracing::warn!(%query_id, error = %e, "could not kill a query"),
+                },
                 Err(_) => tracing::warn!(%query_id, "kill query timed out"),
             }
         });
