@@ -1103,3 +1103,81 @@ impl Service {
         self.raw_http(&req)
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Slow queries (tests/tests/bounded.rs, compat.rs): a column that takes seconds to read.
+// ---------------------------------------------------------------------------------
+
+impl Service {
+    /// Makes reading the `String` column `column` of `slice` slow, for queries that must
+    /// still be running when a test looks: the table becomes a view over its rows plus
+    /// `rows` rows of `tenant` (`app_id` `app_id`, `event_time` noon of `day`), and the
+    /// view computes `column` with ClickHouse's `sleepEachRow` (40 µs a row: 2.6 s per
+    /// 65,536-row block, between which a query notices KILL QUERY and
+    /// max_execution_time). 1,000,000 rows take about 20 s on two cores. Queries that
+    /// do not read the column (counts without a filter on it) stay fast: ClickHouse
+    /// reads only the view columns a query uses. Ingest into the slice stops working.
+    pub fn slow_column(
+        &self,
+        slice: &str,
+        column: &str,
+        tenant: &str,
+        app_id: u64,
+        day: &str,
+        rows: u64,
+    ) {
+        let db = &self.database;
+        self.clickhouse(&format!("RENAME TABLE {db}.{slice} TO {db}.{slice}_data"));
+        let columns = self.clickhouse(&format!(
+            "SELECT name FROM system.columns WHERE database = '{db}' AND table = '{slice}_data' \
+             FORMAT TSV"
+        ));
+        let select: Vec<String> = columns
+            .lines()
+            .map(|c| {
+                if c == column {
+                    format!("if(sleepEachRow(0.00004) = 0, `{c}`, '') AS `{c}`")
+                } else {
+                    format!("`{c}`")
+                }
+            })
+            .collect();
+        self.clickhouse(&format!(
+            "INSERT INTO {db}.{slice}_data (tenant_id, app_id, event_time, received_time, `{column}`) \
+             SELECT '{tenant}', {app_id}, toDateTime('{day} 12:00:00'), now() - 60, \
+             concat('slow-', toString(number)) FROM numbers({rows})"
+        ));
+        self.clickhouse(&format!(
+            "CREATE VIEW {db}.{slice} AS SELECT {} FROM {db}.{slice}_data",
+            select.join(", ")
+        ));
+    }
+
+    /// Queries this service runs on ClickHouse for requests (ids `logport-req-…`) that
+    /// read its database, as `system.processes` lists them now.
+    pub fn running_request_queries(&self) -> u64 {
+        self.clickhouse(&format!(
+            "SELECT count() FROM system.processes WHERE startsWith(query_id, 'logport-req-') \
+             AND position(query, '{}') > 0",
+            self.database
+        ))
+        .trim()
+        .parse()
+        .expect("a count")
+    }
+
+    /// Waits until no request query of this service runs; how long that took. Panics
+    /// after `within`.
+    pub async fn wait_request_queries_gone(&self, within: Duration) -> Duration {
+        let started = Instant::now();
+        while self.running_request_queries() > 0 {
+            assert!(
+                started.elapsed() < within,
+                "a request query still runs after {within:?}:\n{}",
+                self.clickhouse("SELECT query_id, elapsed, query FROM system.processes FORMAT TSV")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        started.elapsed()
+    }
+}

@@ -109,14 +109,10 @@ async fn poll(
             return (a, waits);
         }
         assert_eq!(a.header("content-type"), "text/plain; charset=utf-8");
-        // A running job may add how far it is, as `Progress is N%`.
+        // A running job adds what it has written so far.
         let text = a.text();
-        match text.strip_prefix("Wait for result. Progress is ") {
-            Some(p) => {
-                let pct: u64 = p.strip_suffix('%').unwrap().parse().unwrap();
-                assert!(pct < 100, "{text}");
-            }
-            None => assert_eq!(text, "Wait for result"),
+        if text != "Wait for result" {
+            assert!(written_so_far(&text).is_some(), "{text}");
         }
         waits += 1;
         assert!(
@@ -126,6 +122,14 @@ async fn poll(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The rows and bytes of a running job's 202, `Wait for result. Written so far: R
+/// rows, B bytes`.
+fn written_so_far(text: &str) -> Option<(u64, u64)> {
+    let rest = text.strip_prefix("Wait for result. Written so far: ")?;
+    let (rows, bytes) = rest.strip_suffix(" bytes")?.split_once(" rows, ")?;
+    Some((rows.parse().ok()?, bytes.parse().ok()?))
 }
 
 /// The tenant's export jobs, through `/v1` (how many jobs the protocol made).
@@ -289,6 +293,61 @@ async fn appmetrica_polls_until_the_whole_file_is_ready() {
     limited.push(("limit", "4"));
     let (l, _) = poll(&svc, "events.csv", &limited, &[oauth(ACME)]).await;
     assert_eq!(csv_sessions(&l.body).len(), 4);
+}
+
+/// A poll of a running request answers from the job store: what the worker recorded
+/// so far, without a query of its own (polls are frequent, and a count per poll
+/// would be as slow as the export itself). So it answers at once while ClickHouse is
+/// frozen.
+#[tokio::test]
+async fn appmetrica_polls_report_recorded_progress_without_querying() {
+    let ch = PrivateClickHouse::launch();
+    let svc = Service::start_with(Options::default().clickhouse_url(&ch.url)).await;
+    let d = day(&svc, 3);
+    // The export reads click_id for about 20 s; the request's estimate does not.
+    svc.slow_column("clicks", "click_id", "acme", 42, &d, 1_000_000);
+    let params = [
+        ("application_id", "42"),
+        ("date_since", d.as_str()),
+        ("date_until", d.as_str()),
+        ("fields", "click_id"),
+    ];
+    let first = export(&svc, "clicks.csv", &params, &[oauth(ACME)]).await;
+    assert_eq!(first.status, 202, "{}", first.text());
+    // Wait until the worker has recorded some rows (GET /v1 reads the job store).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let all = jobs(&svc, ACME).await;
+        let job = &all[0];
+        if job["status"] == "running" && job["progress"]["rows"].as_u64() > Some(0) {
+            break job["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Freeze ClickHouse; once a heartbeat has passed, the recorded progress is final.
+    ch.pause();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let job: Value = svc
+        .get(&format!("/v1/exports/{id}"), ACME)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let a = export(&svc, "clicks.csv", &params, &[oauth(ACME)]).await;
+    let took = started.elapsed();
+    ch.resume();
+    assert_eq!(a.status, 202, "{}", a.text());
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let recorded = (
+        job["progress"]["rows"].as_u64().unwrap(),
+        job["progress"]["bytes"].as_u64().unwrap(),
+    );
+    assert_eq!(written_so_far(&a.text()), Some(recorded), "{}", a.text());
+    assert_eq!(jobs(&svc, ACME).await.len(), 1, "the poll started nothing");
 }
 
 #[tokio::test]
@@ -1226,6 +1285,26 @@ async fn metrica_counter_quota_counts_processed_logs_until_cleaned() {
     .await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.json()["log_request"]["request_id"], 2);
+
+    // A request that would be cut into more parts than one export may have is refused
+    // before it is queued (parts of 1 KiB, at most 2 of them).
+    assert!(size > 2048, "{size}");
+    svc.restart_with(
+        Options::default()
+            .env("LOGPORT_COMPAT_PART_MAX_BYTES", "1024")
+            .env("LOGPORT_EXPORT_MAX_PARTS", "2"),
+    )
+    .await;
+    let a = metrica(
+        &svc,
+        reqwest::Method::POST,
+        "42/logrequests",
+        &asked,
+        oauth(ACME),
+    )
+    .await;
+    let message = metrica_error(&a, 400, "invalid_parameter");
+    assert!(message.contains("at most 2 parts"), "{message}");
 }
 
 #[tokio::test]

@@ -1748,6 +1748,110 @@ async fn parts_limits_and_empty_results() {
     }
 }
 
+/// The number of parts is capped (`LOGPORT_EXPORT_MAX_PARTS`, 10,000 by default): a
+/// request whose part limits would pass it is refused at once with a 422 naming the
+/// limit (`part_max_rows: 1` over 20,000 rows once wrote 20,000 files), evaluate says
+/// why it is not possible, a legitimate multi-part export still works, and an export
+/// whose bytes estimate was off fails for good at the cap instead of writing on.
+#[tokio::test]
+async fn part_limits_that_would_pass_the_part_cap_are_refused() {
+    let mut svc = Service::start().await;
+    let rows: Vec<Value> = (0..20_000)
+        .map(|i| {
+            json!({"click_id": format!("c{i:05}"),
+                "event_time": format!("{DAY}T{:02}:{:02}:{:02}Z", i / 3600, (i / 60) % 60, i % 60)})
+        })
+        .collect();
+    svc.ingest(ACME, "clicks", &rows).await;
+    let req = |extra: Value| {
+        let mut r = json!({"slice": "clicks", "date_since": DAY, "date_until": DAY,
+            "fields": ["click_id"]});
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        r
+    };
+
+    let one_per_part = req(json!({"part_max_rows": 1}));
+    let resp = send(svc.post("/v1/exports", ACME).json(&one_per_part)).await;
+    let body = expect_problem(resp, 422, Some("part_max_rows")).await;
+    assert_eq!(body["type"], "/problems/invalid-request");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("20000 parts")
+            && detail.contains("at most 10000 parts")
+            && detail.contains("at least 2"),
+        "{detail}"
+    );
+    let e = json_answer(
+        send(svc.post("/v1/exports/evaluate", ACME).json(&one_per_part)).await,
+        200,
+    )
+    .await;
+    assert_eq!(e["possible"], false, "{e}");
+    assert_eq!(e["estimated_rows"], 20_000);
+    assert_eq!(
+        e["reason"], detail,
+        "evaluate and create give the same reason"
+    );
+    // A limit that keeps the parts under the cap needs no count.
+    let limited = req(json!({"part_max_rows": 1, "limit": 3}));
+    let (job, parts) = svc.export(ACME, &limited).await;
+    assert_eq!(parts.len(), 3, "{job}");
+    // A legitimate multi-part export.
+    let (job, parts) = svc.export(ACME, &req(json!({"part_max_rows": 5000}))).await;
+    assert_eq!(parts.len(), 4, "{job}");
+    let (_, all) = csv_parts(&parts);
+    assert_eq!(all.len(), 20_000);
+    assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 20_000);
+    let list = json_answer(send(svc.get("/v1/exports", ACME)).await, 200).await;
+    assert_eq!(
+        list["exports"].as_array().unwrap().len(),
+        2,
+        "nothing else queued"
+    );
+
+    // A cap of 3 parts.
+    svc.restart_with(Options::default().env("LOGPORT_EXPORT_MAX_PARTS", "3"))
+        .await;
+    // Bytes: 20,000 timestamps are far more than 3 KiB.
+    let by_bytes = json!({"slice": "clicks", "date_since": DAY, "date_until": DAY,
+        "fields": ["event_time"], "part_max_bytes": 1024});
+    let resp = send(svc.post("/v1/exports", ACME).json(&by_bytes)).await;
+    let body = expect_problem(resp, 422, Some("part_max_bytes")).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("at most 3 parts"),
+        "{body}"
+    );
+    // 200 rows: the estimate (from ClickHouse's 4-byte DateTime column) fits 3 parts
+    // of 1 KiB, but as CSV text each row takes 22 bytes, 4.4 KB in all. The export
+    // stops at the cap and fails for good.
+    let mut underestimated = by_bytes.clone();
+    underestimated["limit"] = json!(200);
+    let created = svc.create_export(ACME, &underestimated).await;
+    let job = svc.wait_export(ACME, &id_of(&created)).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "too_many_parts", "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 3 parts"),
+        "{job}"
+    );
+    assert_eq!(job["attempts"], 1, "not retried: {job}");
+    assert_eq!(
+        job["parts"].as_array().unwrap().len(),
+        3,
+        "never a 4th: {job}"
+    );
+    // Within the cap all is as before.
+    let (job, parts) = svc
+        .export(ACME, &req(json!({"part_max_rows": 10_000})))
+        .await;
+    assert_eq!(parts.len(), 2, "{job}");
+}
+
 // ---------------------------------------------------------------------------------
 // An API-only node; jobs survive kill -9; watermark; cancel
 // ---------------------------------------------------------------------------------
@@ -2460,7 +2564,8 @@ async fn bad_requests_are_precise_problems() {
     let e = json_answer(resp, 200).await;
     assert_eq!(e["possible"], false, "{e}");
     assert!(e["reason"].as_str().is_some_and(|r| !r.is_empty()), "{e}");
-    assert_eq!(e["estimated_rows"], 1);
+    // The range is refused before anything is counted.
+    assert_eq!(e["estimated_rows"], Value::Null, "{e}");
     // 366 days is allowed.
     let resp = send(
         svc.post("/v1/exports/evaluate", ACME)

@@ -67,7 +67,8 @@ pub enum ApiError {
     /// A dependency is down or overloaded; the client should retry.
     #[error("{detail}")]
     Unavailable { detail: String, retry_after: u32 },
-    /// A synchronous query (a preview) ran out of time; a narrower request may not.
+    /// A synchronous query (a preview, a count or estimate) ran out of time; a
+    /// narrower request may not.
     #[error("{0}")]
     Timeout(String),
     /// The request body arrived slower than the minimum rate.
@@ -248,6 +249,16 @@ impl From<SpecError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        // A query past its time limit (a count, an estimate): the request asked for
+        // too much at once, which a retry of the same request does not change.
+        if e.is_timeout() {
+            tracing::info!(error = %e, "clickhouse query ran out of time");
+            return ApiError::Timeout(
+                "the query did not finish within its time limit: narrow the date range or \
+                 the filters"
+                    .into(),
+            );
+        }
         if e.is_retryable() {
             tracing::warn!(error = %e, "clickhouse unavailable");
             ApiError::Unavailable {

@@ -46,6 +46,16 @@ pub struct ApiLimits {
     pub request_timeout: std::time::Duration,
     /// How fast an ingest body must arrive (408 when slower).
     pub ingest_pace: admission::BodyPace,
+    /// Longest a ClickHouse query made for a request may run (counts and size
+    /// estimates of create, evaluate and the compatibility protocols): its
+    /// `max_execution_time`, and 504 beyond. Previews have `preview_timeout`.
+    pub query_timeout: std::time::Duration,
+    /// Most bytes of rows a preview answers; past them it stops reading and says
+    /// `"truncated": true`.
+    pub preview_max_bytes: usize,
+    /// Most parts one export may write: a request whose estimate passes it is a 422
+    /// naming `part_max_rows` or `part_max_bytes`.
+    pub export_max_parts: u32,
 }
 
 impl Default for ApiLimits {
@@ -59,6 +69,9 @@ impl Default for ApiLimits {
             max_header_bytes: 16 << 10,
             request_timeout: std::time::Duration::from_secs(120),
             ingest_pace: admission::BodyPace::default(),
+            query_timeout: std::time::Duration::from_secs(30),
+            preview_max_bytes: 4 << 20,
+            export_max_parts: 10_000,
         }
     }
 }

@@ -172,8 +172,12 @@ pub mod schemas {
     #[derive(Serialize, ToSchema)]
     pub struct Evaluation {
         pub possible: bool,
-        pub estimated_rows: u64,
-        pub estimated_bytes: u64,
+        /// Null when the request is refused before anything is counted (its date
+        /// range is longer than allowed).
+        pub estimated_rows: Option<u64>,
+        /// About how large the export's files are (uncompressed); null like
+        /// `estimated_rows`.
+        pub estimated_bytes: Option<u64>,
         /// Why it is not possible, when it is not.
         pub reason: Option<String>,
     }
@@ -185,6 +189,9 @@ pub mod schemas {
         pub fields: Vec<String>,
         /// How many rows `data` holds.
         pub rows: u64,
+        /// More rows matched than LOGPORT_PREVIEW_MAX_BYTES holds: `data` is the newest
+        /// that fit whole.
+        pub truncated: bool,
         /// One object per row, keyed by field.
         #[schema(value_type = Vec<Object>)]
         pub data: Vec<Json>,

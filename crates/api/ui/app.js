@@ -520,7 +520,9 @@ async function runPreview() {
     renderEstimate(estimate);
     state.lastEstimate = { key, rows: estimate.estimated_rows };
     clearProblem();
-    announce(`Preview: ${fmtInt(preview.rows)} rows shown, about ${fmtInt(estimate.estimated_rows)} match.`);
+    announce(estimate.estimated_rows === null
+      ? `Preview: ${fmtInt(preview.rows)} rows shown.`
+      : `Preview: ${fmtInt(preview.rows)} rows shown, about ${fmtInt(estimate.estimated_rows)} match.`);
   } catch (p) {
     if (p.name === 'AbortError') return;
     $('preview-caption').textContent = 'Not updated: see the message above.';
@@ -547,9 +549,11 @@ function renderPreview(p, query) {
   table.tHead.replaceChildren(el('tr', {}, p.fields.map((f) => el('th', { scope: 'col' }, f))));
   table.tBodies[0].replaceChildren(...p.data.map((row) => el('tr', {}, p.fields.map((f) => cell(row[f])))));
   const by = query.date_dimension === 'received' ? 'received_time' : 'event_time';
+  // A preview answers at most LOGPORT_PREVIEW_MAX_BYTES of rows: fewer when they are wide.
+  const cut = p.truncated ? ' (cut at the preview size limit: export for every row)' : '';
   $('preview-caption').textContent = p.rows
-    ? `${fmtInt(p.rows)} newest matching rows of ${p.slice}, by ${by} (UTC)`
-    : `No rows of ${p.slice} match.`;
+    ? `${fmtInt(p.rows)} newest matching rows of ${p.slice}, by ${by} (UTC)${cut}`
+    : (p.truncated ? `The newest row of ${p.slice} is larger than a preview may show: export it.` : `No rows of ${p.slice} match.`);
 }
 
 function renderEstimate(e) {

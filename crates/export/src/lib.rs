@@ -46,6 +46,13 @@ pub enum ExportError {
     Canceled,
     #[error("the worker lost its lease on the job")]
     LeaseLost,
+    /// The export needs more parts than one export may have (the estimate at
+    /// creation was off): never retried, the next attempt would need as many.
+    #[error(
+        "the export needs more than {max} parts (the most one export may have): \
+         raise part_max_rows or part_max_bytes, or narrow the request"
+    )]
+    TooManyParts { max: u32 },
 }
 
 impl From<FilesError> for ExportError {
@@ -63,7 +70,9 @@ impl From<object_store::Error> for ExportError {
 impl ExportError {
     pub fn is_retryable(&self) -> bool {
         match self {
-            ExportError::InvalidRequest(_) | ExportError::Unsupported(_) => false,
+            ExportError::InvalidRequest(_)
+            | ExportError::Unsupported(_)
+            | ExportError::TooManyParts { .. } => false,
             ExportError::Store(e) => e.is_retryable(),
             ExportError::Files(_)
             | ExportError::Queue(_)
@@ -86,6 +95,7 @@ impl ExportError {
             ExportError::Decode(_) => "decode_error",
             ExportError::Canceled => "canceled",
             ExportError::LeaseLost => "lease_lost",
+            ExportError::TooManyParts { .. } => "too_many_parts",
         }
     }
 }

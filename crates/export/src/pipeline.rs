@@ -19,7 +19,7 @@ use logport_catalog::{
     time, Catalog, ColumnType, Compression, ExportRequest, ExportSpec, Format, SpecLimits,
 };
 use logport_queue::{Job, JobStore, Lease, Part, Progress};
-use logport_store::{ByteStream, Selection, Store};
+use logport_store::{Bounds, ByteStream, Selection, Store};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{Attribute, Attributes};
@@ -128,6 +128,10 @@ pub struct Exporter {
     pub parallelism: usize,
     /// Fewest rows worth reading in parallel.
     pub parallel_min_rows: u64,
+    /// Most parts one export may write (`LOGPORT_EXPORT_MAX_PARTS`). The API refuses a
+    /// request whose estimate passes it; an attempt that passes it anyway (the
+    /// estimate was off) fails for good rather than writing without end.
+    pub max_parts: u32,
 }
 
 /// Where parts go and how they are recorded.
@@ -151,11 +155,16 @@ impl Sink<'_, '_> {
         )
     }
 
-    /// The next part's number, key and upload.
-    fn open_part(&self) -> (u32, String, Upload) {
+    /// The next part's number, key and upload; none past the export's part cap.
+    fn open_part(&self) -> Result<(u32, String, Upload), ExportError> {
         let (n, key) = self.next_key();
+        if n > self.exporter.max_parts {
+            return Err(ExportError::TooManyParts {
+                max: self.exporter.max_parts,
+            });
+        }
         let upload = self.upload(&key);
-        (n, key, upload)
+        Ok((n, key, upload))
     }
 
     fn upload(&self, key: &str) -> Upload {
@@ -248,8 +257,15 @@ impl Exporter {
             && spec.part_max_bytes.is_none();
         let ranges = if splittable {
             split_ranges(
-                &cancellable(a.cancel, self.store.hour_counts(&selection)).await?,
-                self.parallelism,
+                &cancellable(
+                    a.cancel,
+                    self.store
+                        .hour_counts(&selection, &Bounds::job(format!("{query_prefix}hours"))),
+                )
+                .await?,
+                // One part per reader: never more readers than parts allowed.
+                self.parallelism
+                    .min(usize::try_from(self.max_parts).unwrap_or(usize::MAX)),
                 self.parallel_min_rows,
                 spec.since,
                 spec.until,
@@ -262,8 +278,12 @@ impl Exporter {
             None => {
                 let expected = match spec.format {
                     Format::Parquet => {
-                        let n =
-                            cancellable(a.cancel, self.store.count(&selection.count_sql())).await?;
+                        let bounds = Bounds::job(format!("{query_prefix}count"));
+                        let n = cancellable(
+                            a.cancel,
+                            self.store.count(&selection.count_sql(), &bounds),
+                        )
+                        .await?;
                         spec.limit.map_or(n, |l| n.min(l))
                     }
                     _ => 0,
@@ -408,7 +428,7 @@ impl Exporter {
                 let stream =
                     self.store
                         .stream(&sql, plan.clickhouse_format, query_id, OUTPUT_SETTINGS)?;
-                self.text_parts(stream, &plan, spec, sel, sink).await
+                self.text_parts(stream, &plan, sel, query_id, sink).await
             }
         }
     }
@@ -417,10 +437,11 @@ impl Exporter {
         &self,
         mut stream: ByteStream,
         plan: &TextPlan,
-        spec: &ExportSpec,
         selection: &Selection<'_>,
+        query_id: &str,
         sink: &mut Sink<'_, '_>,
     ) -> Result<(), ExportError> {
+        let spec = selection.spec;
         let mut scanner = Scanner::new(plan.framing);
         let max_rows = spec.part_max_rows.unwrap_or(u64::MAX);
         let max_bytes = spec.part_max_bytes.unwrap_or(u64::MAX);
@@ -438,7 +459,7 @@ impl Exporter {
                     let part = match current.as_mut() {
                         Some(p) => p,
                         None => {
-                            let (n, key, upload) = sink.open_part();
+                            let (n, key, upload) = sink.open_part()?;
                             current.insert(
                                 TextPart::open(n, key, upload, plan, spec.compression).await?,
                             )
@@ -485,7 +506,8 @@ impl Exporter {
                 // like an exception. It is data when the rows are exactly as many as
                 // the same query counts (an exception adds its lines and drops rows).
                 let is_data = plan.clickhouse_format == "TabSeparated" && {
-                    let counted = self.store.count(&selection.count_sql()).await?;
+                    let bounds = Bounds::job(format!("{query_id}-count"));
+                    let counted = self.store.count(&selection.count_sql(), &bounds).await?;
                     let counted = spec.limit.map_or(counted, |l| counted.min(l));
                     counted == sink.attempt.counters.rows.load(Ordering::Relaxed)
                 };
@@ -498,7 +520,7 @@ impl Exporter {
             }
             // An empty result is still one (header-only) part, so clients always get a file.
             if current.is_none() && sink.parts.is_empty() {
-                let (n, key, upload) = sink.open_part();
+                let (n, key, upload) = sink.open_part()?;
                 current = Some(TextPart::open(n, key, upload, plan, spec.compression).await?);
             }
             if let Some(done) = current.take() {
@@ -551,7 +573,7 @@ impl Exporter {
                         Some(Ok(encoder::Encoded::Data { bytes })) => {
                             let upload = match current.as_mut() {
                                 Some((_, _, upload)) => upload,
-                                None => &mut current.insert(sink.open_part()).2,
+                                None => &mut current.insert(sink.open_part()?).2,
                             };
                             upload.put(bytes).await?;
                         }
@@ -560,8 +582,10 @@ impl Exporter {
                             attempt.counters.rows.fetch_add(n, Ordering::Relaxed);
                         }
                         Some(Ok(encoder::Encoded::PartEnd { rows })) => {
-                            let (n, key, upload) =
-                                current.take().unwrap_or_else(|| sink.open_part());
+                            let (n, key, upload) = match current.take() {
+                                Some(open) => open,
+                                None => sink.open_part()?,
+                            };
                             let (bytes, sha256) = upload.finish().await?;
                             sink.record(Part { n, key, rows, bytes, sha256 }).await?;
                         }

@@ -32,6 +32,12 @@ pub struct Config {
     pub json_max_bytes: usize,
     /// Longest a preview (`POST /v1/logs/{slice}/preview`) may run before it answers 504.
     pub preview_timeout: String,
+    /// Most bytes of rows one preview answers (cut beyond, with `"truncated": true`).
+    pub preview_max_bytes: usize,
+    /// Longest a count or size estimate made for a request may run (504 beyond).
+    pub query_timeout: String,
+    /// Most parts one export may write (422 at creation when the estimate passes it).
+    pub export_max_parts: u32,
     /// Longest a small ingest request waits to be coalesced with others.
     pub ingest_batch_wait: String,
     /// How long the answer to an ingest request with an `Idempotency-Key` is kept for
@@ -133,6 +139,9 @@ impl Default for Config {
             ingest_max_rows: 1_000_000,
             json_max_bytes: 1 << 20,
             preview_timeout: "15s".into(),
+            preview_max_bytes: 4 << 20,
+            query_timeout: "30s".into(),
+            export_max_parts: 10_000,
             ingest_batch_wait: "200ms".into(),
             ingest_key_ttl: "24h".into(),
             export_parallelism: std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
@@ -197,6 +206,7 @@ pub struct Settings {
     pub ingest_body_grace: Duration,
     pub retention_interval: Duration,
     pub preview_timeout: Duration,
+    pub query_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -323,6 +333,15 @@ impl Config {
         }
         if let Some(v) = get("LOGPORT_PREVIEW_TIMEOUT") {
             self.preview_timeout = v;
+        }
+        if let Some(v) = get("LOGPORT_PREVIEW_MAX_BYTES") {
+            self.preview_max_bytes = num("LOGPORT_PREVIEW_MAX_BYTES", &v)?;
+        }
+        if let Some(v) = get("LOGPORT_QUERY_TIMEOUT") {
+            self.query_timeout = v;
+        }
+        if let Some(v) = get("LOGPORT_EXPORT_MAX_PARTS") {
+            self.export_max_parts = num("LOGPORT_EXPORT_MAX_PARTS", &v)?;
         }
         if let Some(v) = get("LOGPORT_EXPORT_PARALLEL_MIN_ROWS") {
             self.export_parallel_min_rows = num("LOGPORT_EXPORT_PARALLEL_MIN_ROWS", &v)?;
@@ -550,6 +569,16 @@ impl Config {
         {
             return Err(bad("preview_timeout", "must be between 100ms and 10m"));
         }
+        if !(1024..=(256 << 20)).contains(&self.preview_max_bytes) {
+            return Err(bad("preview_max_bytes", "must be 1024 to 268435456"));
+        }
+        let query_timeout = duration("query_timeout", &self.query_timeout)?;
+        if query_timeout < Duration::from_millis(100) || query_timeout > Duration::from_secs(600) {
+            return Err(bad("query_timeout", "must be between 100ms and 10m"));
+        }
+        if !(1..=1_000_000).contains(&self.export_max_parts) {
+            return Err(bad("export_max_parts", "must be 1 to 1000000"));
+        }
         if !(self.ingest_tenant_share > 0.0 && self.ingest_tenant_share <= 1.0) {
             return Err(bad(
                 "ingest_tenant_share",
@@ -662,6 +691,7 @@ impl Config {
             ingest_key_ttl,
             ingest_body_grace,
             preview_timeout,
+            query_timeout,
             retention_interval,
         })
     }
@@ -782,6 +812,24 @@ mod tests {
     }
 
     #[test]
+    fn query_bounds() {
+        let s = Config::default().validate(Path::new("/")).unwrap();
+        assert_eq!(s.query_timeout, Duration::from_secs(30));
+        assert_eq!(s.raw.preview_max_bytes, 4 << 20);
+        assert_eq!(s.raw.export_max_parts, 10_000);
+        let mut c = Config::default();
+        c.apply_env(env(&[
+            ("LOGPORT_QUERY_TIMEOUT", "1500ms"),
+            ("LOGPORT_PREVIEW_MAX_BYTES", "2048"),
+            ("LOGPORT_EXPORT_MAX_PARTS", "3"),
+        ]))
+        .unwrap();
+        let s = c.validate(Path::new("/")).unwrap();
+        assert_eq!(s.query_timeout, Duration::from_millis(1500));
+        assert_eq!((s.raw.preview_max_bytes, s.raw.export_max_parts), (2048, 3));
+    }
+
+    #[test]
     fn defaults_run_on_one_machine() {
         let s = Config::default().validate(Path::new("/srv")).unwrap();
         assert_eq!(s.raw.listen, "127.0.0.1:8080");
@@ -819,6 +867,10 @@ mod tests {
             ("LOGPORT_JOB_STORE_URL", "mysql://x", "job_store_url"),
             ("LOGPORT_PREVIEW_TIMEOUT", "0s", "preview_timeout"),
             ("LOGPORT_PREVIEW_TIMEOUT", "soon", "preview_timeout"),
+            ("LOGPORT_QUERY_TIMEOUT", "0s", "query_timeout"),
+            ("LOGPORT_QUERY_TIMEOUT", "1h", "query_timeout"),
+            ("LOGPORT_PREVIEW_MAX_BYTES", "100", "preview_max_bytes"),
+            ("LOGPORT_EXPORT_MAX_PARTS", "0", "export_max_parts"),
             (
                 "LOGPORT_COMPAT_PART_MAX_BYTES",
                 "10",

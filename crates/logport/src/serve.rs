@@ -293,6 +293,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         limits: spec_limits,
         parallelism: raw.export_parallelism,
         parallel_min_rows: raw.export_parallel_min_rows,
+        max_parts: raw.export_max_parts,
     });
     let owner = format!(
         "logport-{}-{}",
@@ -395,6 +396,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 grace: settings.ingest_body_grace,
                 min_rate: raw.ingest_min_body_rate,
             },
+            query_timeout: settings.query_timeout,
+            preview_max_bytes: raw.preview_max_bytes,
+            export_max_parts: raw.export_max_parts,
         },
         spec_limits,
         quotas: Quotas {
@@ -449,6 +453,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // request on a connection the server is closing.
     .keep_alive(Duration::from_secs(120))
     .client_request_timeout(settings.request_header_timeout)
+    // A client that closes its connection has given up on the answer: stop its
+    // handler (which kills the ClickHouse query it waits for) instead of finishing
+    // work nobody will read. HTTP/1 half-closing clients are not supported.
+    .h1_allow_half_closed(false)
     .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
     .run();
     tracing::info!(listen = %raw.listen, workers = raw.workers, "logport serving");

@@ -47,6 +47,12 @@ impl StoreError {
         }
     }
 
+    /// The query ran out of time: the server's `max_execution_time` (159
+    /// TIMEOUT_EXCEEDED) or the client's deadline. A narrower query may fit.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, StoreError::Timeout) || self.code() == Some(159)
+    }
+
     pub fn code(&self) -> Option<u32> {
         match self {
             StoreError::Server { code, .. } => Some(*code),
@@ -136,6 +142,12 @@ mod tests {
         assert!(new.is_retryable());
         assert!(StoreError::Unreachable("refused".into()).is_retryable());
         assert!(!StoreError::Client("garbage".into()).is_retryable());
+        assert!(StoreError::Timeout.is_timeout());
+        assert!(StoreError::from_exception_text(
+            "Code: 159, e.displayText() = DB::Exception: Timeout exceeded: elapsed 2.6 seconds, maximum: 1, e.what() = DB::Exception"
+        )
+        .is_timeout());
+        assert!(!new.is_timeout());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! ZooKeeper/Keeper is needed for `ON CLUSTER`). Every query is timed and its
 //! failures counted by error code (`logport_clickhouse_*` metrics).
 
+pub mod bounds;
 pub mod error;
 pub mod insert;
 pub mod inserter;
@@ -24,10 +25,12 @@ pub mod sql;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bounds::{server_done, KillOnDrop};
+use bytes::{Bytes, BytesMut};
 use logport_catalog::{Catalog, ColumnType, Partition, TENANT_COLUMN};
 use serde::Deserialize;
 
+pub use bounds::Bounds;
 pub use error::{trailing_exception, StoreError};
 pub use insert::{Rows, FENCE_BUSY};
 pub use inserter::{Batch, Inserter, InserterConfig, SubmitError};
@@ -701,19 +704,18 @@ impl Store {
 
     /// Average uncompressed bytes per row of the given columns, from table statistics
     /// (on a cluster, of the connected server's share of the rows).
-    pub async fn bytes_per_row(&self, slice: &str, fields: &[String]) -> Result<f64, StoreError> {
-        let started = Instant::now();
-        let r = self.bytes_per_row_of(&self.local_name(slice), fields).await;
-        record("estimate", started, &r);
-        r
-    }
-
-    async fn bytes_per_row_of(&self, table: &str, fields: &[String]) -> Result<f64, StoreError> {
+    pub async fn bytes_per_row(
+        &self,
+        slice: &str,
+        fields: &[String],
+        bounds: &Bounds,
+    ) -> Result<f64, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Stats {
             bytes: u64,
             rows: u64,
         }
+        let table = self.local_name(slice);
         let names = fields
             .iter()
             .map(|f| quote_string(f))
@@ -724,16 +726,21 @@ impl Store {
              toUInt64((SELECT count() FROM {}.{})) AS rows \
              FROM system.columns WHERE database = {} AND table = {} AND name IN ({})",
             ident(&self.database),
-            ident(table),
+            ident(&table),
             quote_string(&self.database),
-            quote_string(table),
+            quote_string(&table),
             if names.is_empty() {
                 "''".to_string()
             } else {
                 names
             }
         );
-        let s = self.client.query_raw(&sql).fetch_one::<Stats>().await?;
+        let query = self.bounded_query(&sql, bounds);
+        let s = self
+            .bounded("estimate", bounds, async {
+                Ok(query.fetch_one::<Stats>().await?)
+            })
+            .await?;
         Ok(if s.rows == 0 {
             0.0
         } else {
@@ -741,36 +748,72 @@ impl Store {
         })
     }
 
-    /// Runs a preview SELECT and returns its JSONEachRow text.
-    pub async fn fetch_json_rows(
+    /// The whole JSONEachRow records of a SELECT, at most `max_bytes` of them (a
+    /// preview). Reading stops at the bound and the query is killed; the answer keeps
+    /// the records that fit whole and says it was cut. Nothing is parsed into values:
+    /// each record is only checked to be one JSON object, so an exception the server
+    /// appended to a started answer (18.x) is an error, never a record.
+    pub async fn json_rows(
         &self,
         sql: &str,
-        settings: &[(&str, &str)],
-    ) -> Result<Vec<u8>, StoreError> {
+        bounds: &Bounds,
+        max_bytes: usize,
+    ) -> Result<JsonRows, StoreError> {
         let started = Instant::now();
-        let r = self.fetch_json_rows_inner(sql, settings).await;
+        let guard = KillOnDrop::new(&self.client, bounds);
+        let r = bounds
+            .within(self.read_json_rows(sql, bounds, max_bytes))
+            .await;
+        // A cut answer leaves the query running: the guard kills it.
+        guard.settle(
+            matches!(&r, Ok(rows) if !rows.truncated)
+                || matches!(r, Err(StoreError::Server { .. })),
+        );
         record("preview", started, &r);
         r
     }
 
-    async fn fetch_json_rows_inner(
+    async fn read_json_rows(
         &self,
         sql: &str,
-        settings: &[(&str, &str)],
-    ) -> Result<Vec<u8>, StoreError> {
-        let mut q = self.client.query_raw(sql);
-        for (k, v) in settings {
-            q = q.with_setting(*k, *v);
-        }
-        let mut cursor = q.fetch_bytes("JSONEachRow")?;
-        let mut out = Vec::new();
+        bounds: &Bounds,
+        max_bytes: usize,
+    ) -> Result<JsonRows, StoreError> {
+        let mut cursor = self
+            .bounded_query(sql, bounds)
+            .with_setting("output_format_json_quote_64bit_integers", "0")
+            .with_setting("output_format_json_escape_forward_slashes", "0")
+            .fetch_bytes("JSONEachRow")?;
+        let mut buf = BytesMut::new();
+        let mut truncated = false;
         while let Some(chunk) = cursor.next().await? {
-            out.extend_from_slice(&chunk);
+            buf.extend_from_slice(&chunk);
+            if buf.len() > max_bytes {
+                truncated = true;
+                break;
+            }
         }
-        if let Some(e) = error::exception_in_lines(&out) {
-            return Err(e);
+        if truncated {
+            // The records that fit whole; what follows is never read.
+            let keep = buf[..max_bytes]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            buf.truncate(keep);
+        } else if buf.last().is_some_and(|&b| b != b'\n') {
+            if let Some(e) = error::exception_in_lines(&buf) {
+                return Err(e);
+            }
+            return Err(StoreError::Unreachable(
+                "the result ended inside a record".into(),
+            ));
         }
-        Ok(out)
+        let rows = JsonRows::check(&buf)?;
+        Ok(JsonRows {
+            records: buf,
+            rows,
+            truncated,
+        })
     }
 
     /// Streams a SELECT in a ClickHouse output format. `query_id` lets a canceller
@@ -802,36 +845,63 @@ impl Store {
     }
 
     /// Runs a `SELECT count()`.
-    pub async fn count(&self, sql: &str) -> Result<u64, StoreError> {
+    pub async fn count(&self, sql: &str, bounds: &Bounds) -> Result<u64, StoreError> {
         let sql = sql.replacen("SELECT count()", "SELECT count() AS rows", 1);
-        let started = Instant::now();
-        let r = self
-            .client
-            .query_raw(&sql)
-            .fetch_one::<CountRow>()
-            .await
-            .map_err(StoreError::from);
-        record("count", started, &r);
-        Ok(r?.rows)
+        let query = self.bounded_query(&sql, bounds);
+        self.bounded("count", bounds, async {
+            Ok(query.fetch_one::<CountRow>().await?.rows)
+        })
+        .await
     }
 
     /// Rows per hour of the selection's date dimension, in order: where to split a
     /// large export into parallel reads of about equal size.
-    pub async fn hour_counts(&self, sel: &Selection<'_>) -> Result<Vec<(u32, u64)>, StoreError> {
+    pub async fn hour_counts(
+        &self,
+        sel: &Selection<'_>,
+        bounds: &Bounds,
+    ) -> Result<Vec<(u32, u64)>, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct HourRow {
             hour: u32,
             rows: u64,
         }
-        let started = Instant::now();
-        let r = self
+        let query = self.bounded_query(&sel.hour_counts_sql(), bounds);
+        let hours = self
+            .bounded("hour_counts", bounds, async {
+                Ok(query.fetch_all::<HourRow>().await?)
+            })
+            .await?;
+        Ok(hours.into_iter().map(|h| (h.hour, h.rows)).collect())
+    }
+
+    /// A query under `bounds`: its id, and its `max_execution_time` when it has one.
+    fn bounded_query(&self, sql: &str, bounds: &Bounds) -> clickhouse::query::Query {
+        let mut q = self
             .client
-            .query_raw(&sel.hour_counts_sql())
-            .fetch_all::<HourRow>()
-            .await
-            .map_err(StoreError::from);
-        record("hour_counts", started, &r);
-        Ok(r?.into_iter().map(|h| (h.hour, h.rows)).collect())
+            .query_raw(sql)
+            .with_setting("query_id", bounds.query_id());
+        if let Some(secs) = bounds.max_execution_secs() {
+            q = q.with_setting("max_execution_time", secs.to_string());
+        }
+        q
+    }
+
+    /// Awaits a query made by [`Store::bounded_query`] within its deadline, times it as
+    /// `op`, and kills it on the server when the caller stops waiting first (this
+    /// future dropped, or the deadline passed).
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        bounds: &Bounds,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let guard = KillOnDrop::new(&self.client, bounds);
+        let r = bounds.within(work).await;
+        guard.settle(server_done(&r));
+        record(op, started, &r);
+        r
     }
 
     /// Stops running queries whose id starts with `prefix` (used to cancel exports,
@@ -874,6 +944,54 @@ impl ByteStream {
             record("export", self.started, &r);
         }
         r
+    }
+}
+
+/// Whole JSONEachRow records, each one JSON object on its own line.
+#[derive(Debug)]
+pub struct JsonRows {
+    records: BytesMut,
+    pub rows: u64,
+    /// More records (or bytes) followed; they were not read.
+    pub truncated: bool,
+}
+
+impl JsonRows {
+    /// Counts the records of `buf`, checking that each is one JSON object (without
+    /// building values). A line that is not is the exception an old server appended.
+    fn check(buf: &[u8]) -> Result<u64, StoreError> {
+        let mut rows = 0;
+        for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let object = line.first() == Some(&b'{')
+                && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok();
+            if !object {
+                let text = String::from_utf8_lossy(line);
+                return Err(match text.find("Code: ") {
+                    Some(at) => StoreError::from_exception_text(&text[at..]),
+                    None => StoreError::Client(format!(
+                        "the server sent a record that is not a JSON object: {}",
+                        text.chars().take(200).collect::<String>()
+                    )),
+                });
+            }
+            rows += 1;
+        }
+        Ok(rows)
+    }
+
+    /// The records separated by commas: the inside of a JSON array. (JSON escapes a
+    /// newline inside a string, so every newline byte ends a record.)
+    pub fn into_array_items(self) -> Bytes {
+        let mut records = self.records;
+        if records.last() == Some(&b'\n') {
+            records.truncate(records.len() - 1);
+        }
+        for b in records.iter_mut() {
+            if *b == b'\n' {
+                *b = b',';
+            }
+        }
+        records.freeze()
     }
 }
 
@@ -940,6 +1058,32 @@ mod tests {
             ttl_days("MergeTree ORDER BY y TTL received_time + toIntervalDay(30) SETTINGS a = 1"),
             Some(30)
         );
+    }
+
+    #[test]
+    fn json_records_are_checked_and_joined_without_parsing() {
+        let ok = b"{\"a\":1,\"s\":\"x\\ny\"}\n{\"a\":2}\n";
+        assert_eq!(JsonRows::check(ok).unwrap(), 2);
+        let rows = JsonRows {
+            records: BytesMut::from(&ok[..]),
+            rows: 2,
+            truncated: false,
+        };
+        let items = rows.into_array_items();
+        let array: serde_json::Value =
+            serde_json::from_slice(&[b"[", &items[..], b"]"].concat()).unwrap();
+        assert_eq!(array, serde_json::json!([{"a": 1, "s": "x\ny"}, {"a": 2}]));
+        assert_eq!(JsonRows::check(b"").unwrap(), 0);
+        // An exception appended after a record, at a line start or inside a line.
+        let appended = b"{\"a\":1}\nCode: 159, e.displayText() = DB::Exception: Timeout exceeded, e.what() = DB::Exception\n";
+        assert_eq!(JsonRows::check(appended).unwrap_err().code(), Some(159));
+        let inside = b"{\"a\":1,\"b\":Code: 241, e.displayText() = DB::Exception: Memory limit\n";
+        assert_eq!(JsonRows::check(inside).unwrap_err().code(), Some(241));
+        assert!(matches!(
+            JsonRows::check(b"[1,2]\n"),
+            Err(StoreError::Client(_))
+        ));
+        assert!(JsonRows::check(b"{\"a\":\n").is_err());
     }
 
     #[test]

@@ -15,9 +15,10 @@
 //! - "Identical request": the fingerprint of the normalised export request (parameter
 //!   order does not matter; the token's tenant is part of it). The newest job with
 //!   that fingerprint decides the answer:
-//!   - queued or running: 202 (running: with `Progress is N%`, rows written against a
-//!     count of the request's rows), whatever `Cache-Control` says — a client that sends
-//!     `no-cache` with every poll must not restart its own job;
+//!   - queued or running: 202 (running: with the rows and bytes written so far, as the
+//!     job store recorded them — a poll never queries ClickHouse), whatever
+//!     `Cache-Control` says — a client that sends `no-cache` with every poll must not
+//!     restart its own job;
 //!   - succeeded and never served yet: 200 — it was made for whoever is polling, so
 //!     `no-cache` and `max-age` take it too (otherwise a client sending `no-cache` on
 //!     every poll would never get its file);
@@ -42,7 +43,7 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use logport_catalog::{ExportRequest, ExportSpec, SpecError};
-use logport_queue::{Created, FingerprintedJob, Job, JobStatus, NewJob, Scope};
+use logport_queue::{Created, FingerprintedJob, Job, JobStatus, NewJob, Progress, Scope};
 use serde_json::{json, Value as Json};
 
 use super::compat::{self, AuthFailure, Params};
@@ -280,7 +281,7 @@ pub fn decide(found: Option<&FingerprintedJob>, cc: CacheControl, now: i64) -> D
     security(("bearer" = []), ("oauth" = []), ("oauth_token" = [])),
     responses(
         (status = 200, description = "The whole file", content(("text/csv"), ("application/json"))),
-        (status = 202, description = "Wait for result (Progress is N%)", body = String, content_type = "text/plain"),
+        (status = 202, description = "Wait for result (running: the rows and bytes written so far)", body = String, content_type = "text/plain"),
         (status = 400, description = "A bad parameter, or a result too large (Try to use more parts)", body = String, content_type = "text/plain"),
         (status = 401, description = "Missing or invalid token", body = String, content_type = "text/plain"),
         (status = 403, description = "The token may not read this (scope, slice or application_id)", body = String, content_type = "text/plain"),
@@ -328,14 +329,13 @@ pub async fn export(
     let cc = CacheControl::parse(&req);
     match decide(found.as_ref(), cc, now) {
         Decision::Wait => {
-            let job = found.map(|f| f.job);
-            let progress = match job {
-                Some(job) if job.status == JobStatus::Running => {
-                    progress(&state, &tenant, &spec, &job).await
-                }
-                _ => None,
-            };
-            Ok(wait(progress))
+            // What the worker recorded in the job store: a poll never queries
+            // ClickHouse, however often a client polls.
+            let progress = found
+                .map(|f| f.job)
+                .filter(|job| job.status == JobStatus::Running)
+                .map(|job| job.progress);
+            Ok(wait(progress.as_ref()))
         }
         Decision::Serve => {
             let job = found.map(|f| f.job).ok_or_else(|| {
@@ -427,24 +427,21 @@ pub async fn status(
     Ok(HttpResponse::Ok().json(json!({"logs_api_availability_status": "enabled"})))
 }
 
-/// 202 `Wait for result`, with how far a running job is (the hint AppMetrica loaders
-/// read with `Progress is (\d+)%`).
-fn wait(progress: Option<u64>) -> HttpResponse {
+/// 202 `Wait for result`; for a running job, what it has written so far, as its
+/// worker last recorded it (rows and bytes; the total is not known without counting
+/// again, so there is no percentage).
+fn wait(progress: Option<&Progress>) -> HttpResponse {
     let body = match progress {
-        Some(p) => format!("Wait for result. Progress is {p}%"),
+        Some(p) => format!(
+            "Wait for result. Written so far: {} rows, {} bytes",
+            p.rows, p.bytes
+        ),
         None => "Wait for result".to_string(),
     };
     HttpResponse::Accepted()
         .content_type("text/plain; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(body)
-}
-
-/// Percent of the rows a running job has written, against a count of its rows now;
-/// never 100 before it is done, and nothing when the count is not available.
-async fn progress(state: &AppState, tenant: &str, spec: &ExportSpec, job: &Job) -> Option<u64> {
-    let total = compat::count(state, tenant, spec).await.ok()?;
-    (total > 0).then(|| (job.progress.rows.saturating_mul(100) / total).min(99))
 }
 
 fn too_large(bytes: u64, max: u64) -> TextError {

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use logport_catalog::{ExportSpec, Format};
 use logport_export::{files, Files, FilesError};
 use logport_queue::Part;
-use logport_store::StoreError;
+use logport_store::{Bounds, StoreError};
 
 use crate::auth::Caller;
 use crate::AppState;
@@ -91,11 +91,11 @@ pub(super) async fn estimate(
     spec: &ExportSpec,
 ) -> Result<(u64, u64), StoreError> {
     let rows = count(state, tenant, spec).await?;
-    let per_row = state.store.bytes_per_row(&spec.slice, &spec.fields).await? + text_overhead(spec);
-    Ok((rows, (per_row * rows as f64).round() as u64))
+    Ok((rows, bytes_of(state, spec, rows).await?))
 }
 
-/// Rows the export selects now (capped by its `limit`).
+/// Rows the export selects now (capped by its `limit`). Bounded like every query of a
+/// request: `LOGPORT_QUERY_TIMEOUT`, and killed if the request ends first.
 pub(super) async fn count(
     state: &AppState,
     tenant: &str,
@@ -105,8 +105,27 @@ pub(super) async fn count(
         return Ok(0);
     };
     let sel = state.store.select(slice, tenant, spec);
-    let rows = state.store.count(&sel.count_sql()).await?;
+    let bounds = Bounds::request(state.limits.query_timeout);
+    let rows = state.store.count(&sel.count_sql(), &bounds).await?;
     Ok(spec.limit.map_or(rows, |l| rows.min(l)))
+}
+
+/// About how many bytes `rows` rows of the export take in its format.
+pub(super) async fn bytes_of(
+    state: &AppState,
+    spec: &ExportSpec,
+    rows: u64,
+) -> Result<u64, StoreError> {
+    if rows == 0 {
+        return Ok(0);
+    }
+    let bounds = Bounds::request(state.limits.query_timeout);
+    let per_row = state
+        .store
+        .bytes_per_row(&spec.slice, &spec.fields, &bounds)
+        .await?
+        + text_overhead(spec);
+    Ok((per_row * rows as f64).round() as u64)
 }
 
 /// Bytes a text format adds to each row around its values.

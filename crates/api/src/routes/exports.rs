@@ -3,14 +3,15 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use logport_catalog::{ExportRequest, ExportSpec};
 use logport_export::files;
 use logport_queue::{Created, JobStatus, ListQuery, NewJob, Scope};
-use logport_store::StoreError;
+use logport_store::Bounds;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{idempotency_key, param, read_body};
+use super::{compat, idempotency_key, param, read_body};
 use crate::activity::{self, Entry};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -63,10 +64,11 @@ fn check_access(caller: &Caller, spec: &ExportSpec) -> Result<(), ApiError> {
         (status = 409, description = "This Idempotency-Key was used with another body"),
         (status = 413, description = "The body is too large"),
         (status = 415, description = "Unsupported Content-Encoding or Content-Type"),
-        (status = 422, description = "Well-formed but not acceptable: unknown field, bad date, filter or value"),
+        (status = 422, description = "Well-formed but not acceptable: unknown field, bad date, filter or value; or part_max_rows/part_max_bytes so small that the export would pass LOGPORT_EXPORT_MAX_PARTS parts (`field` names which)"),
         (status = 401, description = "Missing, unknown, revoked or expired token"),
         (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
         (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+        (status = 504, description = "Counting the rows (for a quota or the part cap) took longer than LOGPORT_QUERY_TIMEOUT"),
     )
 )]
 pub async fn create(
@@ -148,14 +150,14 @@ async fn check_quotas(
             retry_after: 30,
         });
     }
+    // One count serves both the row quota and the part cap, and only when one of
+    // them needs it.
+    let max_parts = state.limits.export_max_parts;
+    if q.max_rows_per_export.is_none() && !parts_may_pass(spec, max_parts) {
+        return Ok(());
+    }
+    let rows = compat::count(state, &caller.tenant, spec).await?;
     if let Some(max_rows) = q.max_rows_per_export {
-        let slice = state
-            .catalog
-            .slice(&spec.slice)
-            .ok_or_else(|| ApiError::UnknownSlice(spec.slice.clone()))?;
-        let sel = state.store.select(slice, &caller.tenant, spec);
-        let rows = state.store.count(&sel.count_sql()).await?;
-        let rows = spec.limit.map_or(rows, |l| rows.min(l));
         if rows > max_rows {
             return Err(ApiError::TooMany {
                 limit: "max_rows_per_export",
@@ -168,7 +170,69 @@ async fn check_quotas(
             });
         }
     }
-    Ok(())
+    match part_cap(state, spec, rows).await? {
+        Some(passed) => Err(ApiError::invalid(passed.field, passed.detail)),
+        None => Ok(()),
+    }
+}
+
+/// Whether the part limits of a spec could cut it into more than `max_parts` parts
+/// (answered without counting where the spec's `limit` settles it).
+fn parts_may_pass(spec: &ExportSpec, max_parts: u32) -> bool {
+    let by_rows = spec.part_max_rows.is_some_and(|per_part| {
+        spec.limit
+            .is_none_or(|limit| limit.div_ceil(per_part) > u64::from(max_parts))
+    });
+    by_rows || spec.part_max_bytes.is_some()
+}
+
+/// The part limit that would cut an export of `rows` rows into more parts than one
+/// export may have.
+struct PartCapPassed {
+    field: &'static str,
+    detail: String,
+}
+
+/// Estimates the parts an export of `rows` rows writes (rows over `part_max_rows`,
+/// estimated bytes over `part_max_bytes`); `Some` when that passes the cap. Without
+/// part limits an export writes one part (or one per parallel reader, and there are
+/// never more readers than the cap).
+async fn part_cap(
+    state: &AppState,
+    spec: &ExportSpec,
+    rows: u64,
+) -> Result<Option<PartCapPassed>, ApiError> {
+    let max = u64::from(state.limits.export_max_parts);
+    if let Some(per_part) = spec.part_max_rows {
+        let parts = rows.div_ceil(per_part);
+        if parts > max {
+            return Ok(Some(PartCapPassed {
+                field: "part_max_rows",
+                detail: format!(
+                    "part_max_rows {per_part} would cut the {rows} rows of this export into \
+                     {parts} parts; one export may have at most {max} parts: use \
+                     part_max_rows of at least {}, or narrow the request",
+                    rows.div_ceil(max)
+                ),
+            }));
+        }
+    }
+    if let Some(per_part) = spec.part_max_bytes {
+        let bytes = compat::bytes_of(state, spec, rows).await?;
+        let parts = bytes.div_ceil(per_part);
+        if parts > max {
+            return Ok(Some(PartCapPassed {
+                field: "part_max_bytes",
+                detail: format!(
+                    "part_max_bytes {per_part} would cut this export (about {bytes} bytes) \
+                     into about {parts} parts; one export may have at most {max} parts: \
+                     use part_max_bytes of at least {}, or narrow the request",
+                    bytes.div_ceil(max)
+                ),
+            }));
+        }
+    }
+    Ok(None)
 }
 
 #[derive(Deserialize)]
@@ -759,6 +823,7 @@ async fn retire(
         (status = 401, description = "Missing, unknown, revoked or expired token"),
         (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
         (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+        (status = 504, description = "The estimate took longer than LOGPORT_QUERY_TIMEOUT"),
     )
 )]
 pub async fn evaluate(
@@ -768,34 +833,31 @@ pub async fn evaluate(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (_, spec) = read_request(&req, payload, &state, &caller).await?;
-    let slice = state
-        .catalog
-        .slice(&spec.slice)
-        .ok_or_else(|| ApiError::UnknownSlice(spec.slice.clone()))?;
-    let sel = state.store.select(slice, &caller.tenant, &spec);
-    let mut rows = state.store.count(&sel.count_sql()).await?;
-    if let Some(limit) = spec.limit {
-        rows = rows.min(limit);
-    }
-    let per_row = state.store.bytes_per_row(&spec.slice, &spec.fields).await?;
+    // Validated above; the range is checked before anything is counted, so a request
+    // over ten years costs no query.
     let days = (spec.until - spec.since + 86_399).div_euclid(86_400);
-    let reason = if days > i64::from(state.quotas.max_range_days) {
-        Some(format!(
-            "the date range covers {days} days; at most {} are allowed",
-            state.quotas.max_range_days
-        ))
-    } else {
-        match state.quotas.max_rows_per_export {
-            Some(max) if rows > max => Some(format!(
-                "{rows} rows match; at most {max} may be exported at once"
-            )),
-            _ => None,
-        }
+    if days > i64::from(state.quotas.max_range_days) {
+        return Ok(HttpResponse::Ok().json(json!({
+            "possible": false,
+            "estimated_rows": null,
+            "estimated_bytes": null,
+            "reason": format!(
+                "the date range covers {days} days; at most {} are allowed",
+                state.quotas.max_range_days
+            ),
+        })));
+    }
+    let (rows, bytes) = compat::estimate(&state, &caller.tenant, &spec).await?;
+    let reason = match state.quotas.max_rows_per_export {
+        Some(max) if rows > max => Some(format!(
+            "{rows} rows match; at most {max} may be exported at once"
+        )),
+        _ => part_cap(&state, &spec, rows).await?.map(|p| p.detail),
     };
     Ok(HttpResponse::Ok().json(json!({
         "possible": reason.is_none(),
         "estimated_rows": rows,
-        "estimated_bytes": (per_row * rows as f64).round() as u64,
+        "estimated_bytes": bytes,
         "reason": reason,
     })))
 }
@@ -866,45 +928,52 @@ pub async fn preview(
         .slice(&spec.slice)
         .ok_or_else(|| ApiError::UnknownSlice(spec.slice.clone()))?;
     let sel = state.store.select(slice, &caller.tenant, &spec);
-    // ClickHouse stops the query itself after the timeout (whole seconds); the timer
-    // also covers a server that does not answer at all. Either way the client gets a
-    // 504 that says what to do, not a generic 503.
+    // ClickHouse stops the query itself after the timeout (whole seconds); the store's
+    // own deadline also covers a server that does not answer at all, and a client that
+    // goes away kills it. Either way the client gets a 504 that says what to do.
     let timeout = state.limits.preview_timeout;
-    let max_secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
-    let too_slow = || {
-        tracing::info!(tenant = %caller.tenant, slice = %spec.slice, "preview timed out");
-        ApiError::Timeout(format!(
-            "the preview did not finish within {timeout:?}: narrow the date range or the \
-             filters, ask for fewer rows, or run an export (exports have no time limit)"
-        ))
-    };
-    let (sql, max_secs) = (sel.preview_sql(limit), max_secs.max(1).to_string());
-    let settings = [
-        ("output_format_json_quote_64bit_integers", "0"),
-        ("output_format_json_escape_forward_slashes", "0"),
-        ("max_execution_time", max_secs.as_str()),
-    ];
-    let query = state.store.fetch_json_rows(&sql, &settings);
-    let text = match tokio::time::timeout(timeout, query).await {
-        Err(_) => return Err(too_slow()),
-        // 159: TIMEOUT_EXCEEDED (max_execution_time).
-        Ok(Err(e)) if e.code() == Some(159) || matches!(e, StoreError::Timeout) => {
-            return Err(too_slow())
+    let bounds = Bounds::request(timeout);
+    let max_bytes = state.limits.preview_max_bytes;
+    let rows = match state
+        .store
+        .json_rows(&sel.preview_sql(limit), &bounds, max_bytes)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) if e.is_timeout() => {
+            tracing::info!(tenant = %caller.tenant, slice = %spec.slice, "preview timed out");
+            return Err(ApiError::Timeout(format!(
+                "the preview did not finish within {timeout:?}: narrow the date range or the \
+                 filters, ask for fewer rows, or run an export (exports have no time limit)"
+            )));
         }
-        Ok(result) => result?,
+        Err(e) => return Err(e.into()),
     };
-    let rows: Vec<serde_json::Value> = text
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(serde_json::from_slice)
-        .collect::<Result<_, _>>()
-        .map_err(|e| ApiError::Internal(format!("preview rows: {e}")))?;
-    Ok(HttpResponse::Ok().json(json!({
+    if rows.truncated {
+        tracing::info!(tenant = %caller.tenant, slice = %spec.slice, rows = rows.rows, max_bytes, "preview cut at its byte limit");
+    }
+    // ClickHouse's records, as they came, are the items of `data`: the answer is
+    // assembled around them, never parsed into values and written again.
+    let head = serde_json::to_vec(&json!({
         "slice": spec.slice,
         "fields": spec.fields,
-        "rows": rows.len(),
-        "data": rows,
-    })))
+        "rows": rows.rows,
+        "truncated": rows.truncated,
+    }))
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // `{…}` becomes `{…,"data":[` + records + `]}`.
+    let mut prefix = head;
+    prefix.pop();
+    prefix.extend_from_slice(b",\"data\":[");
+    let items = rows.into_array_items();
+    let chunks = [Bytes::from(prefix), items, Bytes::from_static(b"]}")];
+    let len = chunks.iter().map(|c| c.len() as u64).sum();
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .no_chunking(len)
+        .streaming(futures::stream::iter(
+            chunks.map(Ok::<_, std::convert::Infallible>),
+        )))
 }
 
 #[cfg(test)]

@@ -221,16 +221,10 @@ pub async fn ingest(
         }
     }
 
-    // The commit runs as a task of its own: once started it ends — and records its
-    // answer for retries — even if the client goes away meanwhile.
-    let state = state.into_inner();
-    let commit = tokio::spawn(async move {
-        let _held = held;
-        commit(&state, &caller, &slice, batch, received, ledger).await
-    });
-    let answer = commit
-        .await
-        .map_err(|e| ApiError::Internal(format!("ingest commit: {e}")))??;
+    // Once here the request runs to its end even if its client goes away (the route
+    // is wrapped in `to_the_end`): the batch is committed and its answer recorded.
+    let answer = commit(&state, &caller, &slice, batch, received, ledger).await?;
+    drop(held);
     Ok(HttpResponse::Ok().json(answer))
 }
 

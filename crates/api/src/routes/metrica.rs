@@ -413,6 +413,16 @@ pub async fn create(
             retry_after: None,
         });
     }
+    // Parts are cut at about compat_part_max_bytes; past the cap the export could
+    // not finish.
+    let parts = estimate.div_ceil(state.compat.part_max_bytes.max(1));
+    let max_parts = u64::from(state.limits.export_max_parts);
+    if parts > max_parts {
+        return Err(MetricaError::invalid(format!(
+            "The log request would take about {estimate} bytes in about {parts} parts; a \
+             request may have at most {max_parts} parts: request fewer days"
+        )));
+    }
     let queued = state.jobs.count_queued(&tenant).await?;
     if queued >= state.quotas.max_queued_per_tenant {
         return Err(MetricaError {

@@ -15,7 +15,9 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use crate::admission::{BodyPace, Charge};
+use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Every resource answers other methods with a 405 that lists the allowed ones; GET
@@ -71,7 +73,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(slices::get))
             .route(web::head().to(slices::get)),
     )
-    .service(resource("/v1/ingest/{slice}", "POST").route(web::post().to(ingest::ingest)))
+    .service(resource("/v1/ingest/{slice}", "POST").route(web::post().to(
+        |req: HttpRequest, caller: Caller, state: web::Data<AppState>, body: web::Payload| {
+            to_the_end(ingest::ingest(req, caller, state, body))
+        },
+    )))
     .service(
         resource("/v1/exports", "GET, HEAD, POST")
             .route(web::post().to(exports::create))
@@ -83,7 +89,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         resource("/v1/exports/{id}", "GET, HEAD, DELETE")
             .route(web::get().to(exports::get))
             .route(web::head().to(exports::get))
-            .route(web::delete().to(exports::delete)),
+            .route(web::delete().to(
+                |req: HttpRequest, caller: Caller, state: web::Data<AppState>| {
+                    to_the_end(exports::delete(req, caller, state))
+                },
+            )),
     )
     .service(resource("/v1/exports/{id}/cancel", "POST").route(web::post().to(exports::cancel)))
     .service(
@@ -150,7 +160,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/management/v1/counter/{counter_id}/logrequest/{request_id}/clean",
             "POST",
         )
-        .route(web::post().to(metrica::clean)),
+        .route(web::post().to(|req: HttpRequest, state: web::Data<AppState>| {
+            to_the_end(metrica::clean(req, state))
+        })),
     )
     .service(
         resource(
@@ -159,6 +171,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route(web::post().to(metrica::cancel)),
     );
+}
+
+/// Runs a handler that writes in several steps to its end, even when its client goes
+/// away. A closed connection stops a request's handler (the server does not keep
+/// half-closed connections), which is right for reads — their ClickHouse queries are
+/// then killed — but a write cut between its steps would release an ingest batch's
+/// idempotency key before the batch is committed (a retry would store it twice), or
+/// remove an export's files without marking it expired.
+async fn to_the_end<E>(
+    work: impl std::future::Future<Output = Result<HttpResponse, E>> + 'static,
+) -> Result<HttpResponse, E>
+where
+    E: From<ApiError> + 'static,
+{
+    actix_web::rt::spawn(work)
+        .await
+        .map_err(|e| E::from(ApiError::Internal(format!("handler task: {e}"))))?
 }
 
 /// For the App's default service: an unknown path.
