@@ -259,6 +259,12 @@ class Handler(BaseHTTPRequestHandler):
             f"{query_id} {head}\n"
         )
 
+    def handle(self):
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away between requests or before its answer
+
     def do_GET(self):
         self.serve(b"")
 
@@ -345,38 +351,22 @@ class Handler(BaseHTTPRequestHandler):
         engine = self.engine
         conn = engine.connect()
         files = []
+        fmt = params.get("default_format") or "TabSeparated"
         try:
             try:
-                kind = conn.classify_query(sql)
-                if kind["statement_count"] > 1:
-                    raise engine.error(
-                        SYNTAX_ERROR,
-                        "Syntax error: Multi-statements are not allowed",
-                        "SYNTAX_ERROR",
-                    )
-                self.prepare(conn, params, query_id, external, files)
-                sql = outside_literals(sql, PROCESSES, PROCESSES_VIEW)
-                if KILL_QUERY.match(sql):
-                    sql = outside_literals(sql, QUERY_ID, "Settings['log_comment']")
-                fmt = params.get("default_format") or "TabSeparated"
-                qparams = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
-                stream = None
-                if kind["query_class"].name == "READ_ONLY":
-                    try:
-                        stream = conn.send_query(sql, fmt, params=qparams)
-                    except RuntimeError as e:
-                        if "Streaming query is not supported" not in str(e):
-                            raise
-                if stream is None:
-                    result = conn.query(sql, fmt, params=qparams).bytes()
-                    return self.whole(result, query_id, fmt)
-                return self.stream(conn, stream, query_id, fmt)
+                result, stream = self.execute(conn, sql, params, query_id, external, files, fmt)
             except Exception as e:  # noqa: BLE001 — every failure is ClickHouse's answer
-                f = engine.failure(e)
                 if not isinstance(e, (Failure, RuntimeError)):
                     traceback.print_exc()
+                f = engine.failure(e)
                 self.fail(f)
                 return f.code
+            if stream is not None:
+                return self.stream(conn, stream, query_id, fmt)
+            return self.whole(result, query_id, fmt)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away
+            return 499
         finally:
             conn.close()
             for path in files:
@@ -384,6 +374,26 @@ class Handler(BaseHTTPRequestHandler):
                     os.unlink(path)
                 except OSError:
                     pass
+
+    def execute(self, conn, sql, params, query_id, external, files, fmt):
+        """Starts the query: (whole result, None), or (None, a chDB stream)."""
+        kind = conn.classify_query(sql)
+        if kind["statement_count"] > 1:
+            raise self.engine.error(
+                SYNTAX_ERROR, "Syntax error: Multi-statements are not allowed", "SYNTAX_ERROR"
+            )
+        self.prepare(conn, params, query_id, external, files)
+        sql = outside_literals(sql, PROCESSES, PROCESSES_VIEW)
+        if KILL_QUERY.match(sql):
+            sql = outside_literals(sql, QUERY_ID, "Settings['log_comment']")
+        qparams = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
+        if kind["query_class"].name == "READ_ONLY":
+            try:
+                return None, conn.send_query(sql, fmt, params=qparams)
+            except RuntimeError as e:
+                if "Streaming query is not supported" not in str(e):
+                    raise
+        return conn.query(sql, fmt, params=qparams).bytes(), None
 
     def prepare(self, conn, params, query_id, external, files):
         """Settings, database and external tables of the query, on its connection."""
@@ -449,7 +459,12 @@ class Handler(BaseHTTPRequestHandler):
                 raise RuntimeError(r.error_message())
             return r.bytes(), r.rows_read() == 0
 
-        first, done = next_chunk()
+        try:
+            first, done = next_chunk()
+        except Exception as e:  # noqa: BLE001
+            f = self.engine.failure(e)
+            self.fail(f)
+            return f.code
         chunked = self.request_version != "HTTP/1.0"
         tag = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(16))
         self.send_response(200)
@@ -493,13 +508,12 @@ class Handler(BaseHTTPRequestHandler):
             return 200
         except (BrokenPipeError, ConnectionResetError):
             # The client went away: the query stops, as the server's would.
-            self.close_connection = True
             if not done:
                 try:
                     conn.streaming_cancel_query(stream)
                 except RuntimeError:
                     pass
-            return 499
+            raise
 
     def fail(self, f):
         body = (f.text + "\n").encode()
