@@ -247,6 +247,9 @@ def parse_multipart(body, content_type):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "chdb-server"
+    # Headers and body go out in separate writes: without TCP_NODELAY the body
+    # waits for the client's delayed ACK (40 ms a query).
+    disable_nagle_algorithm = True
     engine: Engine  # set on the class by main()
 
     def log_message(self, fmt, *args):
