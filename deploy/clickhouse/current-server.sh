@@ -7,13 +7,14 @@
 #   current-server.sh stop DIR
 #   current-server.sh python                  prints the Python that has chdb-core
 #
-# chdb-core is installed into a virtualenv of ours when missing:
-# $LOGPORT_CHDB_VENV, by default ~/.cache/logport/chdb-venv (about 0.9 GB; CI caches
-# it). The port defaults to a free one chosen at random. The server time zone is UTC.
+# chdb-core is installed when missing into a virtualenv of ours, $LOGPORT_CHDB_VENV
+# (default ~/.cache/logport/chdb-venv; about 0.56 GB, which CI caches), without its
+# pandas and pyarrow dependencies: the front uses only the engine. The port defaults
+# to a free one chosen at random. The server time zone is UTC.
 set -euo pipefail
 
-# The engine version the tests pin (chdb-core 26.9.0 embeds ClickHouse 26.9.2.1).
-CHDB_CORE=${LOGPORT_CHDB_CORE:-chdb-core==26.9.0}
+# The engine the tests pin: chdb-core 26.9.0 embeds ClickHouse 26.9.2.1.
+version=${LOGPORT_CHDB_CORE_VERSION:-26.9.0}
 venv=${LOGPORT_CHDB_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/logport/chdb-venv}
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -21,13 +22,15 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # The venv's Python, after installing chdb-core into it if needed.
 chdb_python() {
-  if ! "$venv/bin/python3" -c 'import chdb' 2>/dev/null; then
-    echo "installing $CHDB_CORE into $venv…" >&2
+  local check="import chdb, sys; sys.exit(chdb.__version__ != '$version')"
+  if ! "$venv/bin/python3" -c "$check" 2>/dev/null; then
+    echo "installing chdb-core $version into $venv…" >&2
     python3 -m venv "$venv" 2>/dev/null || {
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
       python3 -m venv "$venv"
     }
-    "$venv/bin/python3" -m pip install --quiet "$CHDB_CORE" >&2
+    "$venv/bin/python3" -m pip install --quiet --no-deps "chdb-core==$version" >&2
+    "$venv/bin/python3" -c "$check"
   fi
   echo "$venv/bin/python3"
 }
