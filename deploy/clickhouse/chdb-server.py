@@ -19,16 +19,21 @@ What it serves, as ClickHouse does:
   runs `SET name = 'value'` first, so an unknown setting fails with code 115).
 - External data: a `multipart/form-data` body whose parts become temporary tables
   named by their form field, typed by `<name>_structure` or `<name>_types`, read
-  in `<name>_format` (default TabSeparated). Each query runs in a chDB connection of
-  its own, so the temporary tables and settings are the query's only.
+  in `<name>_format` (default TabSeparated), loaded before the query runs. The
+  temporary tables and settings belong to the query's own chDB connection.
 - `query_id` (default: a fresh UUID): while a query runs, another query of the same
   user with the same id is refused with code 216 (QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING),
   as `replace_running_query = 0` does. The id is held from the moment the request
   is read until its answer is sent, external data loading included.
 - `system.processes` lists running queries under their `query_id`, and
   `KILL QUERY WHERE …` selects them by it (see the rewrite below).
+- Queries run at once, each in a chDB connection of its own, from a thread per
+  HTTP connection (keep-alive; HTTP/1.0 clients get the answer, then EOF).
 - Results stream chunk by chunk (chunked transfer encoding) for queries chDB can
-  stream (SELECT and the like); others are answered when they are done.
+  stream (SELECT and the like); others are answered when they are done. A client
+  that goes away mid-stream cancels its query, as the server's failed write does;
+  an INSERT or DDL whose client left runs to its end, holding its query id.
+- Multi-statement queries are refused (code 62), as by ClickHouse's HTTP interface.
 - Errors: ClickHouse's status codes and text, `Code: N. DB::Exception: … (NAME)
   (version 26.9.2.1 (official build))`, with `X-ClickHouse-Exception-Code: N`. An
   error after a streamed answer began is written the way 25.11 and later servers
@@ -47,14 +52,15 @@ What it does not emulate (Logport does not use it):
   TCP protocol, clusters and Distributed tables (`system.clusters` is empty).
 - Binary INSERT data in the request body (RowBinary, Native…): such data must come
   as external data; a body that is not UTF-8 is refused with code 48.
-- Request bodies are read whole into memory before the query starts.
+- Request bodies are read whole into memory before the query starts, and a request
+  line (the URL with its query) over 64 KiB is refused (Python's limit; ClickHouse's
+  `http_max_uri_size` is 1 MiB; Logport's longest, an ingest INSERT, is about 11 KiB).
 - The query id is not chDB's own: chDB names its queries itself, so the front sets
   the setting `log_comment` to the id and rewrites, outside string literals,
-  `system.processes` into a view whose `query_id` is that `log_comment`, and
-  `query_id` inside a `KILL QUERY` into `Settings['log_comment']`. Other columns
-  (`initial_query_id`, the `query_id` column KILL answers with) keep chDB's ids, and
-  a client's own `log_comment` setting is overwritten.
-- Multi-statement queries are refused (code 62), as ClickHouse's HTTP interface does.
+  `system.processes` (spelled so, not back-quoted) into a view whose `query_id` is
+  that `log_comment`, and `query_id` inside a `KILL QUERY` into
+  `Settings['log_comment']`. Other columns (`initial_query_id`, the `query_id` column
+  KILL answers with) keep chDB's ids, and a client's own `log_comment` is overwritten.
 """
 
 import argparse
