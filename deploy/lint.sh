@@ -9,4 +9,6 @@ if ! python3 -c 'import yaml' 2>/dev/null; then
     || python3 -m pip install --quiet pyyaml
 fi
 bash -n deploy/clickhouse/private-server.sh
+bash -n deploy/clickhouse/current-server.sh
+python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' deploy/clickhouse/chdb-server.py
 python3 deploy/lint.py

@@ -3,7 +3,11 @@
 #
 # Starts a private ClickHouse server (Debian's clickhouse-server, installed when
 # missing) on free ports with a temporary data dir, unless LOGPORT_TEST_CLICKHOUSE_URL
-# already names one; installs the Python packages the export reader checks and the S3
+# already names one. With LOGPORT_TEST_CLICKHOUSE_FLAVOUR=current the tests share the
+# current engine instead: ClickHouse 26.9 from PyPI's chdb-core, installed into a
+# cached virtualenv, behind deploy/clickhouse/chdb-server.py (current-server.sh);
+# tests that run a ClickHouse of their own (PrivateClickHouse) still run Debian's.
+# Installs the Python packages the export reader checks and the S3
 # tests use (pyarrow, duckdb, pandas, moto[server]) when missing and starts moto's S3
 # server on a free port, unless LOGPORT_TEST_S3_ENDPOINT already names one; builds the
 # logport binary the end-to-end tests run; runs the whole workspace's tests and the
@@ -21,16 +25,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
+flavour=${LOGPORT_TEST_CLICKHOUSE_FLAVOUR:-debian}
+case "$flavour" in
+debian) ch_server=deploy/clickhouse/private-server.sh ;;
+current) ch_server=deploy/clickhouse/current-server.sh ;;
+*) echo "LOGPORT_TEST_CLICKHOUSE_FLAVOUR is debian (default) or current, not $flavour" >&2; exit 2 ;;
+esac
 if [ -z "${LOGPORT_TEST_CLICKHOUSE_URL:-}" ]; then
   if ! command -v clickhouse-server >/dev/null; then
     echo "installing clickhouse-server (Debian package)…" >&2
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clickhouse-server >/dev/null
   fi
   ch_dir=$(mktemp -d /tmp/logport-test-ch.XXXXXX)
-  cleanups+=('deploy/clickhouse/private-server.sh stop "$ch_dir"; rm -rf "$ch_dir"')
-  LOGPORT_TEST_CLICKHOUSE_URL=$(deploy/clickhouse/private-server.sh start "$ch_dir")
+  cleanups+=('$ch_server stop "$ch_dir"; rm -rf "$ch_dir"')
+  LOGPORT_TEST_CLICKHOUSE_URL=$($ch_server start "$ch_dir")
   export LOGPORT_TEST_CLICKHOUSE_URL
-  echo "ClickHouse for tests: $LOGPORT_TEST_CLICKHOUSE_URL" >&2
+  echo "ClickHouse ($flavour) for tests: $LOGPORT_TEST_CLICKHOUSE_URL" >&2
 fi
 
 # The job store conformance suite and the replica tests need PostgreSQL.
