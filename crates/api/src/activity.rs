@@ -172,6 +172,7 @@ fn encode(
         rows: 1,
         tenants: vec![tenant.to_string()],
         event_times: (time, time),
+        distinct_ids: true,
     })
 }
 

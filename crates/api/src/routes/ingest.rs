@@ -244,6 +244,7 @@ async fn commit(
             rows: batch.accepted,
             tenants: vec![caller.tenant.clone()],
             event_times: batch.event_times,
+            distinct_ids: batch.distinct_ids,
         };
         let day = received / 86_400;
         state
@@ -344,6 +345,10 @@ struct Encoded {
     event_times: (u32, u32),
     /// [`body_digest`], for a request with an `Idempotency-Key`.
     digest: Option<String>,
+    /// The accepted rows' event ids, while encoding: to tell whether any repeats.
+    event_ids: Vec<u128>,
+    /// No event id appears twice among the accepted rows.
+    distinct_ids: bool,
     /// The apps the token may write (`None`: any).
     allowed_apps: Option<Vec<u64>>,
     /// The app of the first accepted row, and whether others differ.
@@ -360,6 +365,8 @@ impl Encoded {
             errors: Vec::new(),
             event_times: (u32::MAX, 0),
             digest: None,
+            event_ids: Vec::new(),
+            distinct_ids: false,
             allowed_apps: None,
             first_app: None,
             mixed_apps: false,
@@ -420,6 +427,9 @@ impl Encoded {
             Some(_) => {}
         }
         // Common fields come first in catalog order: app_id, event_id, event_time.
+        if let Some(Value::Uuid(id)) = head.get(1) {
+            self.event_ids.push(id.as_u128());
+        }
         if let Some(Value::DateTime(t)) = head.get(2) {
             self.event_times = (self.event_times.0.min(*t), self.event_times.1.max(*t));
         }
@@ -440,6 +450,9 @@ impl Encoded {
 
     fn finish(mut self, block: NativeBlock) -> Encoded {
         self.data = block.into_chunks();
+        let mut ids = std::mem::take(&mut self.event_ids);
+        ids.sort_unstable();
+        self.distinct_ids = ids.windows(2).all(|w| w[0] != w[1]);
         self
     }
 }
