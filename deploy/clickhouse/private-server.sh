@@ -3,6 +3,7 @@
 # and ports, without systemd. Used by .ci/run, scripts/test.sh and scripts/serve.sh.
 #
 #   private-server.sh start DIR [HTTP_PORT [TCP_PORT]]   prints the HTTP URL when ready
+#     (exit 3: another server answers on the port — pick other ports and retry)
 #   private-server.sh stop DIR
 #
 # Ports default to free ones chosen at random. UTC is the server time zone, because CSV
@@ -18,14 +19,11 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-case "$cmd" in
-start)
-  if [ -f "$dir/server.pid" ] && kill -0 "$(cat "$dir/server.pid")" 2>/dev/null; then
-    cat "$dir/url"; exit 0
-  fi
-  command -v clickhouse-server >/dev/null || { echo "clickhouse-server is not installed (apt-get install clickhouse-server)" >&2; exit 1; }
-  http_port=${3:-$(free_port)}
-  tcp_port=${4:-$(free_port)}
+# Starts the server on the given ports: 0 when it answers, 3 when another server
+# answers on the port, 1 when it did not start.
+start_on() {
+  http_port=$1
+  tcp_port=$2
   mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log"
   cat > "$dir/config.xml" <<XML
 <?xml version="1.0"?>
@@ -83,16 +81,44 @@ XML
   echo $! > "$dir/server.pid"
   cd - >/dev/null
   url="http://127.0.0.1:$http_port"
+  # The server that answers must be this one, not another that holds the port (two
+  # callers may pick the same free port): it reads back a token only its
+  # user_files directory holds.
+  token=$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')
+  printf '%s\n' "$token" > "$dir/user_files/instance.tsv"
+  probe="SELECT%20x%20FROM%20file('instance.tsv',%20'TSV',%20'x%20String')"
   for _ in $(seq 1 150); do
-    if curl -fsS "$url/?query=SELECT%201" >/dev/null 2>&1; then
-      echo "$url" > "$dir/url"; echo "$url"; exit 0
+    if answer=$(curl -fsS "$url/?query=$probe" 2>/dev/null); then
+      if [ "$answer" = "$token" ]; then
+        echo "$url" > "$dir/url"; echo "$url"; return 0
+      fi
+      echo "port $http_port answers for another server" >&2
+      kill -9 "$(cat "$dir/server.pid")" 2>/dev/null || true
+      rm -f "$dir/server.pid"
+      return 3
     fi
     if ! kill -0 "$(cat "$dir/server.pid")" 2>/dev/null; then break; fi
     sleep 0.2
   done
   echo "clickhouse-server did not start; see $dir/log" >&2
   tail -n 30 "$dir/log/error.log" "$dir/log/stdout.log" >&2 2>/dev/null || true
-  exit 1
+  return 1
+}
+
+case "$cmd" in
+start)
+  if [ -f "$dir/server.pid" ] && kill -0 "$(cat "$dir/server.pid")" 2>/dev/null; then
+    cat "$dir/url"; exit 0
+  fi
+  command -v clickhouse-server >/dev/null || { echo "clickhouse-server is not installed (apt-get install clickhouse-server)" >&2; exit 1; }
+  # Ports the caller chose are used as they are (a restart keeps its URL); ports
+  # chosen here are chosen again when another server turns out to hold one.
+  for _ in 1 2 3 4 5; do
+    rc=0
+    start_on "${3:-$(free_port)}" "${4:-$(free_port)}" || rc=$?
+    if [ "$rc" != 3 ] || [ -n "${3:-}" ]; then exit "$rc"; fi
+  done
+  exit 3
   ;;
 stop)
   if [ -f "$dir/server.pid" ]; then

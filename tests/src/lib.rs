@@ -605,6 +605,9 @@ impl Drop for PgDatabase {
     }
 }
 
+/// `private-server.sh start`'s exit code when another server answers on its port.
+const PORT_TAKEN: i32 = 3;
+
 /// A ClickHouse server of one test's own, started with
 /// `deploy/clickhouse/private-server.sh`, that the test may stop, crash, pause and
 /// start again on the same ports (so services keep their URL). Stopped on Drop.
@@ -621,26 +624,41 @@ impl PrivateClickHouse {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/clickhouse/private-server.sh")
     }
 
-    /// Starts a new server on free ports with an empty data directory.
+    /// Starts a new server on free ports with an empty data directory. Two tests may
+    /// be handed the same free port; the one whose server finds it taken tries others.
     pub fn launch() -> PrivateClickHouse {
-        let dir = tempfile::Builder::new()
-            .prefix("logport-test-ch-")
-            .tempdir()
-            .expect("temp dir");
-        let (http_port, tcp_port) = (free_port(), free_port());
-        let ch = PrivateClickHouse {
-            dir,
-            http_port,
-            tcp_port,
-            url: format!("http://127.0.0.1:{http_port}"),
-            paused: std::sync::atomic::AtomicBool::new(false),
-        };
-        ch.start();
-        ch
+        for _ in 0..5 {
+            let dir = tempfile::Builder::new()
+                .prefix("logport-test-ch-")
+                .tempdir()
+                .expect("temp dir");
+            let (http_port, tcp_port) = (free_port(), free_port());
+            let ch = PrivateClickHouse {
+                dir,
+                http_port,
+                tcp_port,
+                url: format!("http://127.0.0.1:{http_port}"),
+                paused: std::sync::atomic::AtomicBool::new(false),
+            };
+            match ch.try_start() {
+                Ok(()) => return ch,
+                Err(PORT_TAKEN) => continue,
+                Err(code) => panic!("private ClickHouse did not start (exit {code}); see above"),
+            }
+        }
+        panic!("no free ports for a private ClickHouse after 5 tries");
     }
 
     /// (Re)starts the server on its ports and data; returns when it answers.
     pub fn start(&self) {
+        if let Err(code) = self.try_start() {
+            panic!("private ClickHouse did not start (exit {code}); see above");
+        }
+    }
+
+    /// [`PrivateClickHouse::start`], answering `private-server.sh`'s exit code on failure
+    /// ([`PORT_TAKEN`]: another server holds a port).
+    fn try_start(&self) -> Result<(), i32> {
         let out = Command::new(Self::script())
             .arg("start")
             .arg(self.dir.path())
@@ -649,14 +667,17 @@ impl PrivateClickHouse {
             .stdin(Stdio::null())
             .output()
             .expect("run private-server.sh");
-        assert!(
-            out.status.success(),
-            "private ClickHouse did not start: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            eprintln!(
+                "private ClickHouse did not start: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return Err(out.status.code().unwrap_or(-1));
+        }
         let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert_eq!(url, self.url, "private ClickHouse came up on another port");
+        Ok(())
     }
 
     /// Stops the server cleanly (SIGTERM, then SIGKILL after 10 s).
