@@ -20,7 +20,14 @@
 
 use std::collections::BTreeMap;
 
-use logport_catalog::{Catalog, Partition};
+use std::time::Instant;
+
+use logport_catalog::{Catalog, Partition, Slice};
+use serde::Deserialize;
+
+use crate::observe::record;
+use crate::sql::{ident, quote_string};
+use crate::{Server, Store, StoreError};
 
 /// Retention days per slice; a slice without an entry keeps its rows forever.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -135,6 +142,101 @@ pub struct RetentionReport {
 impl RetentionReport {
     pub fn rows(&self) -> u64 {
         self.dropped.iter().map(|d| d.rows).sum()
+    }
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct PartitionRow {
+    partition: String,
+    rows: u64,
+}
+
+impl Store {
+    /// Drops every partition of every bounded slice that has wholly expired, on
+    /// every server. Keeps going past a failing table; the report lists what was
+    /// dropped and the errors.
+    pub async fn apply_retention(
+        &self,
+        catalog: &Catalog,
+        now_secs: i64,
+    ) -> (RetentionReport, Vec<StoreError>) {
+        let mut report = RetentionReport::default();
+        let mut errors = Vec::new();
+        for (name, _) in self.retention.bounded() {
+            let (Some(slice), Some(cutoff)) =
+                (catalog.slice(name), self.retention.cutoff(name, now_secs))
+            else {
+                continue;
+            };
+            for server in self.servers() {
+                if let Err(e) = self.drop_expired(&server, slice, cutoff, &mut report).await {
+                    tracing::warn!(slice = %slice.name, server = %server.url, error = %e, "retention failed");
+                    errors.push(e);
+                }
+            }
+        }
+        (report, errors)
+    }
+
+    /// The active partitions of one slice's table on one server, and their rows.
+    async fn partitions(
+        &self,
+        server: &Server,
+        slice: &Slice,
+    ) -> Result<Vec<PartitionRow>, StoreError> {
+        let sql = format!(
+            "SELECT partition, toUInt64(sum(rows)) AS rows FROM system.parts \
+             WHERE database = {} AND table = {} AND active GROUP BY partition ORDER BY partition",
+            quote_string(&self.database),
+            quote_string(&self.local_name(&slice.name)),
+        );
+        let started = Instant::now();
+        let r = server
+            .client
+            .query_raw(&sql)
+            .fetch_all::<PartitionRow>()
+            .await
+            .map_err(StoreError::from);
+        record("retention", started, &r);
+        r
+    }
+
+    async fn drop_expired(
+        &self,
+        server: &Server,
+        slice: &Slice,
+        cutoff: i64,
+        report: &mut RetentionReport,
+    ) -> Result<(), StoreError> {
+        for p in self.partitions(server, slice).await? {
+            if !partition_expired(slice.partition, &p.partition, cutoff) {
+                continue;
+            }
+            // partition_expired accepted only digits: the id is a numeric literal.
+            let sql = format!(
+                "ALTER TABLE {}.{} DROP PARTITION {}",
+                ident(&self.database),
+                ident(&self.local_name(&slice.name)),
+                p.partition
+            );
+            let started = Instant::now();
+            let r = server
+                .client
+                .query_raw(&sql)
+                .execute()
+                .await
+                .map_err(StoreError::from);
+            record("retention", started, &r);
+            r?;
+            tracing::info!(slice = %slice.name, server = %server.url, partition = %p.partition, rows = p.rows, "dropped an expired partition");
+            report.dropped.push(DroppedPartition {
+                slice: slice.name.clone(),
+                server: server.url.clone(),
+                partition: p.partition,
+                rows: p.rows,
+            });
+        }
+        Ok(())
     }
 }
 
