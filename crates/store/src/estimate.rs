@@ -139,7 +139,6 @@ impl Store {
             })
             .collect())
     }
-
 }
 
 /// Rows whose text lengths stand for a table's in a size estimate.

@@ -266,7 +266,6 @@ impl Store {
             key.join(", ")
         )
     }
-
 }
 
 #[cfg(test)]

@@ -136,7 +136,6 @@ impl Store {
             .await?;
         Ok(hours.into_iter().map(|h| (h.hour, h.rows)).collect())
     }
-
 }
 
 /// The formatted bytes of a running SELECT, chunk by chunk. Its duration (to the
