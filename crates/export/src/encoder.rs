@@ -1,4 +1,4 @@
-//! RowBinary → Arrow → Parquet on a thread of its own.
+//! The store's batches → Parquet on a thread of its own.
 //!
 //! Decoding and encoding are the CPU work of a Parquet export; done inside the async
 //! reader they would share one runtime thread with every parallel reader of the
@@ -10,18 +10,18 @@
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
-use logport_catalog::ColumnType;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::ZstdLevel;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use tokio::sync::mpsc;
 
-use crate::columnar::{RowBinaryDecoder, DICTIONARY_HINT};
 use crate::ExportError;
+use logport_store::arrow::DICTIONARY_HINT;
+use logport_store::{BatchDecoder, DecodeError};
 
 /// Rows per Arrow batch.
-const BATCH_ROWS: usize = 16 * 1024;
+pub const BATCH_ROWS: usize = 16 * 1024;
 /// Rows per Parquet row group (a row group is what a Parquet writer holds in memory,
 /// once per parallel reader).
 const ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -32,7 +32,7 @@ const OUT_CHUNK: usize = 1 << 20;
 /// About how many bytes of ClickHouse's chunks the reader hands over at once.
 pub const GROUP_BYTES: usize = 256 << 10;
 
-/// Chunks of ClickHouse's output for the encoder; `true` with the last of them.
+/// Undecoded chunks of the store's batches; `true` with the last of them.
 pub type Input = (Vec<Bytes>, bool);
 
 /// What the encoder thread reports, in order.
@@ -56,11 +56,11 @@ pub struct PartLimits {
     pub max_bytes: u64,
 }
 
-/// Starts the encoder of one reader: send it groups of ClickHouse's RowBinary chunks
-/// (`true` with the last group); receive [`Encoded`] messages. Dropping either end
-/// stops it.
+/// Starts the encoder of one reader: send it groups of undecoded chunks (`true` with
+/// the last group), which `decoder` turns into batches; receive [`Encoded`] messages.
+/// Dropping either end stops it.
 pub fn spawn(
-    columns: Vec<(String, ColumnType)>,
+    decoder: BatchDecoder,
     limits: PartLimits,
 ) -> (
     mpsc::Sender<Input>,
@@ -69,7 +69,7 @@ pub fn spawn(
     let (in_tx, in_rx) = mpsc::channel(2);
     let (out_tx, out_rx) = mpsc::channel(2);
     tokio::task::spawn_blocking(move || {
-        let result = run(&columns, limits, in_rx, &out_tx);
+        let result = run(decoder, limits, in_rx, &out_tx);
         // A closed output means the reader gave up; nobody is left to tell.
         let _ = match result {
             Ok(Some(())) => out_tx.blocking_send(Ok(Encoded::Finished)),
@@ -125,12 +125,11 @@ struct Encoder<'a> {
 type Flow = Result<Option<()>, ExportError>;
 
 fn run(
-    columns: &[(String, ColumnType)],
+    mut decoder: BatchDecoder,
     limits: PartLimits,
     mut input: mpsc::Receiver<Input>,
     out: &mpsc::Sender<Result<Encoded, ExportError>>,
 ) -> Flow {
-    let mut decoder = RowBinaryDecoder::new(columns, BATCH_ROWS);
     let schema = decoder.schema();
     let mut enc = Encoder {
         props: properties(&schema)?,
@@ -146,9 +145,7 @@ fn run(
             return Ok(None);
         };
         for chunk in chunks {
-            let batches = decoder
-                .push(&chunk)
-                .map_err(|e| ExportError::Decode(e.to_string()))?;
+            let batches = decoder.push(&chunk).map_err(decode_error)?;
             for batch in batches {
                 if enc.write(batch)?.is_none() {
                     return Ok(None);
@@ -159,13 +156,7 @@ fn run(
             break;
         }
     }
-    if decoder.pending_bytes() > 0 {
-        return Err(ExportError::Truncated);
-    }
-    if let Some(batch) = decoder
-        .take_batch()
-        .map_err(|e| ExportError::Decode(e.to_string()))?
-    {
+    if let Some(batch) = decoder.finish().map_err(decode_error)? {
         if enc.write(batch)?.is_none() {
             return Ok(None);
         }
@@ -246,6 +237,14 @@ impl Encoder<'_> {
             return Ok(None);
         }
         Ok(self.send(Encoded::PartEnd { rows }))
+    }
+}
+
+fn decode_error(e: DecodeError) -> ExportError {
+    match e {
+        DecodeError::Malformed(_) => ExportError::Decode(e.to_string()),
+        DecodeError::Truncated => ExportError::Truncated,
+        DecodeError::Store(e) => ExportError::Store(e),
     }
 }
 

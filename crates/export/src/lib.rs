@@ -4,7 +4,6 @@
 //! streams the rows from ClickHouse into parts in object storage, records each part
 //! as it completes, writes the manifest last, and only then marks the job succeeded.
 
-pub mod columnar;
 pub mod encoder;
 pub mod files;
 pub mod metered;
@@ -36,10 +35,10 @@ pub enum ExportError {
     Files(String),
     #[error(transparent)]
     Queue(#[from] QueueError),
-    /// ClickHouse's RowBinary did not decode (a transient garbled response).
+    /// The store's result did not decode (a transient garbled response).
     #[error("decoding the result failed: {0}")]
     Decode(String),
-    /// ClickHouse's response ended inside a record.
+    /// The store's result ended inside a record.
     #[error("the result stream from ClickHouse ended early")]
     Truncated,
     #[error("the export was canceled")]

@@ -3,23 +3,20 @@
 //!
 //! Nothing here holds more than a chunk of the result (Parquet: one row group): bytes
 //! flow from the HTTP response of ClickHouse through a small buffer into a multipart
-//! upload. CSV, TSV and JSON lines are ClickHouse's own output (`CSV`, `TabSeparated`,
-//! `JSONEachRow` — the fastest path there is), passed through untouched except where a
-//! format needs it (CSV NULLs become empty fields; `json` wraps records in
-//! `{"data":[…]}`). Parquet is RowBinary decoded into Arrow batches
-//! ([`crate::columnar`]). Parts are cut at record boundaries by `part_max_rows` and
-//! `part_max_bytes` (uncompressed size).
+//! upload. CSV, TSV and JSON lines are the store's text encodings
+//! ([`logport_store::Encoding`]), passed through untouched except where a format needs
+//! it (`json` wraps records in `{"data":[…]}`). Parquet is written from the store's
+//! Arrow batches ([`crate::encoder`]). Parts are cut at record boundaries by
+//! `part_max_rows` and `part_max_bytes` (uncompressed size).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use logport_catalog::{
-    time, Catalog, ColumnType, Compression, ExportRequest, ExportSpec, Format, SpecLimits,
-};
+use logport_catalog::{time, Catalog, Compression, ExportRequest, ExportSpec, Format, SpecLimits};
 use logport_queue::{Job, JobStore, Lease, Part, Progress};
-use logport_store::{Bounds, ByteStream, Selection, Store};
+use logport_store::{BatchStream, Bounds, ByteStream, Encoding, Selection, Store};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{Attribute, Attributes};
@@ -30,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::encoder;
 use crate::files::{self, Files};
-use crate::scan::{Framing, Scanner};
+use crate::scan::Scanner;
 use crate::ExportError;
 
 /// Live counters of a running attempt, read by the heartbeat.
@@ -94,23 +91,14 @@ pub struct ManifestPart {
     pub sha256: String,
 }
 
-/// How a text format is produced from ClickHouse's output.
+/// How a text format is produced from the store's encoding.
 struct TextPlan {
-    clickhouse_format: &'static str,
-    framing: Framing,
+    encoding: Encoding,
     /// Written at the start of every part (BOM, header row, `{"data":[`).
     head: Vec<u8>,
     /// Wrap records as `{"data":[r1,\nr2]}`.
     json_array: bool,
-    /// Rewrite ClickHouse's CSV NULL (`\N`) as an empty field.
-    csv_nulls: bool,
 }
-
-/// Settings that make ClickHouse's text output exact and identical across versions.
-const OUTPUT_SETTINGS: &[(&str, &str)] = &[
-    ("output_format_json_quote_64bit_integers", "0"),
-    ("output_format_json_escape_forward_slashes", "0"),
-];
 
 /// Bytes buffered before handing them to the object store writer.
 const BUF: usize = 1 << 20;
@@ -226,15 +214,10 @@ impl Exporter {
             .catalog
             .slice(&spec.slice)
             .ok_or_else(|| ExportError::InvalidRequest(format!("unknown slice {}", spec.slice)))?;
-        let columns: Vec<(String, ColumnType)> = spec
-            .fields
-            .iter()
-            .filter_map(|f| slice.field(f).map(|fd| (f.clone(), fd.ty.clone())))
-            .collect();
-        let selection = Selection {
-            watermark_ms: Some(job.created_at),
-            ..self.store.select(slice, &job.tenant, &spec)
-        };
+        let selection = self
+            .store
+            .select(slice, &job.tenant, &spec)
+            .with_watermark(job.created_at);
         // Every query of this attempt has an id with this prefix, so a cancel can
         // kill them all.
         let query_prefix = format!("logport-{}-{}-", job.id, a.lease.attempt);
@@ -279,25 +262,16 @@ impl Exporter {
                 let expected = match spec.format {
                     Format::Parquet => {
                         let bounds = Bounds::job(format!("{query_prefix}count"));
-                        let n = cancellable(
-                            a.cancel,
-                            self.store.count(&selection.count_sql(), &bounds),
-                        )
-                        .await?;
+                        let n =
+                            cancellable(a.cancel, self.store.count(&selection, &bounds)).await?;
                         spec.limit.map_or(n, |l| n.min(l))
                     }
                     _ => 0,
                 };
                 let mut one = sink(1);
-                self.read_into(
-                    &selection,
-                    &columns,
-                    &format!("{query_prefix}0"),
-                    expected,
-                    &mut one,
-                )
-                .await
-                .map(|()| one.parts)
+                self.read_into(&selection, &format!("{query_prefix}0"), expected, &mut one)
+                    .await
+                    .map(|()| one.parts)
             }
             // A large result: one reader per time range, each writing one part, so
             // ClickHouse formats (and we encode) on every core at once.
@@ -314,13 +288,9 @@ impl Exporter {
                         };
                         let query_id = format!("{query_prefix}{k}");
                         let mut own = sink(k as u32 + 1);
-                        let columns = &columns;
                         async move {
-                            let sel = Selection {
-                                spec: &spec_k,
-                                ..selection
-                            };
-                            self.read_into(&sel, columns, &query_id, rows, &mut own)
+                            let sel = selection.with_spec(&spec_k);
+                            self.read_into(&sel, &query_id, rows, &mut own)
                                 .await
                                 .map(|()| own.parts)
                         }
@@ -403,31 +373,25 @@ impl Exporter {
     }
 
     /// Reads one selection into parts of `sink`. `expected` is the row count a
-    /// Parquet read must reach (RowBinary cannot show an appended server error).
+    /// Parquet read must reach ([`Store::export_batches`]).
     async fn read_into(
         &self,
         sel: &Selection<'_>,
-        columns: &[(String, ColumnType)],
         query_id: &str,
         expected: u64,
         sink: &mut Sink<'_, '_>,
     ) -> Result<(), ExportError> {
-        let spec = sel.spec;
+        let spec = sel.spec();
         match spec.format {
             Format::Parquet => {
-                let sql = sel.export_sql();
-                tracing::debug!(%sql, %query_id, "export query");
-                let stream = self.store.stream(&sql, "RowBinary", query_id, &[])?;
-                self.parquet_parts(stream, columns, spec, sink, expected)
-                    .await
+                let batches =
+                    self.store
+                        .export_batches(sel, query_id, encoder::BATCH_ROWS, expected)?;
+                self.parquet_parts(batches, spec, sink).await
             }
             _ => {
-                let plan = text_plan(spec, columns);
-                let sql = sel.text_export_sql();
-                tracing::debug!(%sql, %query_id, "export query");
-                let stream =
-                    self.store
-                        .stream(&sql, plan.clickhouse_format, query_id, OUTPUT_SETTINGS)?;
+                let plan = text_plan(spec);
+                let stream = self.store.export_stream(sel, plan.encoding, query_id)?;
                 self.text_parts(stream, &plan, sel, query_id, sink).await
             }
         }
@@ -441,8 +405,8 @@ impl Exporter {
         query_id: &str,
         sink: &mut Sink<'_, '_>,
     ) -> Result<(), ExportError> {
-        let spec = selection.spec;
-        let mut scanner = Scanner::new(plan.framing);
+        let spec = selection.spec();
+        let mut scanner = Scanner::new(plan.encoding.framing());
         let max_rows = spec.part_max_rows.unwrap_or(u64::MAX);
         let max_bytes = spec.part_max_bytes.unwrap_or(u64::MAX);
         let mut current: Option<TextPart> = None;
@@ -505,9 +469,9 @@ impl Exporter {
                 // does not quote: a row whose first value begins with `Code: ` looks
                 // like an exception. It is data when the rows are exactly as many as
                 // the same query counts (an exception adds its lines and drops rows).
-                let is_data = plan.clickhouse_format == "TabSeparated" && {
+                let is_data = plan.encoding.unquoted() && {
                     let bounds = Bounds::job(format!("{query_id}-count"));
-                    let counted = self.store.count(&selection.count_sql(), &bounds).await?;
+                    let counted = self.store.count(selection, &bounds).await?;
                     let counted = spec.limit.map_or(counted, |l| counted.min(l));
                     counted == sink.attempt.counters.rows.load(Ordering::Relaxed)
                 };
@@ -538,24 +502,23 @@ impl Exporter {
         result
     }
 
-    /// Parquet parts of one reader: ClickHouse's RowBinary goes to an encoder thread
-    /// ([`crate::encoder`]); its output is uploaded part by part here.
+    /// Parquet parts of one reader: the store's undecoded batches go to an encoder
+    /// thread ([`crate::encoder`]) that decodes and encodes them; its output is
+    /// uploaded part by part here.
     async fn parquet_parts(
         &self,
-        mut stream: ByteStream,
-        columns: &[(String, ColumnType)],
+        batches: BatchStream,
         spec: &ExportSpec,
         sink: &mut Sink<'_, '_>,
-        expected_rows: u64,
     ) -> Result<(), ExportError> {
         let limits = encoder::PartLimits {
             max_rows: spec.part_max_rows.unwrap_or(u64::MAX),
             max_bytes: spec.part_max_bytes.unwrap_or(u64::MAX),
         };
-        let (input, mut output) = encoder::spawn(columns.to_vec(), limits);
+        let (mut stream, decoder) = batches.into_parts();
+        let (input, mut output) = encoder::spawn(decoder, limits);
         let attempt = sink.attempt;
         let mut current: Option<(u32, String, Upload)> = None;
-        let mut total = 0u64;
         // Chunks go to the encoder in groups of about `encoder::GROUP_BYTES`, so the
         // thread wakes once per group rather than once per network read.
         let mut group: Vec<Bytes> = Vec::new();
@@ -578,7 +541,6 @@ impl Exporter {
                             upload.put(bytes).await?;
                         }
                         Some(Ok(encoder::Encoded::Rows(n))) => {
-                            total += n;
                             attempt.counters.rows.fetch_add(n, Ordering::Relaxed);
                         }
                         Some(Ok(encoder::Encoded::PartEnd { rows })) => {
@@ -620,13 +582,6 @@ impl Exporter {
                         }
                     }
                 }
-            }
-            // RowBinary cannot reveal an exception appended to the stream by an old
-            // server; a row count that differs from the count of the same query can.
-            if total != expected_rows {
-                return Err(ExportError::Store(logport_store::StoreError::Unreachable(
-                    format!("the result had {total} rows where {expected_rows} were expected"),
-                )));
             }
             Ok(())
         }
@@ -703,34 +658,31 @@ fn file_kind(spec: &ExportSpec) -> (String, &'static str) {
     (ext, content_type)
 }
 
-fn text_plan(spec: &ExportSpec, columns: &[(String, ColumnType)]) -> TextPlan {
+fn text_plan(spec: &ExportSpec) -> TextPlan {
     let mut head = Vec::new();
     if spec.utf8_bom {
         head.extend_from_slice("\u{feff}".as_bytes());
     }
     let header = |sep: &str| format!("{}\n", spec.fields.join(sep)).into_bytes();
-    let any_nullable = columns.iter().any(|(_, t)| t.is_nullable());
-    let (clickhouse_format, framing, json_array, csv_nulls) = match spec.format {
+    let (encoding, json_array) = match spec.format {
         Format::Csv => {
             head.extend(header(","));
-            ("CSV", Framing::Csv, false, any_nullable)
+            (Encoding::Csv, false)
         }
         Format::Tsv => {
             head.extend(header("\t"));
-            ("TabSeparated", Framing::Lines, false, false)
+            (Encoding::Tsv, false)
         }
         Format::Json => {
             head.extend_from_slice(b"{\"data\":[\n");
-            ("JSONEachRow", Framing::Lines, true, false)
+            (Encoding::JsonLines, true)
         }
-        Format::Jsonl | Format::Parquet => ("JSONEachRow", Framing::Lines, false, false),
+        Format::Jsonl | Format::Parquet => (Encoding::JsonLines, false),
     };
     TextPlan {
-        clickhouse_format,
-        framing,
+        encoding,
         head,
         json_array,
-        csv_nulls,
     }
 }
 
@@ -832,10 +784,6 @@ struct TextPart {
     rows: u64,
     /// A JSON-array record ended and the next one needs a comma first.
     separator_due: bool,
-    /// CSV NULL rewriting: inside a quoted value / a backslash held back.
-    in_quotes: bool,
-    held_backslash: bool,
-    scratch: Vec<u8>,
 }
 
 impl TextPart {
@@ -854,9 +802,6 @@ impl TextPart {
             raw_bytes: 0,
             rows: 0,
             separator_due: false,
-            in_quotes: false,
-            held_backslash: false,
-            scratch: Vec::new(),
         };
         p.write(&plan.head).await?;
         Ok(p)
@@ -880,14 +825,6 @@ impl TextPart {
         plan: &TextPlan,
     ) -> Result<(), ExportError> {
         self.rows += records;
-        if plan.csv_nulls {
-            let mut out = std::mem::take(&mut self.scratch);
-            out.clear();
-            self.strip_csv_nulls(data, &mut out);
-            let r = self.write(&out).await;
-            self.scratch = out;
-            return r;
-        }
         if !plan.json_array {
             return self.write(data).await;
         }
@@ -913,35 +850,6 @@ impl TextPart {
             }
         }
         Ok(())
-    }
-
-    /// ClickHouse writes a CSV NULL as an unquoted `\N`; RFC 4180 readers expect an
-    /// empty field. Strings are always quoted, so an unquoted backslash is a NULL.
-    fn strip_csv_nulls(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        for &b in data {
-            if self.in_quotes {
-                out.push(b);
-                if b == b'"' {
-                    self.in_quotes = false;
-                }
-                continue;
-            }
-            if self.held_backslash {
-                self.held_backslash = false;
-                if b == b'N' {
-                    continue;
-                }
-                out.push(b'\\');
-            }
-            match b {
-                b'\\' => self.held_backslash = true,
-                b'"' => {
-                    self.in_quotes = true;
-                    out.push(b);
-                }
-                _ => out.push(b),
-            }
-        }
     }
 
     async fn finish(mut self, plan: &TextPlan) -> Result<Part, ExportError> {
@@ -997,44 +905,5 @@ mod tests {
             "too few rows"
         );
         assert!(split_ranges(&hours, 1, M, 0, 1).is_none());
-    }
-
-    fn part() -> TextPart {
-        TextPart {
-            n: 1,
-            key: String::new(),
-            upload: Upload {
-                writer: BufWriter::new(
-                    Arc::new(object_store::memory::InMemory::new()),
-                    Path::from("x"),
-                ),
-                hasher: Sha256::new(),
-                bytes: 0,
-            },
-            encoder: Encoder::Plain(Vec::new()),
-            raw_bytes: 0,
-            rows: 0,
-            separator_due: false,
-            in_quotes: false,
-            held_backslash: false,
-            scratch: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn csv_nulls_become_empty_fields_outside_quotes_only() {
-        let mut p = part();
-        let mut out = Vec::new();
-        let input = b"\\N,\"a\\Nb\",1,\"x\"\"\\N\"\n\"\",\\N\n";
-        // Split everywhere: the state carries across chunks.
-        for i in 0..input.len() {
-            let mut p2 = part();
-            let mut o = Vec::new();
-            p2.strip_csv_nulls(&input[..i], &mut o);
-            p2.strip_csv_nulls(&input[i..], &mut o);
-            assert_eq!(o, b",\"a\\Nb\",1,\"x\"\"\\N\"\n\"\",\n", "split at {i}");
-        }
-        p.strip_csv_nulls(input, &mut out);
-        assert_eq!(out, b",\"a\\Nb\",1,\"x\"\"\\N\"\n\"\",\n");
     }
 }

@@ -1,4 +1,4 @@
-//! Finding record boundaries in ClickHouse's formatted output.
+//! Finding record boundaries in the store's text encodings.
 //!
 //! Parts are cut at record boundaries and rows are counted without parsing values:
 //! in `JSONEachRow` and `TabSeparated` every `\n` ends a record (newlines inside
@@ -7,14 +7,7 @@
 //! The scanner also remembers whether the latest record began with `Code: `, the
 //! start of an exception an old server appends to a response it already began.
 
-/// How a format delimits records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// Every newline ends a record.
-    Lines,
-    /// RFC 4180: newlines inside double quotes belong to the value.
-    Csv,
-}
+pub use logport_store::Framing;
 
 pub struct Scanner {
     framing: Framing,

@@ -13,6 +13,7 @@
 //! ZooKeeper/Keeper is needed for `ON CLUSTER`). Every query is timed and its
 //! failures counted by error code (`logport_clickhouse_*` metrics).
 
+pub mod arrow;
 pub mod bounds;
 pub mod error;
 mod estimate;
@@ -25,6 +26,7 @@ mod read;
 pub mod retention;
 pub mod server;
 pub mod sql;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +34,7 @@ use std::time::Instant;
 use bounds::{server_done, KillOnDrop};
 use serde::Deserialize;
 
+pub use arrow::{BatchDecoder, DecodeError};
 pub use bounds::Bounds;
 pub use error::{trailing_exception, StoreError};
 pub use insert::{Rows, FENCE_BUSY};
@@ -40,10 +43,11 @@ pub use logport_catalog::Slice;
 pub use migrate::MigrationReport;
 use observe::record;
 pub use query::Selection;
-pub use read::{ByteStream, JsonRows};
+pub use read::JsonRows;
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use server::ServerCaps;
 use sql::{ident, quote_string};
+pub use stream::{BatchStream, ByteStream, Encoding, Framing};
 
 /// Internal column: the millisecond of `received_time`'s second at which a row was
 /// received, so an export's watermark (its creation instant) is exact to the

@@ -15,30 +15,59 @@ use crate::sql::{ident, literal, quote_string};
 const FORMULA_LEADS: [&str; 6] = ["=", "+", "-", "@", "\t", "\r"];
 
 /// What a query reads: one tenant's rows of one slice, as an export spec selects them.
-/// Made by [`crate::Store::select`], which knows the server.
+/// Made by [`crate::Store::select`], which knows the server; read by the store's
+/// typed queries ([`crate::Store::count`], [`crate::Store::preview`], exports).
 #[derive(Debug, Clone, Copy)]
 pub struct Selection<'a> {
-    pub database: &'a str,
-    pub slice: &'a Slice,
-    pub tenant: &'a str,
-    pub spec: &'a ExportSpec,
+    pub(crate) database: &'a str,
+    pub(crate) slice: &'a Slice,
+    pub(crate) tenant: &'a str,
+    pub(crate) spec: &'a ExportSpec,
     /// Only rows received at or before this Unix millisecond: the export's ingest
     /// watermark (the job's creation time).
-    pub watermark_ms: Option<i64>,
+    pub(crate) watermark_ms: Option<i64>,
     /// Only rows received at or after this Unix second: older ones have expired
     /// (retention), even while their partition awaits the next drop.
-    pub retention_cutoff: Option<i64>,
+    pub(crate) retention_cutoff: Option<i64>,
     /// The server prints the epoch as `0000-00-00` (ClickHouse before 19.x); text
     /// output spells it `1970-01-01` like current servers.
-    pub legacy_epoch: bool,
+    pub(crate) legacy_epoch: bool,
+}
+
+impl<'a> Selection<'a> {
+    /// Only rows received at or before this Unix millisecond (an export's watermark).
+    pub fn with_watermark(self, ms: i64) -> Selection<'a> {
+        Selection {
+            watermark_ms: Some(ms),
+            ..self
+        }
+    }
+
+    /// The same tenant, slice and bounds, as another spec selects (one time range of
+    /// a split export).
+    pub fn with_spec(self, spec: &'a ExportSpec) -> Selection<'a> {
+        Selection { spec, ..self }
+    }
+
+    pub fn spec(&self) -> &'a ExportSpec {
+        self.spec
+    }
+
+    pub fn slice(&self) -> &'a Slice {
+        self.slice
+    }
+
+    pub fn tenant(&self) -> &'a str {
+        self.tenant
+    }
 }
 
 impl Selection<'_> {
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         format!("{}.{}", ident(self.database), ident(&self.slice.name))
     }
 
-    pub fn where_sql(&self) -> String {
+    pub(crate) fn where_sql(&self) -> String {
         let spec = self.spec;
         let dim = ident(spec.dimension.column());
         let mut conds = vec![format!(
@@ -105,7 +134,7 @@ impl Selection<'_> {
     /// The export in the columns' own types (for RowBinary): the chosen columns,
     /// unordered (ClickHouse streams in storage order, which keeps memory flat), capped
     /// by the spec's `limit`.
-    pub fn export_sql(&self) -> String {
+    pub(crate) fn export_sql(&self) -> String {
         let mut sql = format!(
             "SELECT {} FROM {} WHERE {}",
             self.columns(),
@@ -123,7 +152,7 @@ impl Selection<'_> {
     /// empty string); on old servers an epoch date prints as 1970-01-01. Both happen
     /// in an outer SELECT: an alias named like its column would otherwise change what
     /// the WHERE compares.
-    pub fn text_export_sql(&self) -> String {
+    pub(crate) fn text_export_sql(&self) -> String {
         self.outer_with(self.export_sql(), self.spec.csv_excel_safe)
     }
 
@@ -200,7 +229,7 @@ impl Selection<'_> {
     }
 
     /// The newest matching rows, for the preview table.
-    pub fn preview_sql(&self, limit: u64) -> String {
+    pub(crate) fn preview_sql(&self, limit: u64) -> String {
         self.outer(format!(
             "SELECT {} FROM {} WHERE {} ORDER BY {} DESC LIMIT {limit}",
             self.columns(),
@@ -211,7 +240,7 @@ impl Selection<'_> {
     }
 
     /// Rows per hour of the date dimension (`hour` as Unix seconds, `rows`).
-    pub fn hour_counts_sql(&self) -> String {
+    pub(crate) fn hour_counts_sql(&self) -> String {
         format!(
             "SELECT toUInt32(toStartOfHour({})) AS hour, count() AS rows FROM {} WHERE {} \
              GROUP BY hour ORDER BY hour",
@@ -221,10 +250,10 @@ impl Selection<'_> {
         )
     }
 
-    /// Rows and uncompressed bytes of the selected columns, for `evaluate`.
-    pub fn count_sql(&self) -> String {
+    /// The rows selected (`rows`).
+    pub(crate) fn count_sql(&self) -> String {
         format!(
-            "SELECT count() FROM {} WHERE {}",
+            "SELECT count() AS rows FROM {} WHERE {}",
             self.table(),
             self.where_sql()
         )

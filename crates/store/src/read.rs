@@ -10,17 +10,21 @@ use crate::observe::record;
 use crate::{error, Bounds, CountRow, Selection, Store, StoreError};
 
 impl Store {
-    /// The whole JSONEachRow records of a SELECT, at most `max_bytes` of them (a
-    /// preview). Reading stops at the bound and the query is killed; the answer keeps
-    /// the records that fit whole and says it was cut. Nothing is parsed into values:
-    /// each record is only checked to be one JSON object, so an exception the server
-    /// appended to a started answer (18.x) is an error, never a record.
-    pub async fn json_rows(
+    /// The newest `limit` rows of a selection as JSON records, at most `max_bytes`
+    /// of them (a preview). Reading stops at the bound and the query is killed; the
+    /// answer keeps the records that fit whole and says it was cut. Nothing is parsed
+    /// into values: each record is only checked to be one JSON object, so an
+    /// exception the server appended to a started answer (18.x) is an error, never a
+    /// record.
+    pub async fn preview(
         &self,
-        sql: &str,
+        sel: &Selection<'_>,
+        limit: u64,
         bounds: &Bounds,
         max_bytes: usize,
     ) -> Result<JsonRows, StoreError> {
+        let sql = sel.preview_sql(limit);
+        let sql = sql.as_str();
         let started = Instant::now();
         let guard = KillOnDrop::new(&self.client, bounds);
         let r = bounds
@@ -78,38 +82,9 @@ impl Store {
         })
     }
 
-    /// Streams a SELECT in a ClickHouse output format. `query_id` lets a canceller
-    /// `KILL QUERY` it.
-    pub fn stream(
-        &self,
-        sql: &str,
-        format: &str,
-        query_id: &str,
-        settings: &[(&str, &str)],
-    ) -> Result<ByteStream, StoreError> {
-        let mut q = self
-            .client
-            .query_raw(sql)
-            .with_setting("query_id", query_id);
-        for (k, v) in settings {
-            q = q.with_setting(*k, *v);
-        }
-        let cursor = q.fetch_bytes(format).map_err(StoreError::from);
-        let started = Instant::now();
-        if let Err(e) = &cursor {
-            record::<()>("export", started, &Err(e.clone()));
-        }
-        Ok(ByteStream {
-            cursor: cursor?,
-            started,
-            done: false,
-        })
-    }
-
-    /// Runs a `SELECT count()`.
-    pub async fn count(&self, sql: &str, bounds: &Bounds) -> Result<u64, StoreError> {
-        let sql = sql.replacen("SELECT count()", "SELECT count() AS rows", 1);
-        let query = self.bounded_query(&sql, bounds);
+    /// The rows a selection reads now (its `limit` not applied).
+    pub async fn count(&self, sel: &Selection<'_>, bounds: &Bounds) -> Result<u64, StoreError> {
+        let query = self.bounded_query(&sel.count_sql(), bounds);
         self.bounded("count", bounds, async {
             Ok(query.fetch_one::<CountRow>().await?.rows)
         })
@@ -135,25 +110,6 @@ impl Store {
             })
             .await?;
         Ok(hours.into_iter().map(|h| (h.hour, h.rows)).collect())
-    }
-}
-
-/// The formatted bytes of a running SELECT, chunk by chunk. Its duration (to the
-/// last chunk) and failure are recorded as an `export` query.
-pub struct ByteStream {
-    cursor: clickhouse::query::BytesCursor,
-    started: Instant,
-    done: bool,
-}
-
-impl ByteStream {
-    pub async fn next(&mut self) -> Result<Option<Bytes>, StoreError> {
-        let r = self.cursor.next().await.map_err(StoreError::from);
-        if !self.done && !matches!(r, Ok(Some(_))) {
-            self.done = true;
-            record("export", self.started, &r);
-        }
-        r
     }
 }
 

@@ -8,9 +8,20 @@
 use std::path::Path;
 use std::time::Duration;
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
+    TimestampMillisecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use arrow_array::Array;
+use arrow_schema::{DataType, TimeUnit};
 use logport_catalog::ingest::{parse_line, RowContext};
-use logport_catalog::{time, Catalog, ColumnType, ExportRequest, ExportSpec, SpecLimits, Value};
-use logport_store::{Bounds, RetentionPolicy, Rows, Selection, Slice, Store, StoreConfig};
+use logport_catalog::{
+    time, Catalog, ColumnType, ExportRequest, ExportSpec, Format, SpecLimits, Value,
+};
+use logport_store::{
+    Bounds, Encoding, RetentionPolicy, Rows, Selection, Slice, Store, StoreConfig,
+};
 use serde_json::{json, Value as Json};
 
 const TENANT: &str = "acme";
@@ -280,7 +291,7 @@ impl Db {
     fn spec(&self, request: Json) -> ExportSpec {
         ExportRequest::from_json(request.to_string().as_bytes())
             .expect("request")
-            .validate(&self.catalog, &SpecLimits::default())
+            .validate(&self.catalog, &SpecLimits { parquet: true })
             .expect("valid request")
     }
 
@@ -290,31 +301,20 @@ impl Db {
 
     async fn count(&self, spec: &ExportSpec) -> u64 {
         let sel = self.select(spec, TENANT);
-        self.store
-            .count(&sel.count_sql(), &bounds())
-            .await
-            .expect("count")
+        self.store.count(&sel, &bounds()).await.expect("count")
     }
 
     /// The export's bytes in a text encoding.
     async fn export_text(&self, spec: &ExportSpec) -> String {
         let sel = self.select(spec, TENANT);
-        let format = match spec.format {
-            logport_catalog::Format::Csv => "CSV",
-            logport_catalog::Format::Tsv => "TabSeparated",
-            _ => "JSONEachRow",
+        let encoding = match spec.format {
+            Format::Csv => Encoding::Csv,
+            Format::Tsv => Encoding::Tsv,
+            _ => Encoding::JsonLines,
         };
         let mut stream = self
             .store
-            .stream(
-                &sel.text_export_sql(),
-                format,
-                &format!("conformance-{}", uuid::Uuid::new_v4()),
-                &[
-                    ("output_format_json_quote_64bit_integers", "0"),
-                    ("output_format_json_escape_forward_slashes", "0"),
-                ],
-            )
+            .export_stream(&sel, encoding, &query_id())
             .expect("stream");
         let mut out = Vec::new();
         while let Some(chunk) = stream.next().await.expect("chunk") {
@@ -323,17 +323,74 @@ impl Db {
         String::from_utf8(out).expect("utf-8")
     }
 
+    /// The export as Arrow batches (of two rows, so that several come), each row's
+    /// values as JSON.
+    async fn export_arrow(&self, spec: &ExportSpec) -> Vec<Vec<Json>> {
+        let sel = self.select(spec, TENANT);
+        let rows = self.count(spec).await;
+        let mut batches = self
+            .store
+            .export_batches(&sel, &query_id(), 2, rows)
+            .expect("batches");
+        assert_eq!(batches.schema().fields().len(), spec.fields.len());
+        let mut out = Vec::new();
+        while let Some(batch) = batches.next().await.expect("batch") {
+            assert!(batch.num_rows() <= 2);
+            for row in 0..batch.num_rows() {
+                out.push(
+                    batch
+                        .columns()
+                        .iter()
+                        .map(|c| arrow_json(c.as_ref(), row))
+                        .collect(),
+                );
+            }
+        }
+        out
+    }
+
     async fn preview(&self, spec: &ExportSpec, limit: u64) -> Vec<Json> {
         let sel = self.select(spec, TENANT);
         let rows = self
             .store
-            .json_rows(&sel.preview_sql(limit), &bounds(), 1 << 20)
+            .preview(&sel, limit, &bounds(), 1 << 20)
             .await
             .expect("preview");
         let items = rows.into_array_items();
         let array: Json =
             serde_json::from_slice(&[b"[", &items[..], b"]"].concat()).expect("JSON rows");
         array.as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn query_id() -> String {
+    format!("conformance-{}", uuid::Uuid::new_v4())
+}
+
+/// One value of an Arrow column as the JSON encoding shows it.
+fn arrow_json(col: &dyn Array, row: usize) -> Json {
+    if col.is_null(row) {
+        return Json::Null;
+    }
+    match col.data_type() {
+        DataType::Utf8 => json!(col.as_string::<i32>().value(row)),
+        DataType::UInt8 => json!(col.as_primitive::<UInt8Type>().value(row)),
+        DataType::UInt16 => json!(col.as_primitive::<UInt16Type>().value(row)),
+        DataType::UInt32 => json!(col.as_primitive::<UInt32Type>().value(row)),
+        DataType::UInt64 => json!(col.as_primitive::<UInt64Type>().value(row)),
+        DataType::Int8 => json!(col.as_primitive::<Int8Type>().value(row)),
+        DataType::Int16 => json!(col.as_primitive::<Int16Type>().value(row)),
+        DataType::Int32 => json!(col.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => json!(col.as_primitive::<Int64Type>().value(row)),
+        DataType::Float32 => json!(f64::from(col.as_primitive::<Float32Type>().value(row))),
+        DataType::Float64 => json!(col.as_primitive::<Float64Type>().value(row)),
+        DataType::Date32 => json!(date(i64::from(col.as_primitive::<Date32Type>().value(row)))),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => json!(time::format_timestamp(
+            col.as_primitive::<TimestampMillisecondType>()
+                .value(row)
+                .div_euclid(1000)
+        )),
+        other => panic!("unexpected Arrow type {other}"),
     }
 }
 
@@ -448,20 +505,41 @@ fn same_text(ty: &ColumnType, got: Option<&str>, want: &Json) -> bool {
     }
 }
 
-/// The cells of ClickHouse's CSV: RFC 4180, NULL an unquoted `\N`.
+/// The cells of CSV: RFC 4180, NULL an empty unquoted field (the empty string is
+/// `""`).
 fn csv_cells(text: &str) -> Vec<Vec<Option<String>>> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_reader(text.as_bytes());
-    reader
-        .records()
-        .map(|r| {
-            r.expect("CSV record")
-                .iter()
-                .map(|c| (c != "\\N").then(|| c.to_string()))
-                .collect()
-        })
-        .collect()
+    let mut rows = Vec::new();
+    let mut row: Vec<Option<String>> = Vec::new();
+    let mut cell = String::new();
+    let (mut quoted, mut in_quotes) = (false, false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_quotes {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    cell.push('"');
+                }
+                '"' => in_quotes = false,
+                _ => cell.push(c),
+            }
+            continue;
+        }
+        match c {
+            '"' => (quoted, in_quotes) = (true, true),
+            ',' | '\n' => {
+                let value = std::mem::take(&mut cell);
+                row.push((quoted || !value.is_empty()).then_some(value));
+                quoted = false;
+                if c == '\n' {
+                    rows.push(std::mem::take(&mut row));
+                }
+            }
+            _ => cell.push(c),
+        }
+    }
+    assert!(row.is_empty() && cell.is_empty(), "CSV ends with a newline");
+    rows
 }
 
 /// The cells of TabSeparated: escaped values, NULL `\N`.
@@ -600,6 +678,12 @@ async fn every_type_round_trips_through_every_text_encoding() {
         .collect();
     check("jsonl", got);
     assert!(!jsonl.contains("\\/"), "slashes are not escaped: {jsonl}");
+
+    check(
+        "parquet",
+        db.export_arrow(&db.spec(request(slice, d, "parquet")))
+            .await,
+    );
 
     for (format, cells) in [
         ("csv", csv_cells as fn(&str) -> Vec<Vec<Option<String>>>),
@@ -819,7 +903,7 @@ async fn errors_say_what_happened() {
     // A deadline shorter than any answer: a timeout, worth retrying.
     let e = db
         .store
-        .count(&sel.count_sql(), &Bounds::request(Duration::from_nanos(1)))
+        .count(&sel, &Bounds::request(Duration::from_nanos(1)))
         .await
         .expect_err("no server answers in a nanosecond");
     assert!(e.is_timeout() && e.is_retryable(), "{e:?}");
@@ -827,7 +911,7 @@ async fn errors_say_what_happened() {
     // A missing table: the request's fault, never retried.
     let e = db
         .store
-        .count(&sel.count_sql(), &bounds())
+        .count(&sel, &bounds())
         .await
         .expect_err("the database is gone");
     assert!(!e.is_timeout() && !e.is_retryable(), "{e:?}");

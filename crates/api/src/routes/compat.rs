@@ -106,7 +106,7 @@ pub(super) async fn count(
     };
     let sel = state.store.select(slice, tenant, spec);
     let bounds = Bounds::request(state.limits.query_timeout);
-    let rows = state.store.count(&sel.count_sql(), &bounds).await?;
+    let rows = state.store.count(&sel, &bounds).await?;
     Ok(spec.limit.map_or(rows, |l| rows.min(l)))
 }
 

@@ -934,11 +934,7 @@ pub async fn preview(
     let timeout = state.limits.preview_timeout;
     let bounds = Bounds::request(timeout);
     let max_bytes = state.limits.preview_max_bytes;
-    let rows = match state
-        .store
-        .json_rows(&sel.preview_sql(limit), &bounds, max_bytes)
-        .await
-    {
+    let rows = match state.store.preview(&sel, limit, &bounds, max_bytes).await {
         Ok(rows) => rows,
         Err(e) if e.is_timeout() => {
             tracing::info!(tenant = %caller.tenant, slice = %spec.slice, "preview timed out");

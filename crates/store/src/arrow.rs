@@ -1,7 +1,10 @@
-//! RowBinary → Arrow record batches, for Parquet exports.
+//! RowBinary → Arrow record batches, for Parquet exports ([`crate::Store::export_batches`]).
 //!
 //! ClickHouse 18.16 cannot write Parquet (or Arrow), so we ask for RowBinary — the
 //! cheapest format to decode — and build Arrow columns from the catalog's types.
+//! RowBinary has no room for the exception an old server appends to an answer it
+//! already began, so a decoder is told how many rows to expect and a different
+//! count is an error ([`BatchDecoder::finish`]).
 //! Rows arrive in arbitrary chunks; a row is appended only once all of its bytes are
 //! here (a first pass measures it), so a row never half-lands in a batch.
 //!
@@ -21,6 +24,8 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use logport_catalog::ColumnType;
+
+use crate::StoreError;
 
 /// Field metadata marking the columns whose few distinct values make a Parquet
 /// dictionary pay off (`LowCardinality(String)`, enums, flags, dates); for the others
@@ -164,25 +169,43 @@ impl Builder {
     }
 }
 
-/// A malformed RowBinary stream (a bug or a schema mismatch, never user input).
+/// Why an export's result did not decode.
 #[derive(Debug, thiserror::Error)]
-#[error("RowBinary decoding failed: {0}")]
-pub struct DecodeError(pub String);
+pub enum DecodeError {
+    /// Malformed bytes (a bug or a schema mismatch, never user input).
+    #[error("RowBinary decoding failed: {0}")]
+    Malformed(String),
+    /// The result ended inside a row.
+    #[error("the result ended inside a row")]
+    Truncated,
+    /// The result had another number of rows than the selection counted: the server
+    /// stopped early (an error it could not report in this encoding).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
-/// Turns a RowBinary byte stream into record batches of at most `batch_rows` rows.
-pub struct RowBinaryDecoder {
+/// Turns an export's result bytes into record batches of at most `batch_rows` rows.
+/// Synchronous: a caller with much to decode runs it on a thread of its own.
+pub struct BatchDecoder {
     types: Vec<ColumnType>,
     schema: SchemaRef,
     builders: Vec<Builder>,
     batch_rows: usize,
     /// Bytes of an unfinished row carried over to the next chunk.
     carry: Vec<u8>,
+    /// Rows decoded so far, and how many the result must have.
+    rows: u64,
+    expected_rows: u64,
 }
 
-impl RowBinaryDecoder {
-    pub fn new(columns: &[(String, ColumnType)], batch_rows: usize) -> Self {
+impl BatchDecoder {
+    pub(crate) fn new(
+        columns: &[(String, ColumnType)],
+        batch_rows: usize,
+        expected_rows: u64,
+    ) -> Self {
         let types: Vec<ColumnType> = columns.iter().map(|(_, t)| t.clone()).collect();
-        RowBinaryDecoder {
+        BatchDecoder {
             builders: types
                 .iter()
                 .map(|t| Builder::for_type(t, batch_rows))
@@ -191,7 +214,24 @@ impl RowBinaryDecoder {
             types,
             batch_rows,
             carry: Vec::new(),
+            rows: 0,
+            expected_rows,
         }
+    }
+
+    /// After the last chunk: the rows still buffered, once the result is known to
+    /// have ended on a row boundary with as many rows as expected.
+    pub fn finish(&mut self) -> Result<Option<RecordBatch>, DecodeError> {
+        if self.pending_bytes() > 0 {
+            return Err(DecodeError::Truncated);
+        }
+        if self.rows != self.expected_rows {
+            return Err(DecodeError::Store(StoreError::Unreachable(format!(
+                "the result had {} rows where {} were expected",
+                self.rows, self.expected_rows
+            ))));
+        }
+        self.take_batch()
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -256,6 +296,7 @@ impl RowBinaryDecoder {
         for (ty, b) in self.types.iter().zip(self.builders.iter_mut()) {
             row = append_value(ty, b, row)?;
         }
+        self.rows += 1;
         Ok(())
     }
 
@@ -275,7 +316,7 @@ impl RowBinaryDecoder {
             .collect();
         RecordBatch::try_new(Arc::clone(&self.schema), arrays)
             .map(Some)
-            .map_err(|e| DecodeError(e.to_string()))
+            .map_err(|e| DecodeError::Malformed(e.to_string()))
     }
 }
 
@@ -331,7 +372,7 @@ fn varint(buf: &[u8]) -> Option<(u64, usize)> {
 fn array<const N: usize>(buf: &[u8]) -> Result<[u8; N], DecodeError> {
     buf.get(..N)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| DecodeError("row ended early".into()))
+        .ok_or_else(|| DecodeError::Malformed("row ended early".into()))
 }
 
 /// Appends one value (whose bytes are known to be complete) and returns the rest.
@@ -343,22 +384,23 @@ fn append_value<'a>(
     if let ColumnType::Nullable(inner) = ty {
         let (flag, rest) = buf
             .split_first()
-            .ok_or_else(|| DecodeError("row ended early".into()))?;
+            .ok_or_else(|| DecodeError::Malformed("row ended early".into()))?;
         if *flag != 0 {
             b.append_null();
             return Ok(rest);
         }
         return append_value(inner, b, rest);
     }
-    let mismatch = || DecodeError(format!("builder does not fit {ty}"));
+    let mismatch = || DecodeError::Malformed(format!("builder does not fit {ty}"));
     let w = fixed_width(ty);
     let rest = match (ty, b) {
         (ColumnType::String | ColumnType::LowCardinalityString, Builder::Utf8(s)) => {
-            let (len, n) = varint(buf).ok_or_else(|| DecodeError("bad string length".into()))?;
+            let (len, n) =
+                varint(buf).ok_or_else(|| DecodeError::Malformed("bad string length".into()))?;
             let end = n + len as usize;
             let bytes = buf
                 .get(n..end)
-                .ok_or_else(|| DecodeError("string ended early".into()))?;
+                .ok_or_else(|| DecodeError::Malformed("string ended early".into()))?;
             // Ingest only ever stores valid UTF-8; be lenient with anything else.
             match std::str::from_utf8(bytes) {
                 Ok(text) => s.append_value(text),
@@ -502,7 +544,7 @@ mod tests {
         let mut data = row("héllo, \"x\"\n", Some(u64::MAX), 60, 2);
         data.extend(row("", None, 0, 1));
         for split in 0..data.len() {
-            let mut d = RowBinaryDecoder::new(&cols(), 100);
+            let mut d = BatchDecoder::new(&cols(), 100, 0);
             assert!(d.push(&data[..split]).unwrap().is_empty());
             assert!(d.push(&data[split..]).unwrap().is_empty());
             assert_eq!(d.pending_bytes(), 0);
@@ -536,7 +578,7 @@ mod tests {
             data.extend(row(text, (i % 3 != 0).then_some(i), i as u32, 1));
         }
         for piece in [1, 2, 3, 5, 17, 100, 4095, 4096, 4097, 9999, 100_000] {
-            let mut d = RowBinaryDecoder::new(&cols(), 8);
+            let mut d = BatchDecoder::new(&cols(), 8, 0);
             let mut rows = 0;
             for c in data.chunks(piece) {
                 rows += d
@@ -566,7 +608,7 @@ mod tests {
         for i in 0..5 {
             data.extend(row("x", Some(i), 1, 1));
         }
-        let mut d = RowBinaryDecoder::new(&cols(), 2);
+        let mut d = BatchDecoder::new(&cols(), 2, 0);
         let batches = d.push(&data).unwrap();
         assert_eq!(
             batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
