@@ -139,7 +139,10 @@ impl Drop for KillOnDrop {
 /// Did the server end the query? An answer or an exception of its own says so; a
 /// timeout or a lost connection leaves it possibly running.
 pub(crate) fn server_done<T>(r: &Result<T, StoreError>) -> bool {
-    matches!(r, Ok(_) | Err(StoreError::Server { .. }))
+    match r {
+        Ok(_) => true,
+        Err(e) => e.is_server_answer(),
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! ClickHouse failures, classified once: callers decide retry-or-fail from
-//! [`StoreError::is_retryable`] and nothing else.
+//! [`StoreError::is_retryable`] and nothing else, and tell a timeout by
+//! [`StoreError::is_timeout`]. The server's error codes never leave this crate.
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The server answered with an exception.
-    #[error("ClickHouse error {code}: {message}")]
-    Server { code: u32, message: String },
+    #[error("ClickHouse error {}: {}", .0.code, .0.message)]
+    Server(Exception),
     /// No answer: connection refused, reset, DNS.
     #[error("ClickHouse is unreachable: {0}")]
     Unreachable(String),
@@ -14,6 +15,25 @@ pub enum StoreError {
     /// Anything else (a malformed response, an encoding bug).
     #[error("ClickHouse client error: {0}")]
     Client(String),
+}
+
+/// An exception the server answered with. What it means is told by
+/// [`StoreError`]'s predicates; its code is the store's business.
+#[derive(Debug, Clone)]
+pub struct Exception {
+    code: u32,
+    message: String,
+}
+
+/// The server's error codes the store acts on.
+pub(crate) mod codes {
+    /// Another process added the column first (DUPLICATE_COLUMN, ILLEGAL_COLUMN).
+    pub const DUPLICATE_COLUMN: [u32; 2] = [15, 44];
+    /// `max_execution_time` passed.
+    pub const TIMEOUT_EXCEEDED: u32 = 159;
+    /// A query with the same id is running: another writer holds the ingest fence
+    /// ([`crate::insert`]).
+    pub const QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING: u32 = 216;
 }
 
 /// Exception codes a later attempt can succeed past (overload, timeouts, network,
@@ -41,29 +61,45 @@ const RETRYABLE_CODES: &[u32] = &[
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Server { code, .. } => RETRYABLE_CODES.contains(code),
+            StoreError::Server(e) => RETRYABLE_CODES.contains(&e.code),
             StoreError::Unreachable(_) | StoreError::Timeout => true,
             StoreError::Client(_) => false,
         }
     }
 
-    /// The query ran out of time: the server's `max_execution_time` (159
-    /// TIMEOUT_EXCEEDED) or the client's deadline. A narrower query may fit.
+    /// The query ran out of time: the server's `max_execution_time` or the
+    /// client's deadline. A narrower query may fit.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, StoreError::Timeout) || self.code() == Some(159)
+        matches!(self, StoreError::Timeout) || self.code() == Some(codes::TIMEOUT_EXCEEDED)
     }
 
-    pub fn code(&self) -> Option<u32> {
+    /// The server answered (with an exception), so it is not still running the query.
+    pub(crate) fn is_server_answer(&self) -> bool {
+        matches!(self, StoreError::Server(_))
+    }
+
+    /// Another writer holds the table's ingest fence.
+    pub(crate) fn is_fence_busy(&self) -> bool {
+        self.code() == Some(codes::QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING)
+    }
+
+    /// The column exists already (another process added it).
+    pub(crate) fn is_duplicate_column(&self) -> bool {
+        self.code()
+            .is_some_and(|c| codes::DUPLICATE_COLUMN.contains(&c))
+    }
+
+    pub(crate) fn code(&self) -> Option<u32> {
         match self {
-            StoreError::Server { code, .. } => Some(*code),
+            StoreError::Server(e) => Some(e.code),
             _ => None,
         }
     }
 
     /// A metric label: the server's error code, or what kind of failure it was.
-    pub fn code_label(&self) -> String {
+    pub(crate) fn code_label(&self) -> String {
         match self {
-            StoreError::Server { code, .. } => code.to_string(),
+            StoreError::Server(e) => e.code.to_string(),
             StoreError::Unreachable(_) => "unreachable".into(),
             StoreError::Timeout => "timeout".into(),
             StoreError::Client(_) => "client".into(),
@@ -72,7 +108,7 @@ impl StoreError {
 
     /// Parses an exception text of any server version: `Code: 60, e.displayText() =
     /// DB::Exception: ...` (18.x) or `Code: 60. DB::Exception: ...` (current).
-    pub fn from_exception_text(text: &str) -> StoreError {
+    pub(crate) fn from_exception_text(text: &str) -> StoreError {
         let code = text
             .find("Code: ")
             .map(|i| &text[i + 6..])
@@ -81,10 +117,10 @@ impl StoreError {
                 digits.parse().ok()
             });
         match code {
-            Some(code) => StoreError::Server {
+            Some(code) => StoreError::Server(Exception {
                 code,
                 message: text.trim().to_string(),
-            },
+            }),
             None => StoreError::Client(text.trim().to_string()),
         }
     }

@@ -51,9 +51,6 @@ use crate::observe::record;
 use crate::sql::{ident, quote_string};
 use crate::{Slice, Store, StoreError, RECEIVED_MS_COLUMN};
 
-/// ClickHouse's QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING: another writer holds the fence.
-pub const FENCE_BUSY: u32 = 216;
-
 /// Rows to store: Native blocks written by [`Store::block`], with what the
 /// duplicate check needs to know about them.
 #[derive(Debug, Clone, Default)]
@@ -132,8 +129,8 @@ impl Store {
     }
 
     /// Stores the rows whose events are not stored yet (see the module doc), in one
-    /// fenced statement. Returns once ClickHouse has committed them. Fails with
-    /// code [`FENCE_BUSY`] while another writer of this table is running.
+    /// fenced statement. Returns once ClickHouse has committed them. Fails (with
+    /// `is_fence_busy`) while another writer of this table is running.
     pub async fn insert_new(&self, slice: &Slice, rows: &Rows) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());

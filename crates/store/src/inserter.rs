@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::insert::{Rows, FENCE_BUSY};
+use crate::insert::Rows;
 use crate::{Store, StoreError};
 
 /// Batching bounds.
@@ -208,9 +208,7 @@ async fn insert_fenced(
     let mut pause = Duration::from_millis(20);
     loop {
         match store.insert_new(slice, rows).await {
-            Err(StoreError::Server { code, .. })
-                if code == FENCE_BUSY && Instant::now() < give_up =>
-            {
+            Err(e) if e.is_fence_busy() && Instant::now() < give_up => {
                 tracing::debug!(slice = %slice.name, "another insert into the table is running; waiting");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(500));

@@ -36,8 +36,8 @@ use serde::Deserialize;
 
 pub use arrow::{BatchDecoder, DecodeError};
 pub use bounds::Bounds;
-pub use error::{trailing_exception, StoreError};
-pub use insert::{Rows, FENCE_BUSY};
+pub use error::{trailing_exception, Exception, StoreError};
+pub use insert::Rows;
 pub use inserter::{Batch, Inserter, InserterConfig, SubmitError};
 pub use logport_catalog::Slice;
 pub use migrate::MigrationReport;

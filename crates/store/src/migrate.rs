@@ -129,8 +129,8 @@ impl Store {
                     );
                     match self.ddl(client, &sql).await {
                         Ok(()) => {}
-                        // Another process added it first (DUPLICATE_COLUMN / ILLEGAL_COLUMN).
-                        Err(StoreError::Server { code: 15 | 44, .. }) => continue,
+                        // Another process added it first.
+                        Err(e) if e.is_duplicate_column() => continue,
                         Err(e) => return Err(e),
                     }
                     report.added_columns.push(format!("{table}.{name}{at}"));

@@ -33,7 +33,7 @@ impl Store {
         // A cut answer leaves the query running: the guard kills it.
         guard.settle(
             matches!(&r, Ok(rows) if !rows.truncated)
-                || matches!(r, Err(StoreError::Server { .. })),
+                || matches!(&r, Err(e) if e.is_server_answer()),
         );
         record("preview", started, &r);
         r
