@@ -19,10 +19,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use logport_catalog::ingest::{row_from_object, RowContext};
+use logport_catalog::ingest::{row_from_object, RowSink};
 use logport_catalog::{Catalog, Value};
 use logport_queue::{Clock, TokenStore};
-use logport_store::{Batch, Inserter, Rows, Store};
+use logport_store::{IngestBatch, IngestBlock, Inserter};
 use serde_json::{json, Map, Value as Json};
 
 use crate::auth::{Caller, ADMIN_SLICE};
@@ -133,67 +133,48 @@ pub async fn write(
         // A custom catalog without the audit slice: nothing to write to.
         return Ok(());
     };
-    let mut all = Rows::default();
+    let mut all = IngestBatch::default();
     for (tenant, value) in &rows {
-        all.append(encode(slice, tenant, value, now_ms).map_err(WriteError::Unfit)?);
+        all.append(encode(slice, tenant, value, now_ms).map_err(WriteError::Unfit)?)
+            .map_err(|e| WriteError::Unfit(e.to_string()))?;
     }
-    insert(slice, inserter, all, now_ms).await
+    insert(slice, inserter, all).await
 }
 
-/// One activity row as a Native block, or why it does not fit the slice.
+/// One activity row as a batch, or why it does not fit the slice.
 fn encode(
     slice: &logport_catalog::Slice,
     tenant: &str,
     value: &Json,
     now_ms: i64,
-) -> Result<Rows, String> {
-    let received = now_ms.div_euclid(1000) as u32;
-    let ctx = RowContext {
-        received_time: received,
-        id_seed: None,
-    };
+) -> Result<IngestBatch, String> {
+    // A block per row: the tenant is a block's constant (activity rows are few).
+    let mut block = IngestBlock::new(slice, tenant, now_ms).map_err(|e| e.to_string())?;
     let obj: Map<String, Json> = value
         .as_object()
         .cloned()
         .ok_or_else(|| "not a JSON object".to_string())?;
-    let parsed = row_from_object(slice, &obj, &ctx, 1)
+    let parsed = row_from_object(slice, &obj, &block.context(None), 1)
         .map_err(|e| format!("{}: {}", e.field.unwrap_or_default(), e.detail))?;
-    // A block per row: the tenant is a block's constant (activity rows are few).
-    let mut block =
-        Store::block(slice, tenant, now_ms.rem_euclid(1000) as u16).map_err(|e| e.to_string())?;
     block.push_row(slice, &parsed.values)?;
     // Common fields come first in catalog order: app_id, event_id, event_time.
     let time = match parsed.values.get(2) {
         Some(Value::DateTime(t)) => *t,
-        _ => received,
+        _ => block.received_time(),
     };
-    Ok(Rows {
-        data: block.into_chunks(),
-        rows: 1,
-        tenants: vec![tenant.to_string()],
-        event_times: (time, time),
-        distinct_ids: true,
-    })
+    Ok(block.finish((time, time), true))
 }
 
 async fn insert(
     slice: &logport_catalog::Slice,
     inserter: &Inserter,
-    all: Rows,
-    now_ms: i64,
+    all: IngestBatch,
 ) -> Result<(), WriteError> {
     if all.is_empty() {
         return Ok(());
     }
-    let received = now_ms.div_euclid(1000) as u32;
     inserter
-        .insert(
-            slice,
-            Batch {
-                rows: all,
-                day: received / 86_400,
-            },
-        )
+        .insert(slice, all)
         .await
         .map_err(|e| WriteError::Store(e.to_string()))
 }
@@ -225,16 +206,17 @@ pub async fn move_outbox(
         return Ok(0);
     }
     let mut ids = Vec::with_capacity(pending.len());
-    let mut all = Rows::default();
+    let mut all = IngestBatch::default();
     for p in pending {
         let encoded = match catalog.slice(ADMIN_SLICE) {
             // A custom catalog without the audit slice: nothing to write to.
-            None => Ok(Rows::default()),
+            None => Ok(IngestBatch::default()),
             Some(slice) => p.row.and_then(|row| encode(slice, &p.tenant, &row, now_ms)),
         };
         match encoded {
             Ok(rows) => {
-                all.append(rows);
+                // Every row was received now: one day.
+                all.append(rows).map_err(|e| e.to_string())?;
                 ids.push(p.id);
             }
             Err(reason) => {
@@ -248,7 +230,7 @@ pub async fn move_outbox(
         }
     }
     if let Some(slice) = catalog.slice(ADMIN_SLICE) {
-        insert(slice, inserter, all, now_ms)
+        insert(slice, inserter, all)
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -307,16 +289,13 @@ mod tests {
             changes: json!({"status": [null, "queued"]}),
         };
         let value = row(&actor, &entry, uuid::Uuid::now_v7(), 1_800_000_000);
-        let ctx = RowContext {
-            received_time: 1_800_000_000,
-            id_seed: None,
-        };
+        let mut block = IngestBlock::new(slice, "acme", 1_800_000_000_005).unwrap();
+        let ctx = block.context(None);
         let parsed = row_from_object(slice, value.as_object().unwrap(), &ctx, 1).unwrap();
         assert_eq!(parsed.values.len(), slice.fields.len());
         assert!(parsed.event_id_given);
-        let mut block = Store::block(slice, "acme", 5).unwrap();
         block.push_row(slice, &parsed.values).unwrap();
-        assert!(!block.into_chunks().is_empty());
+        assert_eq!(block.finish((1, 1), true).rows(), 1);
         for action in ["created", "updated", "deleted", "imported"] {
             let e = Entry {
                 action,

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use logport_catalog::native::NativeBlock;
+use logport_store::IngestBlock;
 
 use crate::error::ApiError;
 
@@ -256,7 +256,7 @@ impl BodyPace {
     }
 }
 
-/// Charges a growing [`NativeBlock`] to a request as lines are encoded into it.
+/// Charges a growing [`IngestBlock`] to a request as lines are encoded into it.
 pub struct BlockMeter {
     /// What the block is charged for now.
     charged: usize,
@@ -290,7 +290,7 @@ impl BlockMeter {
     /// that room, so the block grows only into memory already charged.
     pub fn check(
         &mut self,
-        block: &mut NativeBlock,
+        block: &mut IngestBlock,
         done: usize,
         total: usize,
         max_rows: usize,
@@ -318,7 +318,7 @@ impl BlockMeter {
 
     /// Gives back room reserved for rows that did not come, then charges exactly
     /// what the finished block holds (and will write out).
-    pub fn finish(&mut self, block: &mut NativeBlock, charge: &mut Charge) -> Result<(), Refused> {
+    pub fn finish(&mut self, block: &mut IngestBlock, charge: &mut Charge) -> Result<(), Refused> {
         block.shrink_to_fit();
         self.charge_to(block.held_bytes(), charge)
     }

@@ -12,7 +12,7 @@ use crate::schema::{Field, Slice, TENANT_COLUMN};
 use crate::value::Value;
 
 mod encoder;
-pub use encoder::{LineEncoder, LineInfo, HEAD};
+pub use encoder::{LineEncoder, LineInfo, RowSink, HEAD};
 
 /// Why a record was rejected: the member (when one is to blame) and a sentence.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,10 +1,9 @@
 //! The catalog of log slices: what each slice's rows hold, in which ClickHouse types,
 //! which fields may be filtered and exported by default; plus the validation of ingest
-//! values and export requests against it. No I/O beyond reading schema files.
+//! values and export requests against it. No I/O beyond reading schema files, and no
+//! wire format: validated rows go to a [`ingest::RowSink`] the store implements.
 
 pub mod ingest;
-pub mod native;
-pub mod rowbinary;
 pub mod schema;
 pub mod spec;
 pub mod time;

@@ -523,7 +523,7 @@ mod tests {
 
     fn row(s: &str, n: Option<u64>, t: u32, e: i8) -> Vec<u8> {
         let mut out = Vec::new();
-        logport_catalog::rowbinary::write_varint(&mut out, s.len() as u64);
+        crate::rowbinary::write_varint(&mut out, s.len() as u64);
         out.extend_from_slice(s.as_bytes());
         match n {
             None => out.push(1),

@@ -44,42 +44,42 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use logport_catalog::native::NativeBlock;
-use logport_catalog::{ColumnType, Value, TENANT_COLUMN};
+use logport_catalog::TENANT_COLUMN;
 
+use crate::batch::{IngestBatch, IngestBlock};
 use crate::observe::record;
 use crate::sql::{ident, quote_string};
 use crate::{Slice, Store, StoreError, RECEIVED_MS_COLUMN};
 
-/// Rows to store: Native blocks written by [`Store::block`], with what the
+/// Rows to store: Native blocks ([`crate::batch::IngestBlock`]), with what the
 /// duplicate check needs to know about them.
 #[derive(Debug, Clone, Default)]
-pub struct Rows {
-    /// Blocks sent back to back ([`NativeBlock::into_chunks`]).
-    pub data: Vec<Bytes>,
-    pub rows: u64,
+pub(crate) struct Rows {
+    /// Native blocks sent back to back.
+    pub(crate) data: Vec<Bytes>,
+    pub(crate) rows: u64,
     /// The tenants whose rows the blocks hold.
-    pub tenants: Vec<String>,
+    pub(crate) tenants: Vec<String>,
     /// Earliest and latest `event_time` of the rows (Unix seconds).
-    pub event_times: (u32, u32),
+    pub(crate) event_times: (u32, u32),
     /// No `event_id` appears twice among the rows, so none can repeat another row of
     /// the batch and the statement skips that check (`LIMIT 1 BY`), which costs about
     /// a tenth of an INSERT (bench/results.md).
-    pub distinct_ids: bool,
+    pub(crate) distinct_ids: bool,
 }
 
 impl Rows {
     /// Bytes of the blocks.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.data.iter().map(Bytes::len).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rows == 0
     }
 
     /// Adds another batch's rows after these.
-    pub fn append(&mut self, other: Rows) {
+    pub(crate) fn append(&mut self, other: Rows) {
         if other.rows == 0 {
             return;
         }
@@ -106,32 +106,17 @@ impl Rows {
 }
 
 impl Store {
-    /// An empty block of a tenant's rows of `slice`, the form ingest sends: the tenant
-    /// column, the fields, and `received_ms`, the millisecond within the rows'
-    /// `received_time` second.
-    pub fn block(slice: &Slice, tenant: &str, received_ms: u16) -> Result<NativeBlock, StoreError> {
-        NativeBlock::for_slice(slice)
-            .and_then(|b| {
-                b.with_first(
-                    TENANT_COLUMN,
-                    &ColumnType::String,
-                    &Value::Str(tenant.into()),
-                )
-            })
-            .and_then(|b| {
-                b.with_last(
-                    RECEIVED_MS_COLUMN,
-                    &ColumnType::UInt16,
-                    &Value::UInt(u64::from(received_ms.min(999))),
-                )
-            })
-            .map_err(StoreError::Client)
+    /// Stores the batch's rows whose events are not stored yet (see the module doc),
+    /// in one fenced statement, waiting for no other writer. Returns once ClickHouse
+    /// has committed them. Ingest goes through the coalescing [`crate::Inserter`].
+    pub async fn insert(&self, slice: &Slice, batch: &IngestBatch) -> Result<(), StoreError> {
+        self.insert_new(slice, &batch.rows).await
     }
 
     /// Stores the rows whose events are not stored yet (see the module doc), in one
     /// fenced statement. Returns once ClickHouse has committed them. Fails (with
     /// `is_fence_busy`) while another writer of this table is running.
-    pub async fn insert_new(&self, slice: &Slice, rows: &Rows) -> Result<(), StoreError> {
+    pub(crate) async fn insert_new(&self, slice: &Slice, rows: &Rows) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -142,12 +127,12 @@ impl Store {
     }
 
     /// The `query_id` every ingest INSERT into the slice's table carries: the fence.
-    pub fn insert_fence(&self, slice: &Slice) -> String {
+    pub(crate) fn insert_fence(&self, slice: &Slice) -> String {
         format!("logport-ingest-{}-{}", self.database, slice.name)
     }
 
     async fn send_insert_new(&self, slice: &Slice, rows: &Rows) -> Result<(), StoreError> {
-        let structure = Store::block(slice, "", 0)?.structure();
+        let structure = IngestBlock::new(slice, "", 0)?.structure();
         let sql = insert_new_sql(
             &self.table(&slice.name),
             slice,

@@ -28,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::batch::IngestBatch;
 use crate::insert::Rows;
 use crate::{Store, StoreError};
 
@@ -56,15 +57,8 @@ impl Default for InserterConfig {
     }
 }
 
-/// One request's rows.
-pub struct Batch {
-    pub rows: Rows,
-    /// Day (Unix days) of the rows' `received_time`: a batch never mixes days.
-    pub day: u32,
-}
-
 struct Pending {
-    batch: Batch,
+    batch: IngestBatch,
     arrived: Instant,
     ack: oneshot::Sender<Result<(), StoreError>>,
 }
@@ -97,7 +91,11 @@ impl Inserter {
 
     /// Stores the rows whose events are not stored yet, possibly together with other
     /// requests' rows; returns once ClickHouse has committed them.
-    pub async fn insert(&self, slice: &crate::Slice, batch: Batch) -> Result<(), SubmitError> {
+    pub async fn insert(
+        &self,
+        slice: &crate::Slice,
+        batch: IngestBatch,
+    ) -> Result<(), SubmitError> {
         if batch.rows.is_empty() {
             return Ok(());
         }

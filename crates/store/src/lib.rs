@@ -14,16 +14,19 @@
 //! failures counted by error code (`logport_clickhouse_*` metrics).
 
 pub mod arrow;
+mod batch;
 pub mod bounds;
 pub mod error;
 mod estimate;
 pub mod insert;
 pub mod inserter;
 mod migrate;
+mod native;
 mod observe;
 pub mod query;
 mod read;
 pub mod retention;
+mod rowbinary;
 pub mod server;
 pub mod sql;
 mod stream;
@@ -35,10 +38,10 @@ use bounds::{server_done, KillOnDrop};
 use serde::Deserialize;
 
 pub use arrow::{BatchDecoder, DecodeError};
+pub use batch::{IngestBatch, IngestBlock};
 pub use bounds::Bounds;
 pub use error::{trailing_exception, Exception, StoreError};
-pub use insert::Rows;
-pub use inserter::{Batch, Inserter, InserterConfig, SubmitError};
+pub use inserter::{Inserter, InserterConfig, SubmitError};
 pub use logport_catalog::Slice;
 pub use migrate::MigrationReport;
 use observe::record;

@@ -15,12 +15,12 @@ use arrow_array::types::{
 };
 use arrow_array::Array;
 use arrow_schema::{DataType, TimeUnit};
-use logport_catalog::ingest::{parse_line, RowContext};
+use logport_catalog::ingest::{parse_line, LineEncoder, RowSink};
 use logport_catalog::{
     time, Catalog, ColumnType, ExportRequest, ExportSpec, Format, SpecLimits, Value,
 };
 use logport_store::{
-    Bounds, Encoding, RetentionPolicy, Rows, Selection, Slice, Store, StoreConfig,
+    Bounds, Encoding, IngestBlock, RetentionPolicy, Selection, Slice, Store, StoreConfig,
 };
 use serde_json::{json, Value as Json};
 
@@ -255,14 +255,15 @@ impl Db {
         self.store.drop_database().await.expect("drop database");
     }
 
-    /// Stores NDJSON lines of one tenant as ingest does, received at `received`.
+    /// Stores NDJSON lines of one tenant as ingest does, received at `received`
+    /// (and 123 ms), half through the line encoder and half as values.
     async fn insert(&self, slice: &str, tenant: &str, lines: &[Json], received: u32) {
         let slice = self.slice(slice);
-        let ctx = RowContext {
-            received_time: received,
-            id_seed: None,
-        };
-        let mut block = Store::block(slice, tenant, 123).expect("block");
+        let mut block =
+            IngestBlock::new(slice, tenant, i64::from(received) * 1000 + 123).expect("block");
+        assert_eq!(block.received_time(), received);
+        let ctx = block.context(None);
+        let mut encoder = LineEncoder::<IngestBlock>::new(slice).expect("encoder");
         let at = slice
             .fields
             .iter()
@@ -276,16 +277,17 @@ impl Db {
             if let Value::DateTime(t) = row.values[at] {
                 (min, max) = (min.min(t), max.max(t));
             }
-            block.push_row(slice, &row.values).expect("row");
+            if i % 2 == 0 {
+                block.push_row(slice, &row.values).expect("row");
+            } else {
+                encoder
+                    .encode(&text, &ctx, i as u64 + 1, &mut block)
+                    .unwrap_or_else(|e| panic!("{line}: {e:?}"));
+            }
         }
-        let rows = Rows {
-            data: block.into_chunks(),
-            rows: lines.len() as u64,
-            tenants: vec![tenant.to_string()],
-            event_times: (min, max),
-            distinct_ids: false,
-        };
-        self.store.insert_new(slice, &rows).await.expect("insert");
+        assert_eq!(block.rows(), lines.len());
+        let batch = block.finish((min, max), false);
+        self.store.insert(slice, &batch).await.expect("insert");
     }
 
     fn spec(&self, request: Json) -> ExportSpec {

@@ -24,12 +24,10 @@
 //! is written when it may not hold more.
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
-use bytes::Bytes;
-use logport_catalog::ingest::{row_from_csv, CsvHeader, LineEncoder, Row, RowContext};
-use logport_catalog::native::NativeBlock;
+use logport_catalog::ingest::{row_from_csv, CsvHeader, LineEncoder, Row, RowContext, RowSink};
 use logport_catalog::{time, Slice, Value};
 use logport_queue::{IngestKey, KeyedIngest};
-use logport_store::{Batch, Rows, Store, SubmitError};
+use logport_store::{IngestBatch, IngestBlock, SubmitError};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -124,8 +122,6 @@ pub async fn ingest(
     )
     .await?;
     let now_ms = state.clock.now_ms();
-    let received = now_ms.div_euclid(1000) as u32;
-    let received_ms = now_ms.rem_euclid(1000) as u16;
     let limits = state.limits.clone();
     let tenant = caller.tenant.clone();
     let seed = key
@@ -138,16 +134,13 @@ pub async fn ingest(
     // ClickHouse committed it).
     let (mut batch, held) = web::block(move || {
         let body = wire.decode(limits.ingest_max_bytes, &mut charge)?;
-        let ctx = RowContext {
-            received_time: received,
-            id_seed: seed.as_deref().map(str::as_bytes),
-        };
-        let mut enc = Encoded::new();
+        let block = IngestBlock::new(&slice_for_parse, &tenant, now_ms)?;
+        let ctx = block.context(seed.as_deref().map(str::as_bytes));
+        let mut enc = Encoded::new(block.received_time());
         enc.allowed_apps = apps;
         if keyed {
             enc.digest = Some(body_digest(csv, skip_bad, &body));
         }
-        let block = Store::block(&slice_for_parse, &tenant, received_ms)?;
         let enc = (enc, block);
         let encoded = if csv {
             encode_csv(enc, &slice_for_parse, &body, &ctx, &limits, &mut charge)
@@ -223,7 +216,7 @@ pub async fn ingest(
 
     // Once here the request runs to its end even if its client goes away (the route
     // is wrapped in `to_the_end`): the batch is committed and its answer recorded.
-    let answer = commit(&state, &caller, &slice, batch, received, ledger).await?;
+    let answer = commit(&state, &caller, &slice, batch, ledger).await?;
     drop(held);
     Ok(HttpResponse::Ok().json(answer))
 }
@@ -234,22 +227,14 @@ async fn commit(
     state: &AppState,
     caller: &Caller,
     slice: &Slice,
-    batch: Encoded,
-    received: u32,
+    mut batch: Encoded,
     ledger: Option<IngestKey>,
 ) -> Result<serde_json::Value, ApiError> {
+    let received = batch.received;
     if batch.accepted > 0 {
-        let rows = Rows {
-            data: batch.data,
-            rows: batch.accepted,
-            tenants: vec![caller.tenant.clone()],
-            event_times: batch.event_times,
-            distinct_ids: batch.distinct_ids,
-        };
-        let day = received / 86_400;
         state
             .inserter
-            .insert(slice, Batch { rows, day })
+            .insert(slice, std::mem::take(&mut batch.rows))
             .await
             .map_err(|e| match e {
                 SubmitError::Busy => ApiError::Unavailable {
@@ -337,7 +322,9 @@ fn is_csv(req: &HttpRequest) -> Result<bool, ApiError> {
 }
 
 struct Encoded {
-    data: Vec<Bytes>,
+    rows: IngestBatch,
+    /// The rows' `received_time` (Unix seconds).
+    received: u32,
     accepted: u64,
     rejected: u64,
     errors: Vec<LineProblem>,
@@ -357,9 +344,10 @@ struct Encoded {
 }
 
 impl Encoded {
-    fn new() -> Encoded {
+    fn new(received: u32) -> Encoded {
         Encoded {
-            data: Vec::new(),
+            rows: IngestBatch::default(),
+            received,
             accepted: 0,
             rejected: 0,
             errors: Vec::new(),
@@ -388,7 +376,7 @@ impl Encoded {
         slice: &Slice,
         line: u64,
         parsed: Result<Row, logport_catalog::ingest::LineError>,
-        block: &mut NativeBlock,
+        block: &mut IngestBlock,
     ) -> Result<(), ApiError> {
         match parsed {
             Ok(row) => {
@@ -448,24 +436,24 @@ impl Encoded {
         }
     }
 
-    fn finish(mut self, block: NativeBlock) -> Encoded {
-        self.data = block.into_chunks();
+    fn finish(mut self, block: IngestBlock) -> Encoded {
         let mut ids = std::mem::take(&mut self.event_ids);
         ids.sort_unstable();
         self.distinct_ids = ids.windows(2).all(|w| w[0] != w[1]);
+        self.rows = block.finish(self.event_times, self.distinct_ids);
         self
     }
 }
 
 fn encode_ndjson(
-    (mut enc, mut block): (Encoded, NativeBlock),
+    (mut enc, mut block): (Encoded, IngestBlock),
     slice: &Slice,
     body: &[u8],
     ctx: &RowContext<'_>,
     limits: &ApiLimits,
     charge: &mut Charge,
 ) -> Result<Encoded, ApiError> {
-    let mut lines = LineEncoder::new(slice).map_err(ApiError::Internal)?;
+    let mut lines = LineEncoder::<IngestBlock>::new(slice).map_err(ApiError::Internal)?;
     let mut meter = BlockMeter::new();
     let mut start = 0;
     let mut line = 0u64;
@@ -507,7 +495,7 @@ fn encode_ndjson(
 }
 
 fn encode_csv(
-    (mut enc, mut block): (Encoded, NativeBlock),
+    (mut enc, mut block): (Encoded, IngestBlock),
     slice: &Slice,
     body: &[u8],
     ctx: &RowContext<'_>,

@@ -6,8 +6,9 @@
 //! checked by [`Value::from_scalar`], so a mismatch is a bug, reported as an error
 //! rather than a panic.
 
-use crate::{ColumnType, Value};
+use logport_catalog::{ColumnType, Value};
 
+#[inline]
 pub fn write_value(out: &mut Vec<u8>, ty: &ColumnType, v: &Value) -> Result<(), String> {
     if let ColumnType::Nullable(inner) = ty {
         if matches!(v, Value::Null) {
@@ -47,6 +48,7 @@ pub fn write_value(out: &mut Vec<u8>, ty: &ColumnType, v: &Value) -> Result<(), 
     Ok(())
 }
 
+#[inline]
 pub fn write_varint(out: &mut Vec<u8>, mut n: u64) {
     loop {
         let byte = (n & 0x7f) as u8;

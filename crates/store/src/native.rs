@@ -15,10 +15,10 @@
 
 use bytes::Bytes;
 
+use logport_catalog::ingest::RowSink;
+use logport_catalog::{ColumnType, Slice, Value};
+
 use crate::rowbinary::{write_value, write_varint};
-use crate::schema::Slice;
-use crate::types::ColumnType;
-use crate::value::Value;
 
 struct Column {
     name: String,
@@ -193,55 +193,6 @@ impl NativeBlock {
             .join(", ")
     }
 
-    /// Appends field `i`'s value of the row being built, in its RowBinary form.
-    /// Every field gets exactly one value per row, then [`Self::end_row`].
-    pub(crate) fn push_encoded(&mut self, i: usize, rowbinary: &[u8]) {
-        let c = &mut self.columns[i];
-        if c.nullable {
-            match rowbinary.split_first() {
-                Some((0, value)) => {
-                    c.nulls.push(0);
-                    c.data.extend_from_slice(value);
-                }
-                _ => {
-                    c.nulls.push(1);
-                    c.data.extend_from_slice(&c.nested_default);
-                }
-            }
-        } else {
-            c.data.extend_from_slice(rowbinary);
-        }
-    }
-
-    pub(crate) fn end_row(&mut self) {
-        self.rows += 1;
-    }
-
-    /// Appends a row of validated values (one per field, in catalog order).
-    pub fn push_row(&mut self, slice: &Slice, values: &[Value]) -> Result<(), String> {
-        if values.len() != self.columns.len() || slice.fields.len() != values.len() {
-            return Err(format!(
-                "row has {} values for {} columns",
-                values.len(),
-                self.columns.len()
-            ));
-        }
-        // Encode the whole row before touching the columns, so an error leaves the
-        // block as it was.
-        let mut encoded = Vec::with_capacity(values.len());
-        let mut buf = Vec::new();
-        for (f, v) in slice.fields.iter().zip(values) {
-            let start = buf.len();
-            write_value(&mut buf, &f.ty, v)?;
-            encoded.push(start..buf.len());
-        }
-        for (i, range) in encoded.into_iter().enumerate() {
-            self.push_encoded(i, &buf[range]);
-        }
-        self.end_row();
-        Ok(())
-    }
-
     /// The block in Native format as pieces to send one after the other, without
     /// copying the columns into one buffer; none when it has no rows.
     pub fn into_chunks(self) -> Vec<Bytes> {
@@ -279,10 +230,86 @@ impl NativeBlock {
     }
 }
 
+impl RowSink for NativeBlock {
+    #[inline]
+    fn encode_value(out: &mut Vec<u8>, ty: &ColumnType, v: &Value) -> Result<(), String> {
+        write_value(out, ty, v)
+    }
+
+    #[inline]
+    fn encode_text(out: &mut Vec<u8>, ty: &ColumnType, s: &str) {
+        if ty.is_nullable() {
+            out.push(0);
+        }
+        write_varint(out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    #[inline]
+    fn encode_enum(out: &mut Vec<u8>, ty: &ColumnType, code: i8) {
+        if ty.is_nullable() {
+            out.push(0);
+        }
+        out.push(code as u8);
+    }
+
+    /// A value in its RowBinary form; a column's values are back to back, except
+    /// that a `Nullable` column keeps its null map apart.
+    #[inline]
+    fn push_encoded(&mut self, i: usize, rowbinary: &[u8]) {
+        let c = &mut self.columns[i];
+        if c.nullable {
+            match rowbinary.split_first() {
+                Some((0, value)) => {
+                    c.nulls.push(0);
+                    c.data.extend_from_slice(value);
+                }
+                _ => {
+                    c.nulls.push(1);
+                    c.data.extend_from_slice(&c.nested_default);
+                }
+            }
+        } else {
+            c.data.extend_from_slice(rowbinary);
+        }
+    }
+
+    #[inline]
+    fn end_row(&mut self) {
+        self.rows += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Catalog;
+    use logport_catalog::Catalog;
+
+    #[test]
+    fn the_fast_paths_encode_as_values_do() {
+        for ty in ["String", "Nullable(String)", "LowCardinality(String)"] {
+            let ty = ColumnType::parse(ty).unwrap();
+            for text in ["", "ab", &"x".repeat(300)] {
+                let (mut fast, mut value) = (Vec::new(), Vec::new());
+                NativeBlock::encode_text(&mut fast, &ty, text);
+                NativeBlock::encode_value(&mut value, &ty, &Value::Str(text.into())).unwrap();
+                assert_eq!(fast, value, "{ty}");
+            }
+        }
+        for ty in [
+            "Enum8('a' = -2, 'b' = 3)",
+            "Nullable(Enum8('a' = -2, 'b' = 3))",
+        ] {
+            let ty = ColumnType::parse(ty).unwrap();
+            for (name, code) in [("a", -2), ("b", 3)] {
+                let (mut fast, mut value) = (Vec::new(), Vec::new());
+                NativeBlock::encode_enum(&mut fast, &ty, code);
+                NativeBlock::encode_value(&mut value, &ty, &Value::Enum(name.into(), code))
+                    .unwrap();
+                assert_eq!(fast, value, "{ty}");
+            }
+        }
+    }
 
     #[test]
     fn held_bytes_count_reserved_room_and_constant_columns() {
