@@ -4,10 +4,12 @@
 //! in `JSONEachRow` and `TabSeparated` every `\n` ends a record (newlines inside
 //! values are escaped); in `CSV` a `\n` ends a record only outside double quotes
 //! (ClickHouse writes an embedded quote as `""`, which toggles the state twice).
-//! The scanner also remembers whether the latest record began with `Code: `, the
-//! start of an exception an old server appends to a response it already began.
+//! The scanner also remembers whether the latest record began like a server exception
+//! ([`logport_store::EXCEPTION_HEAD`]), which an old server appends to a response it
+//! already began.
 
 pub use logport_store::Framing;
+use logport_store::EXCEPTION_HEAD;
 
 pub struct Scanner {
     framing: Framing,
@@ -18,13 +20,13 @@ pub struct Scanner {
     record_start: u64,
     /// The first bytes of the current record, to spot an exception.
     head: Vec<u8>,
-    /// Offset of the latest record that began with `Code: `.
+    /// Offset of the latest record that began like an exception.
     suspect_at: Option<u64>,
     /// The last bytes of the stream (at most `TAIL_MAX` plus one chunk).
     tail: Vec<u8>,
 }
 
-const HEAD: usize = 6;
+const HEAD: usize = EXCEPTION_HEAD.len();
 const TAIL_MAX: usize = 16 * 1024;
 
 impl Scanner {
@@ -82,7 +84,7 @@ impl Scanner {
         if self.head.len() < HEAD {
             let take = (HEAD - self.head.len()).min(bytes.len());
             self.head.extend_from_slice(&bytes[..take]);
-            if self.head == b"Code: " {
+            if self.head == EXCEPTION_HEAD {
                 self.suspect_at = Some(self.record_start);
             }
         }
@@ -108,8 +110,8 @@ impl Scanner {
         self.total - self.record_start
     }
 
-    /// From the latest record that began with `Code: ` to the end of the stream, if
-    /// that is still in the kept tail: an exception appended by the server.
+    /// From the latest record that began like an exception to the end of the
+    /// stream, if that is still in the kept tail: an exception appended by the server.
     pub fn suspected_exception(&self) -> Option<&[u8]> {
         let at = self.suspect_at?;
         let back = usize::try_from(self.total - at).ok()?;

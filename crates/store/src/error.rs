@@ -138,6 +138,10 @@ impl From<clickhouse::error::Error> for StoreError {
     }
 }
 
+/// How every exception text of the server begins: a record of a text encoding that
+/// begins so may be the exception an old server appended ([`trailing_exception`]).
+pub const EXCEPTION_HEAD: &[u8] = b"Code: ";
+
 /// Detects an exception that an old server (18.x) appended to a response it had
 /// already started with `200 OK`. Output formats we request never begin a record with
 /// `Code: ` (CSV quotes strings, JSON rows start with `{`), so a last record that does

@@ -40,7 +40,7 @@ use serde::Deserialize;
 pub use arrow::{BatchDecoder, DecodeError};
 pub use batch::{IngestBatch, IngestBlock};
 pub use bounds::Bounds;
-pub use error::{trailing_exception, Exception, StoreError};
+pub use error::{trailing_exception, Exception, StoreError, EXCEPTION_HEAD};
 pub use inserter::{Inserter, InserterConfig, SubmitError};
 pub use logport_catalog::Slice;
 pub use migrate::MigrationReport;
