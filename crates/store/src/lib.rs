@@ -1,10 +1,20 @@
-//! ClickHouse, and the only crate that writes SQL.
+//! ClickHouse, and the only crate that knows it: SQL text, settings, format names,
+//! server error codes, the Native and RowBinary wire codecs, and what differs between
+//! server versions. Crates above speak in typed values.
 //!
-//! Tables are created from the catalog (`migrate`), ingest rows are written as
-//! Native blocks, each event once ([`insert`]), and exports stream the server's own formatted bytes
-//! (`stream`), so no result is ever materialised here. Everything must run on
-//! ClickHouse 18.16 (Debian's, used by the tests) and on current servers: no
-//! server-side parameters, no RowBinaryWithNamesAndTypes, no TTL-only logic.
+//! - [`Store::migrate`] creates and extends one table per slice from the catalog.
+//! - Ingest rows go in as [`IngestBatch`]es built in Native form ([`IngestBlock`]), each
+//!   event stored once ([`insert`]), coalesced by the [`Inserter`].
+//! - Reads take a [`Selection`] (one tenant's rows as an export spec selects them):
+//!   [`Store::count`], [`Store::preview`], [`Store::hour_counts`], and exports
+//!   streamed in a text [`Encoding`] ([`Store::export_stream`], the server's own
+//!   bytes) or as Arrow record batches ([`Store::export_batches`]), so no result is
+//!   ever materialised here.
+//! - Failures are [`StoreError`]s that say whether a retry helps and whether time ran
+//!   out; codes stay inside.
+//! - What differs between 18.16 (Debian's, used by the tests) and current servers is
+//!   in [`server`], chosen once from `version()`; everything else runs as is on both:
+//!   no server-side parameters, no RowBinaryWithNamesAndTypes, no TTL-only logic.
 //!
 //! Retention ([`retention`]) drops whole expired partitions. On a cluster
 //! ([`ClusterConfig`]) each slice is a MergeTree table `{slice}_local` on every
