@@ -489,7 +489,7 @@ impl Config {
         {
             return Err(bad("clickhouse_url", "must start with http:// or https://"));
         }
-        if !logport_store::sql::is_safe_ident(&self.clickhouse_database) {
+        if !logport_store::is_safe_ident(&self.clickhouse_database) {
             return Err(bad(
                 "clickhouse_database",
                 "must match [A-Za-z_][A-Za-z0-9_]*",
@@ -605,12 +605,12 @@ impl Config {
         if let Some(name) = self
             .retention
             .keys()
-            .find(|k| !logport_store::sql::is_safe_ident(k))
+            .find(|k| !logport_store::is_safe_ident(k))
         {
             return Err(bad("retention", format!("`{name}` is not a slice name")));
         }
         if let Some(cluster) = &self.clickhouse_cluster {
-            if !logport_store::sql::is_safe_ident(cluster) {
+            if !logport_store::is_safe_ident(cluster) {
                 return Err(bad(
                     "clickhouse_cluster",
                     "must match [A-Za-z_][A-Za-z0-9_]*",

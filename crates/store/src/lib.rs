@@ -33,12 +33,12 @@ pub mod inserter;
 mod migrate;
 mod native;
 mod observe;
-pub mod query;
+mod query;
 mod read;
 pub mod retention;
 mod rowbinary;
 pub mod server;
-pub mod sql;
+mod sql;
 mod stream;
 
 use std::sync::Arc;
@@ -59,6 +59,7 @@ pub use query::Selection;
 pub use read::JsonRows;
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use server::ServerCaps;
+pub use sql::is_safe_ident;
 use sql::{ident, quote_string};
 pub use stream::{BatchStream, ByteStream, Encoding, Framing};
 

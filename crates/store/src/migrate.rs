@@ -200,7 +200,8 @@ impl Store {
     }
 
     /// The DDL of a slice's table (on a cluster: of its table on each server).
-    pub fn create_table_sql(&self, slice: &Slice) -> String {
+    #[cfg(test)]
+    pub(crate) fn create_table_sql(&self, slice: &Slice) -> String {
         self.create_sql_named(slice, &self.local_name(&slice.name))
     }
 

@@ -5,7 +5,7 @@
 //! (when given), the retention cutoff (for slices that expire rows), then the filters. Column names come from the validated spec, values
 //! through [`crate::sql::literal`]; nothing else from the request reaches the text.
 
-use logport_catalog::{time, ColumnType, ExportSpec, Filter, FilterOp, Slice, TENANT_COLUMN};
+use logport_catalog::{ColumnType, ExportSpec, Filter, FilterOp, Slice, TENANT_COLUMN};
 
 use crate::RECEIVED_MS_COLUMN;
 
@@ -284,11 +284,6 @@ fn filter_sql(f: &Filter) -> String {
         FilterOp::IsNull => format!("isNull({col})"),
         FilterOp::NotNull => format!("isNotNull({col})"),
     }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` of a watermark, for logs and manifests.
-pub fn describe_watermark(w: i64) -> String {
-    time::format_timestamp(w)
 }
 
 #[cfg(test)]
