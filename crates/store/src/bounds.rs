@@ -47,6 +47,15 @@ impl Bounds {
         }
     }
 
+    /// The same limit for a second query of the same work, under an id of its own: a
+    /// server may still hold the first id for a moment after it answered.
+    pub(crate) fn next(&self, suffix: &str) -> Bounds {
+        Bounds {
+            query_id: format!("{}-{suffix}", self.query_id),
+            max_time: self.max_time,
+        }
+    }
+
     pub fn query_id(&self) -> &str {
         &self.query_id
     }

@@ -115,6 +115,7 @@ impl Store {
                 ident(&self.database),
                 ident(table),
             );
+            let bounds = &bounds.next("sample");
             let query = self.bounded_query(&sql, bounds);
             lengths = self
                 .bounded("estimate", bounds, async {
