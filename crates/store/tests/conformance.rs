@@ -753,13 +753,29 @@ async fn every_slice_takes_a_full_row_and_gives_it_back() {
         let text = db.export_text(&spec).await;
         let obj: serde_json::Map<String, Json> = serde_json::from_str(text.trim())
             .unwrap_or_else(|e| panic!("{}: {e}: {text}", slice.name));
-        for (f, w) in slice.fields.iter().zip(expected(slice, &line, received)) {
+        let arrow = db
+            .export_arrow(&db.spec(request(slice, d, "parquet")))
+            .await;
+        assert_eq!(arrow.len(), 1, "{}", slice.name);
+        for (i, (f, w)) in slice
+            .fields
+            .iter()
+            .zip(expected(slice, &line, received))
+            .enumerate()
+        {
             assert!(
                 same_json(&f.ty, &obj[&f.name], &w),
                 "{}.{}: {} where {w} was stored",
                 slice.name,
                 f.name,
                 obj[&f.name]
+            );
+            assert!(
+                same_json(&f.ty, &arrow[0][i], &w),
+                "{}.{} in Arrow: {} where {w} was stored",
+                slice.name,
+                f.name,
+                arrow[0][i]
             );
         }
     }
