@@ -84,7 +84,8 @@ if [ -z "${LOGPORT_TEST_POSTGRES_URL:-}" ]; then
   export LOGPORT_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres
 fi
 
-# tests/readers/check_exports.py reads export files with pyarrow, duckdb and pandas;
+# tests/readers/check_exports.py reads export files with pyarrow, duckdb and pandas
+# (and Parquet with ClickHouse 26.9, below);
 # tests/tests/s3.rs needs an S3-compatible server: moto's. Tests fail (never skip)
 # without them.
 # tests/tests/security.rs validates GET /openapi.json with openapi-spec-validator.
@@ -111,6 +112,10 @@ if ! py_ready; then
   fi
   py_ready || { echo "pyarrow, duckdb, pandas, moto or openapi_spec_validator are still not importable by python3" >&2; exit 1; }
 fi
+# ClickHouse 26.9 reads every Parquet export too (tests/readers/clickhouse_parquet.py),
+# with the Python of the current engine's virtualenv (chdb-core, installed when missing).
+LOGPORT_TEST_CHDB_PYTHON=${LOGPORT_TEST_CHDB_PYTHON:-$(deploy/clickhouse/current-server.sh python)}
+export LOGPORT_TEST_CHDB_PYTHON
 if [ -z "${LOGPORT_TEST_S3_ENDPOINT:-}" ]; then
   s3_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   s3_log=$(mktemp /tmp/logport-test-s3.XXXXXX.log)
