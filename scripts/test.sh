@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Runs every Logport test against real dependencies.
+# Runs every Logport test against real dependencies, on both ClickHouse servers.
 #
-# Starts a private ClickHouse server (Debian's clickhouse-server, installed when
-# missing) on free ports with a temporary data dir, unless LOGPORT_TEST_CLICKHOUSE_URL
-# already names one. With LOGPORT_TEST_CLICKHOUSE_FLAVOUR=current the tests share the
-# current engine instead: ClickHouse 26.9 from PyPI's chdb-core, installed into a
-# cached virtualenv, behind deploy/clickhouse/chdb-server.py (current-server.sh);
-# tests that run a ClickHouse of their own (PrivateClickHouse) still run Debian's.
-# Installs the Python packages the export reader checks and the S3
-# tests use (pyarrow, duckdb, pandas, moto[server]) when missing and starts moto's S3
-# server on a free port, unless LOGPORT_TEST_S3_ENDPOINT already names one; builds the
-# logport binary the end-to-end tests run; runs the whole workspace's tests and the
-# browser test of the web UI (tests/browser/); stops the servers it started.
+# Two lanes, one after the other (LOGPORT_TEST_CLICKHOUSE_FLAVOUR=debian or current
+# runs only that one; both is the default):
+#  1. debian: the whole workspace's tests and the browser test of the web UI
+#     (tests/browser/) against Debian's ClickHouse 18.16, a private server on free
+#     ports with a temporary data dir (deploy/clickhouse/private-server.sh,
+#     clickhouse-server installed when missing), unless LOGPORT_TEST_CLICKHOUSE_URL
+#     already names one.
+#  2. current: the store's tests (`-p logport-store`) and the end-to-end tests again,
+#     against ClickHouse 26.9 (PyPI's chdb-core in a cached virtualenv behind
+#     deploy/clickhouse/chdb-server.py, started by current-server.sh), unless
+#     LOGPORT_TEST_CURRENT_CLICKHOUSE_URL names one (or LOGPORT_TEST_CLICKHOUSE_URL
+#     when only this lane runs). Tests that start a ClickHouse of their own (the
+#     nextest group `own-clickhouse`, .config/nextest.toml: always 18.16) ran in lane 1
+#     and are left out; this lane needs cargo-nextest for that.
+# A lane's failure fails the script; both lanes run whatever the first did.
+#
+# Installs the Python packages the export reader checks and the S3 tests use
+# (pyarrow, duckdb, pandas, moto[server]; chdb-core comes with the current engine's
+# virtualenv) when missing and starts moto's S3 server on a free port, unless
+# LOGPORT_TEST_S3_ENDPOINT already names one; builds the logport binary the
+# end-to-end tests run; stops the servers it started. Arguments go to every cargo
+# run (e.g. `--test operations`); with arguments the browser test does not run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,23 +36,40 @@ cleanup() {
 }
 trap cleanup EXIT
 
-flavour=${LOGPORT_TEST_CLICKHOUSE_FLAVOUR:-debian}
+flavour=${LOGPORT_TEST_CLICKHOUSE_FLAVOUR:-both}
 case "$flavour" in
-debian) ch_server=deploy/clickhouse/private-server.sh ;;
-current) ch_server=deploy/clickhouse/current-server.sh ;;
-*) echo "LOGPORT_TEST_CLICKHOUSE_FLAVOUR is debian (default) or current, not $flavour" >&2; exit 2 ;;
+both) lanes=(debian current) ;;
+debian | current) lanes=("$flavour") ;;
+*) echo "LOGPORT_TEST_CLICKHOUSE_FLAVOUR is both (default), debian or current, not $flavour" >&2; exit 2 ;;
 esac
-if [ -z "${LOGPORT_TEST_CLICKHOUSE_URL:-}" ]; then
-  if ! command -v clickhouse-server >/dev/null; then
-    echo "installing clickhouse-server (Debian package)…" >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clickhouse-server >/dev/null
-  fi
-  ch_dir=$(mktemp -d /tmp/logport-test-ch.XXXXXX)
-  cleanups+=('$ch_server stop "$ch_dir"; rm -rf "$ch_dir"')
-  LOGPORT_TEST_CLICKHOUSE_URL=$($ch_server start "$ch_dir")
-  export LOGPORT_TEST_CLICKHOUSE_URL
-  echo "ClickHouse ($flavour) for tests: $LOGPORT_TEST_CLICKHOUSE_URL" >&2
+# The server each lane uses when the caller names one.
+debian_url=""
+current_url=${LOGPORT_TEST_CURRENT_CLICKHOUSE_URL:-}
+if [ "$flavour" = current ]; then
+  current_url=${current_url:-${LOGPORT_TEST_CLICKHOUSE_URL:-}}
+else
+  debian_url=${LOGPORT_TEST_CLICKHOUSE_URL:-}
 fi
+unset LOGPORT_TEST_CLICKHOUSE_URL
+
+# Starts the lane's ClickHouse and sets `url` to it (not in a subshell: the cleanup
+# must be registered here).
+start_clickhouse() {
+  local lane=$1 script dir
+  case "$lane" in
+  debian)
+    script=deploy/clickhouse/private-server.sh
+    if ! command -v clickhouse-server >/dev/null; then
+      echo "installing clickhouse-server (Debian package)…" >&2
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clickhouse-server >/dev/null
+    fi
+    ;;
+  current) script=deploy/clickhouse/current-server.sh ;;
+  esac
+  dir=$(mktemp -d "/tmp/logport-test-ch-$lane.XXXXXX")
+  cleanups+=("$script stop '$dir'; rm -rf '$dir'")
+  url=$($script start "$dir") || { echo "the $lane ClickHouse did not start" >&2; return 1; }
+}
 
 # The job store conformance suite and the replica tests need PostgreSQL.
 if [ -z "${LOGPORT_TEST_POSTGRES_URL:-}" ]; then
@@ -56,7 +84,8 @@ if [ -z "${LOGPORT_TEST_POSTGRES_URL:-}" ]; then
   export LOGPORT_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres
 fi
 
-# tests/readers/check_exports.py reads export files with pyarrow, duckdb and pandas;
+# tests/readers/check_exports.py reads export files with pyarrow, duckdb and pandas
+# (and Parquet with ClickHouse 26.9, below);
 # tests/tests/s3.rs needs an S3-compatible server: moto's. Tests fail (never skip)
 # without them.
 # tests/tests/security.rs validates GET /openapi.json with openapi-spec-validator.
@@ -83,6 +112,10 @@ if ! py_ready; then
   fi
   py_ready || { echo "pyarrow, duckdb, pandas, moto or openapi_spec_validator are still not importable by python3" >&2; exit 1; }
 fi
+# ClickHouse 26.9 reads every Parquet export too (tests/readers/clickhouse_parquet.py),
+# with the Python of the current engine's virtualenv (chdb-core, installed when missing).
+LOGPORT_TEST_CHDB_PYTHON=${LOGPORT_TEST_CHDB_PYTHON:-$(deploy/clickhouse/current-server.sh python)}
+export LOGPORT_TEST_CHDB_PYTHON
 if [ -z "${LOGPORT_TEST_S3_ENDPOINT:-}" ]; then
   s3_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   s3_log=$(mktemp /tmp/logport-test-s3.XXXXXX.log)
@@ -102,17 +135,51 @@ fi
 
 # The end-to-end tests run the real binary; cargo does not build it for them.
 cargo build -p logport --bin logport
-status=0
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@" || status=$?
-else
-  cargo test --workspace --no-fail-fast "$@" || status=$?
-fi
 
-# The web UI in Debian's headless Chromium (tests/browser/run.sh installs chromium and
-# playwright-core when missing; screenshots go to $LOGPORT_ARTIFACTS/screenshots or
-# .ci-artifacts/screenshots). Part of the whole suite; arguments select cargo tests only.
-if [ $# -eq 0 ]; then
-  tests/browser/run.sh || status=$?
-fi
+have_nextest=false
+if cargo nextest --version >/dev/null 2>&1; then have_nextest=true; fi
+status=0
+summary=()
+for lane in "${lanes[@]}"; do
+  lane_start=$(date +%s)
+  url=${debian_url}
+  if [ "$lane" = current ]; then url=$current_url; fi
+  if [ -z "$url" ] && ! start_clickhouse "$lane"; then
+    status=1
+    summary+=("$lane: ClickHouse did not start")
+    continue
+  fi
+  version=$(curl -fsS "$url/?query=SELECT%20version()" || echo "not answering")
+  echo "== lane $lane: ClickHouse $version at $url" >&2
+  lane_status=0
+  case "$lane" in
+  debian)
+    if $have_nextest; then
+      LOGPORT_TEST_CLICKHOUSE_URL=$url cargo nextest run --workspace --no-fail-fast "$@" || lane_status=$?
+    else
+      LOGPORT_TEST_CLICKHOUSE_URL=$url cargo test --workspace --no-fail-fast "$@" || lane_status=$?
+    fi
+    # The web UI in Debian's headless Chromium (tests/browser/run.sh installs chromium
+    # and playwright-core when missing; screenshots go to $LOGPORT_ARTIFACTS/screenshots
+    # or .ci-artifacts/screenshots). Arguments select cargo tests only.
+    if [ $# -eq 0 ]; then
+      LOGPORT_TEST_CLICKHOUSE_URL=$url tests/browser/run.sh || lane_status=$?
+    fi
+    ;;
+  current)
+    if $have_nextest; then
+      LOGPORT_TEST_CLICKHOUSE_URL=$url LOGPORT_TEST_SHARED_CLICKHOUSE_ONLY=1 \
+        cargo nextest run -p logport-store -p logport-tests --no-fail-fast \
+        -E 'not group(own-clickhouse)' "$@" || lane_status=$?
+    else
+      echo "the current-engine lane selects its tests with cargo-nextest (cargo install cargo-nextest)" >&2
+      lane_status=1
+    fi
+    ;;
+  esac
+  outcome=passed
+  if [ "$lane_status" != 0 ]; then outcome="FAILED (exit $lane_status)"; status=1; fi
+  summary+=("$lane (ClickHouse $version): $outcome in $(($(date +%s) - lane_start))s")
+done
+for line in "${summary[@]}"; do echo "lane $line" >&2; done
 exit "$status"

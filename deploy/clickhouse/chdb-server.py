@@ -13,12 +13,24 @@ over chDB on one data directory, so Logport and its tests talk to it as to a
 What it serves, as ClickHouse does:
 - `GET /` and `GET /ping` answer `Ok.`; a query in the `query` URL parameter, in the
   POST body, or both (the body follows the parameter after a newline, so an
-  `INSERT … FORMAT X` in the URL takes its text data from the body).
+  `INSERT INTO t VALUES` in the URL takes its rows from the body).
+- INSERT data in the body: for an `INSERT … FORMAT X` in the URL, the body is the data,
+  in any format chDB reads, binary too (Native, RowBinary, Parquet…): it is written
+  to a temporary file and inserted with `FROM INFILE … FORMAT X`, which makes chDB's
+  own format readers do the work.
+- A compressed request body (`Content-Encoding`): as INSERT data, every method
+  ClickHouse knows (gzip, deflate, br, xz, zstd, lz4, bz2, snappy: `FROM INFILE …
+  COMPRESSION`); a query or multipart body, gzip, deflate, xz and bz2.
+- Compressed answers: with `enable_http_compression=1`, gzip or deflate when the
+  client's `Accept-Encoding` names one (level `http_zlib_compression_level`, default
+  3), streamed answers too.
+- A `multipart/form-data` body: parts without a file name are parameters (`query`,
+  `param_*`, settings), as ClickHouse's form reader takes them.
 - `database`, `default_format` (else TabSeparated; a FORMAT clause wins), `param_*`
   query parameters, and every other URL parameter as a setting of that query (it
   runs `SET name = 'value'` first, so an unknown setting fails with code 115).
-- External data: a `multipart/form-data` body whose parts become temporary tables
-  named by their form field, typed by `<name>_structure` or `<name>_types`, read
+- External data: the file parts of a `multipart/form-data` body become temporary
+  tables named by their form field, typed by `<name>_structure` or `<name>_types`, read
   in `<name>_format` (default TabSeparated), loaded before the query runs. The
   temporary tables and settings belong to the query's own chDB connection.
 - `query_id` (default: a fresh UUID): while a query runs, another query of the same
@@ -44,14 +56,15 @@ What it serves, as ClickHouse does:
 What it does not emulate (Logport does not use it):
 - Authentication and users: every query runs as chDB's `default` user; the user
   name (`X-ClickHouse-User`, basic auth, `user`) only scopes query ids.
-- Compression: a compressed request body (`Content-Encoding`, `decompress=1`) is
-  refused with code 48; answers are never compressed (`enable_http_compression`,
-  `compress=1` are ignored).
+- ClickHouse's own compressed blocks (`decompress=1` is refused with code 48,
+  `compress=1` is ignored: the answer is plain), and br, xz, zstd or lz4 answers
+  (`Accept-Encoding` naming only those gets a plain answer, which HTTP allows).
 - Sessions (`session_id`), progress headers, `X-ClickHouse-Summary`,
   `wait_end_of_query`, readonly GET, `/play`, `/replicas_status`, HTTPS, the native
   TCP protocol, clusters and Distributed tables (`system.clusters` is empty).
-- Binary INSERT data in the request body (RowBinary, Native…): such data must come
-  as external data; a body that is not UTF-8 is refused with code 48.
+- Binary data in a body that is not INSERT data (the query in the URL ending in
+  `FORMAT X`) nor a multipart file part: refused with code 48. Inline data after
+  `FORMAT X` in the body itself must be text.
 - Request bodies are read whole into memory before the query starts, and a request
   line (the URL with its query) over 64 KiB is refused (Python's limit; ClickHouse's
   `http_max_uri_size` is 1 MiB; Logport's longest, an ingest INSERT, is about 11 KiB).
@@ -75,6 +88,7 @@ import threading
 import time
 import traceback
 import uuid
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -120,11 +134,21 @@ STATUS_BY_NAME = {
 
 SYNTAX_ERROR = 62
 NOT_IMPLEMENTED = 48
+CANNOT_DECOMPRESS = 271
 QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING = 216
 STD_EXCEPTION = 1001
 
 # A string literal: what the rewrites below leave alone.
 LITERAL = re.compile(r"'(?:[^'\\]|\\.|'')*'", re.S)
+# Literals and quoted identifiers, blanked before looking for keywords.
+QUOTED = re.compile(r"'(?:[^'\\]|\\.|'')*'|`(?:[^`\\]|\\.|``)*`|\"(?:[^\"\\]|\\.)*\"", re.S)
+# An INSERT whose data follows in the body, in the named format.
+INSERT_DATA = re.compile(r"^\s*INSERT\s+INTO\b.*?(\bSETTINGS\b.*?)?(\bFORMAT\s+\w+)\s*;?\s*$", re.S | re.I)
+# Content-Encoding of a request body -> `FROM INFILE … COMPRESSION` (ClickHouse's names).
+INFILE_COMPRESSION = {
+    "gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate", "br": "br", "xz": "xz",
+    "zstd": "zstd", "lz4": "lz4", "bz2": "bz2", "snappy": "snappy",
+}
 PROCESSES = re.compile(r"\bsystem\s*\.\s*processes\b", re.I)
 PROCESSES_VIEW = (
     "(SELECT * REPLACE (Settings['log_comment'] AS query_id) FROM system.processes)"
@@ -142,6 +166,11 @@ def outside_literals(sql, pattern, replacement):
         pos = m.end()
     out.append(pattern.sub(replacement, sql[pos:]))
     return "".join(out)
+
+
+def blank(m):
+    """A quoted literal or identifier as spaces of its length (offsets stay the same)."""
+    return " " * len(m.group(0))
 
 
 def quote(value):
@@ -232,7 +261,7 @@ class Engine:
 
 
 def parse_multipart(body, content_type):
-    """The fields of a multipart/form-data body: [(name, bytes)]."""
+    """The fields of a multipart/form-data body: [(name, filename or None, bytes)]."""
     m = re.search(r'boundary="?([^";]+)"?', content_type)
     if not m:
         raise Failure(NOT_IMPLEMENTED, "multipart body without a boundary")
@@ -245,9 +274,39 @@ def parse_multipart(body, content_type):
         if data.endswith(b"\r\n"):
             data = data[:-2]
         name = re.search(rb'\bname="([^"]*)"', head)
+        filename = re.search(rb'\bfilename="([^"]*)"', head)
         if name:
-            fields.append((name.group(1).decode(), data))
+            fields.append((name.group(1).decode(), filename and filename.group(1).decode(), data))
     return fields
+
+
+def decoded(engine, body, encoding):
+    """A request body without its Content-Encoding (the ones Python decodes)."""
+    if encoding is None:
+        return body
+    try:
+        if encoding in ("gzip", "x-gzip"):
+            return zlib.decompress(body, 47)
+        if encoding == "deflate":
+            return zlib.decompress(body)
+        if encoding == "xz":
+            import lzma
+
+            return lzma.decompress(body)
+        if encoding == "bz2":
+            import bz2
+
+            return bz2.decompress(body)
+    except Exception as e:  # noqa: BLE001 - a damaged body is the client's error
+        raise engine.error(
+            CANNOT_DECOMPRESS, f"Cannot decode the {encoding} request body: {e}", "CANNOT_DECOMPRESS"
+        ) from None
+    raise engine.error(
+        NOT_IMPLEMENTED,
+        f"chdb-server decodes a {encoding} body only when it is INSERT data (the query in "
+        "the URL, ending in FORMAT)",
+        "NOT_IMPLEMENTED",
+    )
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -317,23 +376,40 @@ class Handler(BaseHTTPRequestHandler):
         sql = params.get("query", "")
         try:
             external = []
+            infile = None  # the body, when it is the data of an INSERT in the URL
             content_type = self.headers.get("Content-Type", "")
-            if self.headers.get("Content-Encoding") or params.get("decompress") == "1":
+            encoding = self.headers.get("Content-Encoding", "").strip().lower() or None
+            if encoding == "identity":
+                encoding = None
+            if params.get("decompress") in ("1", "true"):
                 raise engine.error(
                     NOT_IMPLEMENTED,
-                    "chdb-server does not emulate compressed request bodies",
+                    "chdb-server does not emulate ClickHouse's compressed blocks (decompress=1)",
                     "NOT_IMPLEMENTED",
                 )
+            if encoding is not None and encoding not in INFILE_COMPRESSION:
+                raise engine.error(
+                    NOT_IMPLEMENTED, f"Unknown Content-Encoding: {encoding}", "NOT_IMPLEMENTED"
+                )
             if content_type.startswith("multipart/form-data"):
-                external = parse_multipart(body, content_type)
+                # Parts with a file name are external tables; the others are
+                # parameters (query, param_*, settings), as ClickHouse's HTMLForm reads.
+                for name, filename, data in parse_multipart(decoded(engine, body, encoding), content_type):
+                    if filename is None:
+                        params[name] = data.decode("utf-8", "replace")
+                    else:
+                        external.append((name, data))
+                sql = params.get("query", "")
+            elif body and sql and INSERT_DATA.match(QUOTED.sub(blank, sql)):
+                infile = (body, encoding)
             elif body:
                 try:
-                    text = body.decode("utf-8")
+                    text = decoded(engine, body, encoding).decode("utf-8")
                 except UnicodeDecodeError:
                     raise engine.error(
                         NOT_IMPLEMENTED,
-                        "chdb-server does not emulate binary data in the request body; "
-                        "send it as external data",
+                        "chdb-server takes binary data in the request body only for an "
+                        "INSERT … FORMAT X in the URL, or as external data",
                         "NOT_IMPLEMENTED",
                     ) from None
                 sql = f"{sql}\n{text}" if sql else text
@@ -350,19 +426,22 @@ class Handler(BaseHTTPRequestHandler):
             return self.fail(f)
         status = 200
         try:
-            status = self.run(sql, params, query_id, external)
+            status = self.run(sql, params, query_id, external, infile)
         finally:
             engine.release(user, query_id)
             self.log(status, query_id, sql, started)
 
-    def run(self, sql, params, query_id, external):
+    def run(self, sql, params, query_id, external, infile):
         """Runs one query on a connection of its own; returns what was answered."""
         engine = self.engine
         conn = engine.connect()
         files = []
         fmt = params.get("default_format") or "TabSeparated"
+        self.compressor = self.response_compressor(params)
         try:
             try:
+                if infile is not None:
+                    sql = self.with_infile(sql, infile, files)
                 result, stream = self.execute(conn, sql, params, query_id, external, files, fmt)
             except Exception as e:  # noqa: BLE001 — every failure is ClickHouse's answer
                 if not isinstance(e, (Failure, RuntimeError)):
@@ -383,6 +462,36 @@ class Handler(BaseHTTPRequestHandler):
                     os.unlink(path)
                 except OSError:
                     pass
+
+    def with_infile(self, sql, infile, files):
+        """`INSERT … FORMAT X` whose data is the request body, as `INSERT … FROM INFILE
+        'tmp' [COMPRESSION 'c'] FORMAT X` over the body written to a temporary file: how
+        chDB takes data of any format, binary (Native, RowBinary…) or text."""
+        data, encoding = infile
+        fd, path = tempfile.mkstemp(dir=self.engine.tmp, suffix=".insert")
+        files.append(path)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        m = INSERT_DATA.match(QUOTED.sub(blank, sql))
+        at = m.start(1) if m.group(1) else m.start(2)
+        clause = f"FROM INFILE {quote(path)} "
+        if encoding is not None:
+            clause += f"COMPRESSION {quote(INFILE_COMPRESSION[encoding])} "
+        return sql[:at] + clause + sql[at:]
+
+    def response_compressor(self, params):
+        """(Content-Encoding, zlib compressor) when the client asked for a compressed
+        answer (`enable_http_compression=1` and Accept-Encoding gzip or deflate)."""
+        if params.get("enable_http_compression") not in ("1", "true"):
+            return None
+        level = int(params.get("http_zlib_compression_level") or 3)
+        for e in self.headers.get("Accept-Encoding", "").split(","):
+            e = e.split(";")[0].strip().lower()
+            if e in ("gzip", "x-gzip"):
+                return e, zlib.compressobj(level, zlib.DEFLATED, 31)
+            if e == "deflate":
+                return e, zlib.compressobj(level, zlib.DEFLATED, 15)
+        return None
 
     def execute(self, conn, sql, params, query_id, external, files, fmt):
         """Starts the query: (whole result, None), or (None, a chDB stream)."""
@@ -451,6 +560,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.headers_for(query_id, fmt)
         self.send_header("Content-Type", content_type(fmt))
+        if self.compressor:
+            encoding, c = self.compressor
+            data = c.compress(data) + c.flush()
+            self.send_header("Content-Encoding", encoding)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -480,6 +593,10 @@ class Handler(BaseHTTPRequestHandler):
         self.headers_for(query_id, fmt)
         self.send_header("Content-Type", content_type(fmt))
         self.send_header("X-ClickHouse-Exception-Tag", tag)
+        compressor = None
+        if self.compressor:
+            encoding, compressor = self.compressor
+            self.send_header("Content-Encoding", encoding)
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
@@ -487,7 +604,9 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
 
-        def write(data):
+        def write(data, last=False):
+            if compressor is not None:
+                data = compressor.compress(data) + (compressor.flush() if last else b"")
             if not data:
                 return
             if chunked:
@@ -501,12 +620,14 @@ class Handler(BaseHTTPRequestHandler):
                 while not done:
                     data, done = next_chunk()
                     write(data)
+                write(b"", last=True)
             except Exception as e:  # noqa: BLE001
                 f = self.engine.failure(e)
                 message = f.text + "\n"
                 write(
                     f"\r\n__exception__\r\n{tag}\r\n{message}{len(message.encode())} {tag}"
-                    "\r\n__exception__\r\n".encode()
+                    "\r\n__exception__\r\n".encode(),
+                    last=True,
                 )
                 self.close_connection = True
                 if chunked:

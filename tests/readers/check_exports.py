@@ -79,6 +79,17 @@ What each reader is and what it can tell apart (asserted as far as it can):
        pandas read_parquet    dtypes asserted (uint64, datetime64[ms, UTC], ...).
                               pandas turns a Nullable integer column into float64
                               (NaN for NULL): those values are compared as floats.
+       ClickHouse 26.9        `SELECT * FROM file(path, Parquet)` in chDB
+       file(Parquet)          (clickhouse_parquet.py beside this file, run by the
+                              Python of deploy/clickhouse/current-server.sh's
+                              virtualenv, installed when missing; or
+                              $LOGPORT_TEST_CHDB_PYTHON), default settings. Types
+                              from DESCRIBE asserted exactly: integers keep width and
+                              sign (UInt64, Int8, ...), Float32/Float64, DateTime is
+                              DateTime64(3, 'UTC'), Date Date32, strings (enums, UUIDs,
+                              LowCardinality) String, Nullable(...) exactly for the
+                              Nullable columns; every value (ClickHouse's JSON output:
+                              exact 64-bit integers, shortest round-trip floats).
 
 Compressed parts: pyarrow reads the .gz / .zst file itself (codec from the extension),
 duckdb too (compression='gzip'/'zstd'); pandas is handed pyarrow's decompressed stream
@@ -88,7 +99,7 @@ asked for) are checked on the raw bytes. Float32 columns are compared at float32
 precision (ClickHouse prints the shortest decimal of the float32, e.g. 0.1).
 
 Exit status: 0 every check passed; 1 some failed (each is listed); 2 bad usage;
-3 a required Python module is missing (the message says how to install it).
+3 a required Python module or reader is missing (the message says how to install it).
 """
 
 import csv
@@ -96,6 +107,8 @@ import datetime as dt
 import io
 import json
 import math
+import os
+import subprocess
 import sys
 import traceback
 
@@ -591,6 +604,83 @@ def parquet_pandas(path, cols, ex):
     return list(df.columns), [list(r) for r in df.astype(object).itertuples(index=False, name=None)]
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class ClickHouseFiles:
+    """What ClickHouse 26.9 read from every Parquet file of the spec: one chDB process
+    for all of them (loading the engine takes a second)."""
+
+    version = None
+    files = {}
+
+    @classmethod
+    def load(cls, paths):
+        python = os.environ.get("LOGPORT_TEST_CHDB_PYTHON")
+        if not python:
+            server = os.path.join(HERE, "..", "..", "deploy", "clickhouse", "current-server.sh")
+            got = subprocess.run([server, "python"], capture_output=True, text=True)
+            if got.returncode != 0:
+                print(
+                    "check_exports.py: ClickHouse 26.9 (chdb-core) is missing and "
+                    f"`deploy/clickhouse/current-server.sh python` could not install it:\n"
+                    f"{got.stderr}",
+                    file=sys.stderr,
+                )
+                sys.exit(3)
+            python = got.stdout.strip()
+        got = subprocess.run(
+            [python, os.path.join(HERE, "clickhouse_parquet.py"), *paths],
+            capture_output=True,
+            text=True,
+        )
+        if got.returncode != 0:
+            raise RuntimeError(f"clickhouse_parquet.py failed ({got.returncode}):\n{got.stderr}")
+        doc = json.loads(got.stdout)
+        cls.version, cls.files = doc["version"], doc["files"]
+
+
+def clickhouse_type(col):
+    """The type ClickHouse's Parquet schema inference should give the column."""
+    t = {"Float32": "Float32", "Float64": "Float64", "DateTime": "DateTime64(3, 'UTC')",
+         "Date": "Date32"}.get(col.base)
+    if t is None:
+        t = col.base if col.kind == "int" else "String"
+    return f"Nullable({t})" if col.nullable else t
+
+
+def parquet_clickhouse(path, cols, ex):
+    got = ClickHouseFiles.files.get(path)
+    if got is None:
+        raise Failure(f"{path}: not read by ClickHouse")
+    if "error" in got:
+        raise Failure(f"ClickHouse cannot read {path}: {got['error']}")
+    names = [n for n, _ in got["columns"]]
+    by = {c.name: c for c in cols}
+    bad = [
+        f"{n}: {t} (want {clickhouse_type(by[n])})"
+        for n, t in got["columns"]
+        if n in by and t != clickhouse_type(by[n])
+    ]
+    if bad:
+        raise Failure(f"ClickHouse typed columns wrongly: {', '.join(bad)}")
+    rows = []
+    for r in got["rows"]:
+        row = []
+        for n, v in zip(names, r):
+            c = by.get(n)
+            if c is not None and isinstance(v, str):
+                if c.kind == "datetime":
+                    v = dt.datetime.fromisoformat(v)  # DateTime64(3, 'UTC'): naive UTC
+                elif c.kind == "date":
+                    v = dt.date.fromisoformat(v)
+                elif c.kind in ("float", "float32"):
+                    v = float(v)  # "inf", "-inf", "nan"
+            row.append(v)
+        rows.append(row)
+    return names, rows
+
+
 # A reader: (name, function, expected-value transform for what it cannot represent).
 def pandas_csv_strings(col, v):
     # A quoted "" and an empty unquoted field are the same to pandas.
@@ -646,6 +736,7 @@ READERS = {
         ("pyarrow.parquet", parquet_pyarrow, None),
         ("duckdb.read_parquet", parquet_duckdb, None),
         ("pandas.read_parquet", parquet_pandas, pandas_parquet_nullable_ints),
+        ("clickhouse file(Parquet)", parquet_clickhouse, None),
     ],
 }
 
@@ -717,7 +808,15 @@ def main():
         spec = json.load(f)
     failures = []
     checked = 0
-    print(f"readers: pyarrow {pa.__version__}, duckdb {duckdb.__version__}, pandas {pd.__version__}")
+    parquet = [f for ex in spec["exports"] if ex["format"] == "parquet" for f in ex["files"]]
+    clickhouse = ""
+    if parquet:
+        ClickHouseFiles.load(parquet)
+        clickhouse = f", ClickHouse {ClickHouseFiles.version} (chDB)"
+    print(
+        f"readers: pyarrow {pa.__version__}, duckdb {duckdb.__version__}, "
+        f"pandas {pd.__version__}{clickhouse}"
+    )
     for ex in spec["exports"]:
         ds = spec["datasets"][ex["dataset"]]
         cols = [Col(c["name"], c["type"]) for c in ds["columns"]]

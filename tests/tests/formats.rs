@@ -1,7 +1,7 @@
 //! Export output that BI tools, browsers and caches trust: every format and compression
-//! read back by independent readers (pyarrow, duckdb, pandas — `tests/readers/check_exports.py`),
-//! checksums and manifests, HTTP downloads (ranges, conditionals, HEAD, headers), DELETE,
-//! expiry, the orphan sweep and `evaluate`.
+//! read back by independent readers (pyarrow, duckdb, pandas, and ClickHouse 26.9 for
+//! Parquet — `tests/readers/check_exports.py`), checksums and manifests, HTTP downloads
+//! (ranges, conditionals, HEAD, headers), DELETE, expiry, the orphan sweep and `evaluate`.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -546,7 +546,8 @@ fn decompress(bytes: &[u8], compression: &str) -> Vec<u8> {
 
 /// Runs `tests/readers/check_exports.py` on a spec; fails the test (with the checker's
 /// output) unless every reader agrees with the expected rows. Never skips: a missing
-/// python3 or Python module is a failure that says what to install.
+/// python3, Python module or ClickHouse 26.9 (chdb-core, for Parquet) is a failure
+/// that says what to install.
 fn run_checker(spec_path: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("readers/check_exports.py");
     let out = Command::new("python3")
@@ -565,8 +566,8 @@ fn run_checker(spec_path: &Path) -> String {
     match out.status.code() {
         Some(0) => stdout,
         Some(3) => panic!(
-            "a Python module the export reader checks need is missing (this is a failure, \
-             not a skip):\n{stderr}"
+            "a Python module or reader the export reader checks need is missing (this is \
+             a failure, not a skip):\n{stderr}"
         ),
         _ => panic!(
             "the export readers disagree with the expected rows ({}); spec: {}\n\
@@ -662,8 +663,9 @@ fn with(mut c: Case, suffix: &str, extra: Value) -> Case {
 
 /// Ingests a dataset with every hard value, exports it in every format × compression,
 /// with a BOM, and split by rows and by bytes; downloads every part (sha256 = the job's,
-/// manifest = the parts) and has pyarrow, duckdb and pandas read each file and compare
-/// every value, type and column name with what was ingested.
+/// manifest = the parts) and has pyarrow, duckdb and pandas (and ClickHouse 26.9, for
+/// Parquet) read each file and compare every value, type and column name with what was
+/// ingested.
 #[tokio::test]
 async fn every_format_reads_back_exactly_in_independent_readers() {
     let schemas = schema_dir();
