@@ -108,7 +108,7 @@ async fn wait_for_retention_pass(svc: &Service) {
 }
 
 /// Whether the server has table TTL, as the store decides it (`ServerCaps::ttl` in
-/// `crates/store/src/lib.rs`: 21.x and later).
+/// `crates/store/src/server.rs`: 21.x and later).
 fn server_has_ttl(svc: &Service) -> bool {
     let version = svc.clickhouse("SELECT version()");
     let major: u32 = version.trim().split('.').next().unwrap().parse().unwrap();
