@@ -150,7 +150,7 @@ impl Caller {
     /// Whether one of the tenant's jobs is visible to this caller (its slice and its
     /// app); a job that is not answers 404, like another tenant's.
     pub fn sees_job(&self, job: &Job) -> bool {
-        let app = job.request.get("app_id").and_then(|a| a.as_u64());
+        let app = job.request.app_id;
         self.may_use_slice(&job.slice)
             && match &self.apps {
                 None => true,

@@ -8,6 +8,7 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use logport_catalog::SpecError;
+use logport_export::FilesError;
 use logport_queue::QueueError;
 use logport_store::StoreError;
 use serde::Serialize;
@@ -277,6 +278,8 @@ impl From<QueueError> for ApiError {
             QueueError::IdempotencyConflict => ApiError::Conflict(
                 "this Idempotency-Key was already used with a different request body".into(),
             ),
+            // Our own bug, not the store's failure: a retry would not help.
+            QueueError::Request(e) => ApiError::Internal(e),
             other => {
                 tracing::warn!(error = %other, "job store unavailable");
                 ApiError::Unavailable {
@@ -284,6 +287,46 @@ impl From<QueueError> for ApiError {
                     retry_after: 2,
                 }
             }
+        }
+    }
+}
+
+/// The one mapping of file-store failures, whichever protocol asked: a file that is
+/// not there any more is gone (410; a retry would not bring it back), anything else
+/// is the store being unavailable (503). The store's own message (bucket, path) is
+/// logged, never answered.
+impl From<FilesError> for ApiError {
+    fn from(e: FilesError) -> Self {
+        if e.is_not_found() {
+            tracing::info!(error = %e, "export file not found");
+            return ApiError::Gone("the files of this export are gone".into());
+        }
+        tracing::warn!(error = %e, "object store unavailable");
+        ApiError::Unavailable {
+            detail: "the file store is temporarily unavailable; retry later".into(),
+            retry_after: 5,
+        }
+    }
+}
+
+/// `/v1`'s answer to a limit a new export would pass: a quota is 429 with
+/// `Retry-After` (a later or smaller request may fit), a part cap 422 naming the
+/// member to change.
+impl From<crate::service::Quota> for ApiError {
+    fn from(q: crate::service::Quota) -> Self {
+        use crate::service::Quota::*;
+        let (limit, field, retry_after) = match q {
+            RangeDays { .. } => ("max_range_days", Some("date_until"), 60),
+            Queued { .. } => ("max_queued_per_tenant", None, 30),
+            Rows { .. } => ("max_rows_per_export", None, 60),
+            PartRows { .. } => return ApiError::invalid("part_max_rows", q.detail()),
+            PartBytes { .. } => return ApiError::invalid("part_max_bytes", q.detail()),
+        };
+        ApiError::TooMany {
+            limit,
+            field: field.map(String::from),
+            detail: q.detail(),
+            retry_after,
         }
     }
 }

@@ -10,13 +10,14 @@ pub mod limits;
 pub mod openapi;
 pub mod readiness;
 mod routes;
+pub mod service;
 mod ui;
 mod views;
 
 use std::sync::Arc;
 
 use actix_web::web;
-use logport_catalog::{Catalog, SpecLimits};
+use logport_catalog::Catalog;
 use logport_export::Files;
 use logport_queue::{Clock, IngestKeys, JobStore};
 use logport_store::Store;
@@ -153,7 +154,6 @@ pub struct AppState {
     pub files: Files,
     pub tokens: Tokens,
     pub limits: ApiLimits,
-    pub spec_limits: SpecLimits,
     pub quotas: Quotas,
     pub downloads: Downloads,
     /// Attempts an export gets before it fails for good.

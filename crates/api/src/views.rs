@@ -39,8 +39,7 @@ pub struct JobView<'a> {
     #[schema(value_type = String)]
     pub slice: &'a str,
     /// The request as it runs: every defaulted member filled in.
-    #[schema(value_type = logport_catalog::ExportRequest)]
-    pub request: &'a serde_json::Value,
+    pub request: &'a logport_catalog::ExportRequest,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,

@@ -13,7 +13,7 @@ pub mod value;
 pub use schema::{Catalog, Field, Partition, SchemaError, Slice, TENANT_COLUMN};
 pub use spec::{
     BucketRequest, Compression, DateDimension, ExportRequest, ExportSpec, Filter, FilterOp,
-    FilterRequest, Format, SpecError, SpecLimits,
+    FilterRequest, Format, SpecError,
 };
 pub use types::{ColumnType, TypeFamily};
 pub use value::Value;

@@ -52,8 +52,9 @@ impl SpecError {
     }
 }
 
-/// The body of `POST /v1/exports` (and of evaluate and preview).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// The body of `POST /v1/exports` (and of evaluate and preview). `Default` is an
+/// empty request, to build one member by member (it does not validate as it is).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportRequest {
     /// A slice of `GET /v1/slices` (preview: optional, the path's).
@@ -74,8 +75,8 @@ pub struct ExportRequest {
     pub date_until: String,
     /// `event` (`event_time`, default) or `received` (`received_time`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub date_dimension: Option<String>,
+    #[schema(value_type = Option<String>, nullable = false)]
+    pub date_dimension: Option<DateDimension>,
     /// How dates are read: `UTC` (default), `+03:00`, `Europe/Berlin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -89,12 +90,12 @@ pub struct ExportRequest {
     pub filters: Vec<FilterRequest>,
     /// `csv` (default), `tsv`, `jsonl`, `json` or `parquet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub format: Option<String>,
+    #[schema(value_type = Option<String>, nullable = false)]
+    pub format: Option<Format>,
     /// `none` (default), `gzip` or `zstd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub compression: Option<String>,
+    #[schema(value_type = Option<String>, nullable = false)]
+    pub compression: Option<Compression>,
     /// Split the result into parts of at most this many rows.
     #[serde(
         default,
@@ -204,7 +205,8 @@ pub struct FilterRequest {
     pub field: String,
     /// `eq ne in not_in lt lte gt gte between prefix contains is_null not_null`, as
     /// `GET /v1/slices/{slice}` lists per field.
-    pub op: String,
+    #[schema(value_type = String)]
+    pub op: FilterOp,
     /// The value of a one-value operator, typed as the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<serde_json::Value>, nullable = false)]
@@ -217,6 +219,10 @@ pub struct FilterRequest {
 
 impl ExportRequest {
     /// Parses a request body, naming the offending member on error.
+    ///
+    /// A misspelled name (`"format": "xlsx"`, `"op": "like"`) is well-formed JSON
+    /// that is not acceptable: 422 with the names it may be, as for any other
+    /// unacceptable value, not serde's 400 about an unknown variant.
     pub fn from_json(body: &[u8]) -> Result<Self, SpecError> {
         // serde also reads a struct from a JSON array, member by member in declaration
         // order; a request is an object, so `["clicks", null, …]` is not one.
@@ -226,8 +232,39 @@ impl ExportRequest {
                 detail: "the body must be a JSON object, not an array".into(),
             });
         }
-        parse_json_body(body)
+        parse_json_body(body).map_err(|e| misspelled_name(body, &e).unwrap_or(e))
     }
+}
+
+/// The 422 of a member that names one of a fixed set (format, compression, date
+/// dimension, filter operator) with a string that is none of them, when `e` is the
+/// error serde reported at that member.
+fn misspelled_name(body: &[u8], e: &SpecError) -> Option<SpecError> {
+    let SpecError::Malformed {
+        field: Some(path), ..
+    } = e
+    else {
+        return None;
+    };
+    let names = match path.as_str() {
+        "date_dimension" => names_of(&DateDimension::ALL),
+        "format" => names_of(&Format::ALL),
+        "compression" => names_of(&Compression::ALL),
+        p if p.starts_with("filters[") && p.ends_with("].op") => names_of(&FilterOp::ALL),
+        _ => return None,
+    };
+    // `filters[3].op` → `/filters/3/op`
+    let pointer = format!("/{}", path.replace("].", "/").replace('[', "/"));
+    let value: Json = serde_json::from_slice(body).ok()?;
+    let given = value.pointer(&pointer)?.as_str()?;
+    Some(SpecError::invalid(
+        path.as_str(),
+        format!("`{given}` is not one of {names}"),
+    ))
+}
+
+fn names_of<T>(all: &[(&str, T)]) -> String {
+    all.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }
 
 /// Deserialises a JSON body into `T`, turning serde's message into a problem with the
@@ -255,16 +292,23 @@ pub fn parse_json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T,
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DateDimension {
     /// `event_time`: when it happened.
+    #[default]
     Event,
     /// `received_time`: when Logport received it.
     Received,
 }
 
 impl DateDimension {
+    /// Every dimension under its wire name (as serde spells it).
+    pub const ALL: [(&'static str, DateDimension); 2] = [
+        ("event", DateDimension::Event),
+        ("received", DateDimension::Received),
+    ];
+
     pub fn column(self) -> &'static str {
         match self {
             DateDimension::Event => "event_time",
@@ -273,9 +317,10 @@ impl DateDimension {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    #[default]
     Csv,
     Tsv,
     Jsonl,
@@ -284,6 +329,7 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format under its wire name (as serde spells it).
     pub const ALL: [(&'static str, Format); 5] = [
         ("csv", Format::Csv),
         ("tsv", Format::Tsv),
@@ -293,23 +339,27 @@ impl Format {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, f)| *f == self)
-            .map(|(n, _)| *n)
-            .unwrap_or("csv")
+        match self {
+            Format::Csv => "csv",
+            Format::Tsv => "tsv",
+            Format::Jsonl => "jsonl",
+            Format::Json => "json",
+            Format::Parquet => "parquet",
+        }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
+    #[default]
     None,
     Gzip,
     Zstd,
 }
 
 impl Compression {
+    /// Every compression under its wire name (as serde spells it).
     pub const ALL: [(&'static str, Compression); 3] = [
         ("none", Compression::None),
         ("gzip", Compression::Gzip),
@@ -317,11 +367,11 @@ impl Compression {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, c)| *c == self)
-            .map(|(n, _)| *n)
-            .unwrap_or("none")
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
     }
 }
 
@@ -344,6 +394,7 @@ pub enum FilterOp {
 }
 
 impl FilterOp {
+    /// Every operator under its wire name (as serde spells it).
     pub const ALL: [(&'static str, FilterOp); 13] = [
         ("eq", FilterOp::Eq),
         ("ne", FilterOp::Ne),
@@ -361,11 +412,22 @@ impl FilterOp {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, o)| *o == self)
-            .map(|(n, _)| *n)
-            .unwrap_or("eq")
+        use FilterOp::*;
+        match self {
+            Eq => "eq",
+            Ne => "ne",
+            In => "in",
+            NotIn => "not_in",
+            Lt => "lt",
+            Lte => "lte",
+            Gt => "gt",
+            Gte => "gte",
+            Between => "between",
+            Prefix => "prefix",
+            Contains => "contains",
+            IsNull => "is_null",
+            NotNull => "not_null",
+        }
     }
 
     /// The operators that make sense for a field's type.
@@ -425,14 +487,6 @@ pub struct ExportSpec {
     pub single_file: bool,
 }
 
-/// What this server can do, as far as request validation is concerned. (Per-tenant
-/// quotas such as the longest date range are the API's business, not validity.)
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SpecLimits {
-    /// Formats this build can write.
-    pub parquet: bool,
-}
-
 impl ExportRequest {
     /// Fills every defaulted member, so the stored request says exactly what ran.
     pub fn normalized(&self, catalog: &Catalog) -> ExportRequest {
@@ -442,22 +496,48 @@ impl ExportRequest {
                 r.fields = Some(slice.default_fields().map(|f| f.name.clone()).collect());
             }
         }
-        r.date_dimension.get_or_insert_with(|| "event".into());
+        r.date_dimension.get_or_insert_with(DateDimension::default);
         r.timezone.get_or_insert_with(|| "UTC".into());
-        r.format.get_or_insert_with(|| "csv".into());
-        r.compression.get_or_insert_with(|| "none".into());
+        r.format.get_or_insert_with(Format::default);
+        r.compression.get_or_insert_with(Compression::default);
         r
     }
 
-    pub fn validate(
-        &self,
-        catalog: &Catalog,
-        limits: &SpecLimits,
-    ) -> Result<ExportSpec, SpecError> {
+    /// The spec of this request against the catalog, or the first member that is not
+    /// acceptable. (Per-tenant quotas such as the longest date range are the API's
+    /// business, not validity.)
+    pub fn validate(&self, catalog: &Catalog) -> Result<ExportSpec, SpecError> {
         let slice = catalog
             .slice(&self.slice)
             .ok_or_else(|| SpecError::UnknownSlice(self.slice.clone()))?;
+        let (since, until) = self.time_range()?;
+        let fields = self.checked_fields(slice)?;
+        let filters = self.checked_filters(slice)?;
+        let encoding = self.checked_encoding()?;
+        let bucket = self.checked_bucket()?;
+        Ok(ExportSpec {
+            slice: slice.name.clone(),
+            app_id: self.app_id,
+            dimension: self.date_dimension.unwrap_or_default(),
+            since,
+            until,
+            fields,
+            filters,
+            format: encoding.format,
+            compression: encoding.compression,
+            part_max_rows: self.part_max_rows,
+            part_max_bytes: self.part_max_bytes,
+            utf8_bom: encoding.utf8_bom,
+            csv_excel_safe: encoding.csv_excel_safe,
+            limit: self.limit,
+            json_strings: encoding.json_strings,
+            bucket,
+            single_file: self.single_file.unwrap_or(false),
+        })
+    }
 
+    /// `[since, until)` in Unix seconds, the dates read in the request's time zone.
+    fn time_range(&self) -> Result<(i64, i64), SpecError> {
         let zone = Zone::parse(self.timezone.as_deref().unwrap_or("UTC"))
             .map_err(|d| SpecError::invalid("timezone", d))?;
         let since = parse_bound(&self.date_since, &zone, false)
@@ -473,70 +553,52 @@ impl ExportRequest {
                 ),
             ));
         }
+        Ok((since, until))
+    }
 
-        let dimension = match self.date_dimension.as_deref().unwrap_or("event") {
-            "event" => DateDimension::Event,
-            "received" => DateDimension::Received,
-            other => {
+    /// The fields asked for (the slice's defaults when none are), each once.
+    fn checked_fields(&self, slice: &Slice) -> Result<Vec<String>, SpecError> {
+        let Some(list) = &self.fields else {
+            return Ok(slice.default_fields().map(|f| f.name.clone()).collect());
+        };
+        if list.is_empty() {
+            return Err(SpecError::invalid("fields", "name at least one field"));
+        }
+        let mut out: Vec<String> = Vec::with_capacity(list.len());
+        for (i, name) in list.iter().enumerate() {
+            if slice.field(name).is_none() {
+                return Err(unknown_field(slice, &format!("fields[{i}]"), name));
+            }
+            if out.contains(name) {
                 return Err(SpecError::invalid(
-                    "date_dimension",
-                    format!("`{other}` is not one of event, received"),
-                ))
+                    format!("fields[{i}]"),
+                    format!("`{name}` is listed twice"),
+                ));
             }
-        };
+            out.push(name.clone());
+        }
+        Ok(out)
+    }
 
-        let fields = match &self.fields {
-            None => slice.default_fields().map(|f| f.name.clone()).collect(),
-            Some(list) => {
-                if list.is_empty() {
-                    return Err(SpecError::invalid("fields", "name at least one field"));
-                }
-                let mut out: Vec<String> = Vec::with_capacity(list.len());
-                for (i, name) in list.iter().enumerate() {
-                    if slice.field(name).is_none() {
-                        return Err(unknown_field(slice, &format!("fields[{i}]"), name));
-                    }
-                    if out.contains(name) {
-                        return Err(SpecError::invalid(
-                            format!("fields[{i}]"),
-                            format!("`{name}` is listed twice"),
-                        ));
-                    }
-                    out.push(name.clone());
-                }
-                out
-            }
-        };
-
+    fn checked_filters(&self, slice: &Slice) -> Result<Vec<Filter>, SpecError> {
         if self.filters.len() > MAX_FILTERS {
             return Err(SpecError::invalid(
                 "filters",
                 format!("at most {MAX_FILTERS} filters"),
             ));
         }
-        let filters = self
-            .filters
+        self.filters
             .iter()
             .enumerate()
             .map(|(i, f)| validate_filter(slice, i, f))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect()
+    }
 
-        let format = pick(
-            &Format::ALL,
-            self.format.as_deref().unwrap_or("csv"),
-            "format",
-        )?;
-        if format == Format::Parquet && !limits.parquet {
-            return Err(SpecError::invalid(
-                "format",
-                "parquet is not available on this server yet",
-            ));
-        }
-        let compression = pick(
-            &Compression::ALL,
-            self.compression.as_deref().unwrap_or("none"),
-            "compression",
-        )?;
+    /// How the file is written: format, compression, part sizes and the options that
+    /// apply to some formats only.
+    fn checked_encoding(&self) -> Result<Encoding, SpecError> {
+        let format = self.format.unwrap_or_default();
+        let compression = self.compression.unwrap_or_default();
         if format == Format::Parquet && compression != Compression::None {
             return Err(SpecError::invalid(
                 "compression",
@@ -552,15 +614,16 @@ impl ExportRequest {
                 "must be at least 1024",
             ));
         }
+        let text = matches!(format, Format::Csv | Format::Tsv);
         let utf8_bom = self.utf8_bom.unwrap_or(false);
-        if utf8_bom && !matches!(format, Format::Csv | Format::Tsv) {
+        if utf8_bom && !text {
             return Err(SpecError::invalid(
                 "utf8_bom",
                 "a byte order mark applies to csv and tsv only",
             ));
         }
         let csv_excel_safe = self.csv_excel_safe.unwrap_or(false);
-        if csv_excel_safe && !matches!(format, Format::Csv | Format::Tsv) {
+        if csv_excel_safe && !text {
             return Err(SpecError::invalid(
                 "csv_excel_safe",
                 "formula neutralisation applies to csv and tsv only",
@@ -576,58 +639,41 @@ impl ExportRequest {
                 "string values apply to json and jsonl only",
             ));
         }
-        let bucket = match self.bucket {
-            None => None,
-            Some(b) if b.count == 0 || b.count > MAX_BUCKETS => {
-                return Err(SpecError::invalid(
-                    "bucket.count",
-                    format!("must be 1 to {MAX_BUCKETS}"),
-                ))
-            }
-            Some(b) if b.number >= b.count => {
-                return Err(SpecError::invalid(
-                    "bucket.number",
-                    format!("must be 0 to {} (below bucket.count)", b.count - 1),
-                ))
-            }
-            // One bucket is the whole result.
-            Some(b) if b.count == 1 => None,
-            Some(b) => Some((b.count, b.number)),
-        };
-
-        Ok(ExportSpec {
-            slice: slice.name.clone(),
-            app_id: self.app_id,
-            dimension,
-            since,
-            until,
-            fields,
-            filters,
+        Ok(Encoding {
             format,
             compression,
-            part_max_rows: self.part_max_rows,
-            part_max_bytes: self.part_max_bytes,
             utf8_bom,
             csv_excel_safe,
-            limit: self.limit,
             json_strings,
-            bucket,
-            single_file: self.single_file.unwrap_or(false),
         })
+    }
+
+    /// `(count, number)` of a bucket that is not the whole result.
+    fn checked_bucket(&self) -> Result<Option<(u32, u32)>, SpecError> {
+        match self.bucket {
+            None => Ok(None),
+            Some(b) if b.count == 0 || b.count > MAX_BUCKETS => Err(SpecError::invalid(
+                "bucket.count",
+                format!("must be 1 to {MAX_BUCKETS}"),
+            )),
+            Some(b) if b.number >= b.count => Err(SpecError::invalid(
+                "bucket.number",
+                format!("must be 0 to {} (below bucket.count)", b.count - 1),
+            )),
+            // One bucket is the whole result.
+            Some(b) if b.count == 1 => Ok(None),
+            Some(b) => Ok(Some((b.count, b.number))),
+        }
     }
 }
 
-fn pick<T: Copy>(all: &[(&str, T)], name: &str, field: &str) -> Result<T, SpecError> {
-    all.iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            let names: Vec<_> = all.iter().map(|(n, _)| *n).collect();
-            SpecError::invalid(
-                field,
-                format!("`{name}` is not one of {}", names.join(", ")),
-            )
-        })
+/// The checked encoding members of a request.
+struct Encoding {
+    format: Format,
+    compression: Compression,
+    utf8_bom: bool,
+    csv_excel_safe: bool,
+    json_strings: bool,
 }
 
 fn unknown_field(slice: &Slice, at: &str, name: &str) -> SpecError {
@@ -676,7 +722,7 @@ fn validate_filter(slice: &Slice, i: usize, f: &FilterRequest) -> Result<Filter,
             format!("`{}` cannot be filtered on", f.field),
         ));
     }
-    let op = pick(&FilterOp::ALL, &f.op, &at("op"))?;
+    let op = f.op;
     let valid = FilterOp::valid_for(&field.ty);
     if !valid.contains(&op) {
         let names: Vec<_> = valid.iter().map(|o| o.name()).collect();
@@ -821,7 +867,7 @@ default = false
 
     fn req(v: Json) -> Result<ExportSpec, SpecError> {
         let r = ExportRequest::from_json(v.to_string().as_bytes())?;
-        r.validate(&catalog(), &SpecLimits::default())
+        r.validate(&catalog())
     }
 
     fn base() -> Json {
@@ -902,7 +948,6 @@ default = false
         );
         assert_eq!(err_field(with(json!({"timezone": "Nowhere"}))), "timezone");
         assert_eq!(err_field(with(json!({"format": "xls"}))), "format");
-        assert_eq!(err_field(with(json!({"format": "parquet"}))), "format");
         assert_eq!(
             err_field(with(json!({"compression": "rar"}))),
             "compression"
@@ -1055,11 +1100,76 @@ default = false
     fn normalized_fills_defaults() {
         let r: ExportRequest = serde_json::from_value(base()).unwrap();
         let n = r.normalized(&catalog());
-        assert_eq!(n.format.as_deref(), Some("csv"));
+        assert_eq!(n.format, Some(Format::Csv));
         assert_eq!(n.fields.as_ref().unwrap().len(), 4);
+        assert_eq!(n.validate(&catalog()), r.validate(&catalog()));
+    }
+
+    #[test]
+    fn names_are_spelled_as_serde_spells_them() {
+        fn check<T>(all: &[(&str, T)], name: fn(T) -> &'static str)
+        where
+            T: Copy + PartialEq + std::fmt::Debug + Serialize + serde::de::DeserializeOwned,
+        {
+            for (n, v) in all {
+                assert_eq!(name(*v), *n);
+                assert_eq!(serde_json::to_value(v).unwrap(), json!(n));
+                assert_eq!(serde_json::from_value::<T>(json!(n)).unwrap(), *v);
+            }
+        }
+        check(&Format::ALL, Format::name);
+        check(&Compression::ALL, Compression::name);
+        check(&FilterOp::ALL, FilterOp::name);
+        check(&DateDimension::ALL, |d| match d {
+            DateDimension::Event => "event",
+            DateDimension::Received => "received",
+        });
+    }
+
+    #[test]
+    fn misspelled_names_are_unacceptable_values_not_malformed_bodies() {
+        let invalid = |v: Json| match req(v) {
+            Err(SpecError::Invalid { field, detail }) => (field, detail),
+            other => panic!("{other:?}"),
+        };
         assert_eq!(
-            n.validate(&catalog(), &SpecLimits::default()),
-            r.validate(&catalog(), &SpecLimits::default())
+            invalid(with(json!({"format": "xlsx"}))),
+            (
+                "format".into(),
+                "`xlsx` is not one of csv, tsv, jsonl, json, parquet".into()
+            )
+        );
+        assert_eq!(invalid(with(json!({"format": "CSV"}))).0, "format");
+        assert_eq!(
+            invalid(with(json!({"compression": "rar"}))).1,
+            "`rar` is not one of none, gzip, zstd"
+        );
+        assert_eq!(
+            invalid(with(json!({"date_dimension": "arrival"}))).1,
+            "`arrival` is not one of event, received"
+        );
+        let filters = json!([{"field": "cost", "op": "gt", "value": 0},
+            {"field": "cost", "op": "like", "value": 1}]);
+        let (field, detail) = invalid(with(json!({ "filters": filters })));
+        assert_eq!(field, "filters[1].op");
+        assert!(
+            detail.starts_with("`like` is not one of eq, ne, in, not_in,"),
+            "{detail}"
+        );
+        // Not a string at all: the body is malformed, as before.
+        for bad in [
+            json!({"format": 5}),
+            json!({"filters": [{"field": "cost", "op": 1}]}),
+        ] {
+            assert!(
+                matches!(req(with(bad.clone())), Err(SpecError::Malformed { .. })),
+                "{bad}"
+            );
+        }
+        // Parquet is always available.
+        assert_eq!(
+            req(with(json!({"format": "parquet"}))).unwrap().format,
+            Format::Parquet
         );
     }
 }

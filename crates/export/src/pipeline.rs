@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use logport_catalog::{time, Catalog, Compression, ExportRequest, ExportSpec, Format, SpecLimits};
+use logport_catalog::{time, Catalog, Compression, ExportSpec, Format};
 use logport_queue::{Job, JobStore, Lease, Part, Progress};
 use logport_store::{BatchStream, Bounds, ByteStream, Encoding, Selection, Store};
 use object_store::buffered::BufWriter;
@@ -73,7 +73,7 @@ pub struct Manifest<'a> {
     pub format: &'a str,
     pub compression: &'a str,
     pub fields: &'a [String],
-    pub request: &'a serde_json::Value,
+    pub request: &'a logport_catalog::ExportRequest,
     /// Rows received after this instant are not in the export.
     pub watermark: String,
     pub created_at: String,
@@ -111,7 +111,6 @@ pub struct Exporter {
     pub store: Store,
     pub files: Files,
     pub catalog: Arc<Catalog>,
-    pub limits: SpecLimits,
     /// Parallel reads of a large export (one part each); 1 reads sequentially.
     pub parallelism: usize,
     /// Fewest rows worth reading in parallel.
@@ -199,11 +198,8 @@ impl Sink<'_, '_> {
 impl Exporter {
     /// Validates a stored request again against today's catalog.
     pub fn spec_of(&self, job: &Job) -> Result<ExportSpec, ExportError> {
-        let request: ExportRequest = serde_json::from_value(job.request.clone()).map_err(|e| {
-            ExportError::InvalidRequest(format!("stored request does not parse: {e}"))
-        })?;
-        request
-            .validate(&self.catalog, &self.limits)
+        job.request
+            .validate(&self.catalog)
             .map_err(|e| ExportError::InvalidRequest(e.to_string()))
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use logport_api::{ApiLimits, AppState, Downloads, Quotas, Tokens};
-use logport_catalog::{Catalog, SpecLimits};
+use logport_catalog::Catalog;
 use logport_export::{Exporter, Files, WorkerConfig, Workers};
 use logport_queue::{Clock, SystemClock};
 use logport_store::{
@@ -282,7 +282,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         per_second: f64::from(raw.auth_failures_per_minute) / 60.0,
         burst: raw.auth_failure_burst,
     });
-    let spec_limits = SpecLimits { parquet: true };
 
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
@@ -290,7 +289,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         store: store.clone(),
         files: files.clone(),
         catalog: Arc::clone(&catalog),
-        limits: spec_limits,
         parallelism: raw.export_parallelism,
         parallel_min_rows: raw.export_parallel_min_rows,
         max_parts: raw.export_max_parts,
@@ -400,7 +398,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             preview_max_bytes: raw.preview_max_bytes,
             export_max_parts: raw.export_max_parts,
         },
-        spec_limits,
         quotas: Quotas {
             max_queued_per_tenant: raw.max_queued_per_tenant,
             max_range_days: raw.max_range_days,

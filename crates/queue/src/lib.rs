@@ -15,6 +15,7 @@ pub mod tokens;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use logport_catalog::ExportRequest;
 use serde::Serialize;
 
 pub use ingest_keys::{IngestKey, IngestKeys, KeyedIngest};
@@ -126,7 +127,7 @@ pub struct Job {
     pub slice: String,
     pub status: JobStatus,
     /// The normalised export request, as the client will see it.
-    pub request: serde_json::Value,
+    pub request: ExportRequest,
     pub idempotency_key: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -169,7 +170,7 @@ pub struct Lease {
 pub struct NewJob {
     pub tenant: String,
     pub slice: String,
-    pub request: serde_json::Value,
+    pub request: ExportRequest,
     pub idempotency_key: Option<String>,
     pub max_attempts: u32,
     /// The app the export reads (`None`: every app), so quotas can count per app.
@@ -247,6 +248,9 @@ pub enum QueueError {
     IdempotencyConflict,
     #[error("unsupported job store URL `{0}`; use sqlite://PATH or postgres://…")]
     BadUrl(String),
+    /// A request that cannot be written as JSON (a bug, not the store's failure).
+    #[error("export request cannot be stored: {0}")]
+    Request(String),
 }
 
 impl From<sqlx::Error> for QueueError {
@@ -469,12 +473,28 @@ impl Clock for ManualClock {
     }
 }
 
-/// A stable digest of a request body, for idempotency comparisons.
-pub fn request_hash(request: &serde_json::Value) -> String {
+/// The text a request is stored as: its JSON with members in name order, which is
+/// what jobs stored while the request was an untyped `serde_json::Value` hold (its
+/// maps are ordered by key), so rows of either era read back and hash alike.
+pub fn request_text(request: &ExportRequest) -> Result<String, QueueError> {
+    serde_json::to_value(request)
+        .map(|v| v.to_string())
+        .map_err(|e| QueueError::Request(e.to_string()))
+}
+
+/// A stored request, read back.
+pub fn parse_request(text: &str) -> Result<ExportRequest, QueueError> {
+    serde_json::from_str(text)
+        .map_err(|e| QueueError::Backend(format!("stored request does not parse: {e}")))
+}
+
+/// A stable digest of a request, for idempotency comparisons: the SHA-256 of its
+/// stored text, so a retry matches a job stored before the request was typed.
+pub fn request_hash(request: &ExportRequest) -> Result<String, QueueError> {
     use sha2::Digest;
-    // serde_json's maps are ordered (BTreeMap) unless preserve_order is on, so the
-    // text of equal values is equal.
-    hex::encode(sha2::Sha256::digest(request.to_string().as_bytes()))
+    Ok(hex::encode(sha2::Sha256::digest(
+        request_text(request)?.as_bytes(),
+    )))
 }
 
 /// `text` with the password of every URL in it masked: `postgres://user:secret@host/db`
@@ -572,6 +592,57 @@ mod tests {
         ] {
             assert_eq!(redact_urls(text), want, "{text}");
         }
+    }
+
+    /// A request as the API stored it while `Job.request` was untyped JSON: the text
+    /// of a `serde_json::Value` (members in name order), and the SHA-256 of that text
+    /// as its idempotency hash.
+    const OLD_TEXT: &str = r#"{"app_id":42,"bucket":{"count":4,"number":1},"compression":"zstd","date_dimension":"received","date_since":"2026-11-01","date_until":"2026-11-07 12:00:00","fields":["click_id","cost","country_code"],"filters":[{"field":"cost","op":"gt","value":0.5},{"field":"country_code","op":"not_in","values":["US","DE"]},{"field":"sub1","op":"is_null"}],"format":"jsonl","json_strings":true,"limit":10,"part_max_rows":1000,"single_file":true,"slice":"clicks","timezone":"Europe/Berlin"}"#;
+    const OLD_HASH: &str = "00406a1474badc284961a20e646eb7ad901434fca953d0b83002399e08e79c5d";
+
+    #[test]
+    fn typed_requests_keep_the_stored_text_and_hash_of_untyped_ones() {
+        use logport_catalog::{Compression, DateDimension, FilterOp, Format};
+        let request = parse_request(OLD_TEXT).unwrap();
+        assert_eq!(request.format, Some(Format::Jsonl));
+        assert_eq!(request.compression, Some(Compression::Zstd));
+        assert_eq!(request.date_dimension, Some(DateDimension::Received));
+        assert_eq!(request.filters[1].op, FilterOp::NotIn);
+        assert_eq!(request_text(&request).unwrap(), OLD_TEXT);
+        assert_eq!(request_hash(&request).unwrap(), OLD_HASH);
+        // Built as a value (as the compat protocols do), the same request is the same.
+        let built = ExportRequest {
+            slice: "clicks".into(),
+            app_id: Some(42),
+            date_since: "2026-11-01".into(),
+            date_until: "2026-11-07 12:00:00".into(),
+            date_dimension: Some(DateDimension::Received),
+            timezone: Some("Europe/Berlin".into()),
+            fields: Some(vec![
+                "click_id".into(),
+                "cost".into(),
+                "country_code".into(),
+            ]),
+            filters: request.filters.clone(),
+            format: Some(Format::Jsonl),
+            compression: Some(Compression::Zstd),
+            part_max_rows: Some(1000),
+            part_max_bytes: None,
+            utf8_bom: None,
+            csv_excel_safe: None,
+            limit: Some(10),
+            json_strings: Some(true),
+            bucket: Some(logport_catalog::BucketRequest {
+                count: 4,
+                number: 1,
+            }),
+            single_file: Some(true),
+        };
+        assert_eq!(request_hash(&built).unwrap(), OLD_HASH);
+        assert!(matches!(
+            parse_request(r#"{"slice":"clicks","format":"xls"}"#),
+            Err(QueueError::Backend(_))
+        ));
     }
 
     #[test]

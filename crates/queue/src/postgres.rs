@@ -91,8 +91,7 @@ fn job_from_row(r: &PgRow) -> Result<Job, QueueError> {
         tenant: r.try_get("tenant")?,
         slice: r.try_get("slice")?,
         status,
-        request: serde_json::from_str(&request)
-            .map_err(|e| QueueError::Backend(format!("stored request is not JSON: {e}")))?,
+        request: crate::parse_request(&request)?,
         idempotency_key: r.try_get("idempotency_key")?,
         created_at: r.try_get("created_at")?,
         started_at: r.try_get("started_at")?,
@@ -130,7 +129,7 @@ fn fenced<'q>(
 impl JobStore for PostgresJobStore {
     async fn create(&self, new: NewJob, now: i64) -> Result<Created, QueueError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let hash = crate::request_hash(&new.request);
+        let hash = crate::request_hash(&new.request)?;
         let row = sqlx::query(
             "INSERT INTO jobs (id, tenant, slice, status, request, request_hash, idempotency_key,
                  created_at, updated_at, run_after, watermark, attempts, max_attempts,
@@ -142,7 +141,7 @@ impl JobStore for PostgresJobStore {
         .bind(&id)
         .bind(&new.tenant)
         .bind(&new.slice)
-        .bind(new.request.to_string())
+        .bind(crate::request_text(&new.request)?)
         .bind(&hash)
         .bind(&new.idempotency_key)
         .bind(now)

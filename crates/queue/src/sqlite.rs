@@ -124,8 +124,7 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, QueueError> {
         tenant: r.try_get("tenant")?,
         slice: r.try_get("slice")?,
         status,
-        request: serde_json::from_str(&request)
-            .map_err(|e| QueueError::Backend(format!("stored request is not JSON: {e}")))?,
+        request: crate::parse_request(&request)?,
         idempotency_key: r.try_get("idempotency_key")?,
         created_at: r.try_get("created_at")?,
         started_at: r.try_get("started_at")?,
@@ -159,8 +158,8 @@ fn fenced<'q>(
 impl JobStore for SqliteJobStore {
     async fn create(&self, new: NewJob, now: i64) -> Result<Created, QueueError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let hash = crate::request_hash(&new.request);
-        let request = new.request.to_string();
+        let hash = crate::request_hash(&new.request)?;
+        let request = crate::request_text(&new.request)?;
         // A unique index on (tenant, idempotency_key) decides races between duplicates.
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, tenant, slice, status, request, request_hash, idempotency_key,

@@ -289,7 +289,7 @@ fn filter_sql(f: &Filter) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use logport_catalog::{Catalog, ExportRequest, SpecLimits};
+    use logport_catalog::{Catalog, ExportRequest};
 
     const SCHEMA: &str = r#"
 name = "clicks"
@@ -313,7 +313,7 @@ default = true
                 "filters":[{"field":"country","op":"in","values":["US","x') OR 1=1 --"]}]}"#,
         )
         .unwrap();
-        let spec = req.validate(&catalog, &SpecLimits::default()).unwrap();
+        let spec = req.validate(&catalog).unwrap();
         let sel = Selection {
             database: "logport",
             slice: catalog.slice("clicks").unwrap(),
@@ -344,7 +344,7 @@ default = true
                 "bucket":{"count":3,"number":2}}"#,
         )
         .unwrap();
-        let spec = req.validate(&catalog, &SpecLimits::default()).unwrap();
+        let spec = req.validate(&catalog).unwrap();
         let sel = Selection {
             database: "logport",
             slice: catalog.slice("clicks").unwrap(),
@@ -378,7 +378,7 @@ default = true
                 "fields":["country","app_id"],"format":"csv","csv_excel_safe":true}"#,
         )
         .unwrap();
-        let spec = req.validate(&catalog, &SpecLimits::default()).unwrap();
+        let spec = req.validate(&catalog).unwrap();
         let sel = Selection {
             database: "logport",
             slice: catalog.slice("clicks").unwrap(),

@@ -16,9 +16,7 @@ use arrow_array::types::{
 use arrow_array::Array;
 use arrow_schema::{DataType, TimeUnit};
 use logport_catalog::ingest::{parse_line, LineEncoder, RowSink};
-use logport_catalog::{
-    time, Catalog, ColumnType, ExportRequest, ExportSpec, Format, SpecLimits, Value,
-};
+use logport_catalog::{time, Catalog, ColumnType, ExportRequest, ExportSpec, Format, Value};
 use logport_store::{
     Bounds, Encoding, IngestBlock, RetentionPolicy, Selection, Slice, Store, StoreConfig,
 };
@@ -293,7 +291,7 @@ impl Db {
     fn spec(&self, request: Json) -> ExportSpec {
         ExportRequest::from_json(request.to_string().as_bytes())
             .expect("request")
-            .validate(&self.catalog, &SpecLimits { parquet: true })
+            .validate(&self.catalog)
             .expect("valid request")
     }
 

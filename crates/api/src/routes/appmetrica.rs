@@ -40,16 +40,21 @@
 //! - The job's file is one part (no part limits are set), streamed as the 200 body;
 //!   `Accept-Encoding: gzip` compresses it on the fly (the routes' `Compress`).
 
+use std::collections::BTreeMap;
+
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use logport_catalog::{ExportRequest, ExportSpec, SpecError};
-use logport_queue::{Created, FingerprintedJob, Job, JobStatus, NewJob, Progress, Scope};
+use actix_web::{web, HttpRequest, HttpResponse};
+use logport_catalog::{
+    BucketRequest, DateDimension, ExportRequest, ExportSpec, FilterOp, FilterRequest, Format,
+    SpecError,
+};
+use logport_queue::{FingerprintedJob, Job, JobStatus, Progress, Scope};
 use serde_json::{json, Value as Json};
 
-use super::compat::{self, AuthFailure, Params};
+use super::compat::{self, AuthFailure, Params, Wire, WireError};
 use super::param;
-use crate::activity;
 use crate::error::ApiError;
+use crate::service::{self, Dedup, Quota};
 use crate::AppState;
 
 /// Queued or running requests one app may have (AppMetrica's quota).
@@ -72,111 +77,32 @@ const RESERVED: [&str; 9] = [
     "part_number",
 ];
 
-/// An AppMetrica error: a status and a `text/plain` sentence.
+/// AppMetrica's errors: a status and a `text/plain` sentence.
 #[derive(Debug)]
-pub struct TextError {
-    status: StatusCode,
-    text: String,
-    retry_after: Option<u32>,
-}
+pub struct AppMetrica;
 
-impl TextError {
-    fn new(status: StatusCode, text: impl Into<String>) -> Self {
-        TextError {
-            status,
-            text: text.into(),
-            retry_after: None,
-        }
+pub type TextError = WireError<AppMetrica>;
+
+impl Wire for AppMetrica {
+    fn unauthenticated(f: &AuthFailure) -> Option<TextError> {
+        let text = match f {
+            AuthFailure::Missing => "Authorization required: send Authorization: OAuth <token>",
+            AuthFailure::Invalid(_) => "Invalid OAuth token",
+            _ => return None,
+        };
+        Some(TextError::new(StatusCode::UNAUTHORIZED, text))
     }
 
-    fn bad(text: impl Into<String>) -> Self {
-        TextError::new(StatusCode::BAD_REQUEST, text)
-    }
-
-    /// A request that is not authenticated, in AppMetrica's words.
-    fn auth(f: AuthFailure) -> Self {
-        match f {
-            AuthFailure::Missing => TextError::new(
-                StatusCode::UNAUTHORIZED,
-                "Authorization required: send Authorization: OAuth <token>",
-            ),
-            AuthFailure::Invalid(_) => {
-                TextError::new(StatusCode::UNAUTHORIZED, "Invalid OAuth token")
-            }
-            other => ApiError::from(other).into(),
-        }
-    }
-}
-
-impl std::fmt::Display for TextError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl ResponseError for TextError {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut resp = HttpResponse::build(self.status);
+    fn render(e: &TextError) -> HttpResponse {
+        let mut resp = HttpResponse::build(e.status);
         resp.content_type("text/plain; charset=utf-8");
-        if let Some(s) = self.retry_after {
+        if let Some(s) = e.retry_after {
             resp.insert_header((header::RETRY_AFTER, s.to_string()));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if e.status == StatusCode::UNAUTHORIZED {
             resp.insert_header((header::WWW_AUTHENTICATE, "OAuth realm=\"logport\""));
         }
-        resp.body(self.text.clone())
-    }
-}
-
-/// Failures of the backends (and internal ones), as `/v1` classifies them.
-impl From<ApiError> for TextError {
-    fn from(e: ApiError) -> Self {
-        let retry_after = match &e {
-            ApiError::Unavailable { retry_after, .. } | ApiError::TooMany { retry_after, .. } => {
-                Some(*retry_after)
-            }
-            _ => None,
-        };
-        // ApiError's own rendering logs internal errors; its text is safe to show.
-        let text = match &e {
-            ApiError::Internal(inner) => {
-                tracing::error!(error = %inner, "internal error");
-                "Internal server error".to_string()
-            }
-            other => other.to_string(),
-        };
-        TextError {
-            status: e.status_code(),
-            text,
-            retry_after,
-        }
-    }
-}
-
-impl From<logport_queue::QueueError> for TextError {
-    fn from(e: logport_queue::QueueError) -> Self {
-        ApiError::from(e).into()
-    }
-}
-
-impl From<logport_store::StoreError> for TextError {
-    fn from(e: logport_store::StoreError) -> Self {
-        ApiError::from(e).into()
-    }
-}
-
-impl From<logport_export::FilesError> for TextError {
-    fn from(e: logport_export::FilesError) -> Self {
-        tracing::warn!(error = %e, "object store unavailable");
-        TextError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            text: "The file store is temporarily unavailable; retry later".into(),
-            retry_after: Some(5),
-        }
+        resp.body(e.message.clone())
     }
 }
 
@@ -312,14 +238,11 @@ pub async fn export(
             )
         })?;
     let (request, undated) = export_request(&state, slice, ext, &params)?;
-    let spec = request
-        .validate(&state.catalog, &state.spec_limits)
-        .map_err(spec_error)?;
+    let spec = request.validate(&state.catalog).map_err(spec_error)?;
     let app_id = spec.app_id.unwrap_or_default();
     caller.require_slice(&spec.slice)?;
     caller.require_app(Some(app_id), "application_id")?;
-    let normalized = request.normalized(&state.catalog);
-    let fingerprint = fingerprint(&normalized);
+    let fingerprint = fingerprint(&request.normalized(&state.catalog))?;
     let now = state.clock.now_ms();
 
     let found = state
@@ -360,37 +283,16 @@ pub async fn export(
         }
         Decision::Start => {
             check_quotas(&state, &tenant, app_id, &spec, undated).await?;
-            let (_, bytes) = compat::estimate(&state, &tenant, &spec).await?;
+            let (_, bytes) = service::estimate(&state, &tenant, &spec).await?;
             let max = state.compat.max_response_bytes;
             if bytes > max {
                 return Err(too_large(bytes, max));
             }
-            let normalized =
-                serde_json::to_value(&normalized).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let created = state
-                .jobs
-                .create(
-                    NewJob {
-                        tenant: tenant.clone(),
-                        slice: spec.slice.clone(),
-                        request: normalized,
-                        idempotency_key: None,
-                        max_attempts: state.max_attempts,
-                        app_id: Some(app_id),
-                        fingerprint: Some(fingerprint),
-                    },
-                    now,
-                )
-                .await?;
-            state.wake.notify_one();
-            tracing::info!(%tenant, job_id = %created.job().id, slice = %spec.slice, app_id, "appmetrica export queued");
-            if let Created::New(job) = &created {
-                activity::record(
-                    &state,
-                    &caller,
-                    super::exports::export_created(job, Some(app_id)),
-                );
-            }
+            let dedup = Dedup {
+                idempotency_key: None,
+                fingerprint: Some(fingerprint),
+            };
+            service::submit(&state, &caller, &request, &spec, dedup).await?;
             Ok(wait(None))
         }
     }
@@ -477,7 +379,8 @@ async fn serve(
     Ok(resp)
 }
 
-/// The quotas a new job must fit.
+/// The quotas a new job must fit: the tenant's date range (unless undated) and queue,
+/// and AppMetrica's own per-app limit, in AppMetrica's words.
 async fn check_quotas(
     state: &AppState,
     tenant: &str,
@@ -485,33 +388,32 @@ async fn check_quotas(
     spec: &ExportSpec,
     undated: bool,
 ) -> Result<(), TextError> {
-    let days = compat::days_covered(spec);
-    let max_days = i64::from(state.quotas.max_range_days);
-    if days > max_days && !undated {
-        return Err(TextError::bad(format!(
-            "The date range covers {days} days; at most {max_days} are allowed"
-        )));
+    if let Some(Quota::RangeDays { days, max }) = service::check_range(state, spec) {
+        if !undated {
+            return Err(TextError::bad(format!(
+                "The date range covers {days} days; at most {max} are allowed"
+            )));
+        }
     }
     if state.jobs.count_pending_for_app(tenant, app_id).await? >= MAX_PENDING_PER_APP {
-        return Err(TextError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            text: format!(
+        return Err(TextError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
                 "There are already {MAX_PENDING_PER_APP} enqueued queries for given \
                  application_id. Wait until they are completed."
             ),
-            retry_after: Some(30),
-        });
+        )
+        .retry_after(30));
     }
-    let queued = state.jobs.count_queued(tenant).await?;
-    if queued >= state.quotas.max_queued_per_tenant {
-        return Err(TextError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            text: format!(
+    if let Some(Quota::Queued { queued, .. }) = service::check_queue(state, tenant).await? {
+        return Err(TextError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
                 "There are already {queued} enqueued queries for this account. \
                  Wait until they are completed."
             ),
-            retry_after: Some(30),
-        });
+        )
+        .retry_after(30));
     }
     Ok(())
 }
@@ -526,12 +428,12 @@ fn spec_error(e: SpecError) -> TextError {
 }
 
 /// Same normalised request, same fingerprint.
-fn fingerprint(normalized: &ExportRequest) -> String {
+fn fingerprint(normalized: &ExportRequest) -> Result<String, ApiError> {
     use sha2::Digest;
-    let text = serde_json::to_string(normalized).unwrap_or_default();
-    hex::encode(sha2::Sha256::digest(
+    let text = serde_json::to_string(normalized).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(hex::encode(sha2::Sha256::digest(
         format!("appmetrica-v1\n{text}").as_bytes(),
-    ))
+    )))
 }
 
 /// The export request an AppMetrica query string stands for, and whether it came
@@ -581,8 +483,8 @@ fn export_request(
         }
     }
     let dimension = match params.first("date_dimension").unwrap_or("default") {
-        "default" => "event",
-        "receive" => "received",
+        "default" => DateDimension::Event,
+        "receive" => DateDimension::Received,
         other => {
             return Err(TextError::bad(format!(
                 "Parameter `date_dimension` must be default or receive, not `{other}`"
@@ -604,81 +506,86 @@ fn export_request(
     };
     let bucket = match (number("parts_count")?, number("part_number")?) {
         (None, None) => None,
-        (Some(count), number) => {
-            let number = number.unwrap_or(0);
-            if count == 0
-                || number >= count
-                || count > u64::from(logport_catalog::spec::MAX_BUCKETS)
-            {
-                return Err(TextError::bad(format!(
-                    "part_number must be below parts_count, and parts_count 1 to {}",
-                    logport_catalog::spec::MAX_BUCKETS
-                )));
-            }
-            Some(json!({"count": count, "number": number}))
-        }
+        (Some(count), number) => Some(bucket(count, number.unwrap_or(0))?),
         (None, Some(_)) => {
             return Err(TextError::bad(
                 "Parameter `part_number` needs `parts_count`",
             ))
         }
     };
-    // Filters: every other parameter names a field. Sorted, so the order of the
-    // parameters does not change the request's fingerprint.
-    let mut filters: std::collections::BTreeMap<&str, Vec<Json>> = Default::default();
+    let json = ext == "json";
+    let request = ExportRequest {
+        slice: slice_name.to_string(),
+        app_id: Some(app_id),
+        date_since: date_since.to_string(),
+        date_until: date_until.to_string(),
+        date_dimension: Some(dimension),
+        fields: Some(fields),
+        filters: filters(slice, params)?,
+        format: Some(if json { Format::Json } else { Format::Csv }),
+        limit: number("limit")?,
+        utf8_bom: (bom && !json).then_some(true),
+        json_strings: json.then_some(true),
+        bucket,
+        // The answer is one file, served whole.
+        single_file: Some(true),
+        ..ExportRequest::default()
+    };
+    Ok((request, undated))
+}
+
+/// `parts_count` and `part_number` as a bucket of the result.
+fn bucket(count: u64, number: u64) -> Result<BucketRequest, TextError> {
+    let max = logport_catalog::spec::MAX_BUCKETS;
+    let fits = |n: u64| u32::try_from(n).ok().filter(|&n| n <= max);
+    match (fits(count), fits(number)) {
+        (Some(count), Some(number)) if count > 0 && number < count => {
+            Ok(BucketRequest { count, number })
+        }
+        _ => Err(TextError::bad(format!(
+            "part_number must be below parts_count, and parts_count 1 to {max}"
+        ))),
+    }
+}
+
+/// Every parameter that is not reserved names a field: an `eq` filter on its value, or
+/// `in` when it is repeated. Sorted, so the order of the parameters does not change
+/// the request's fingerprint.
+fn filters(
+    slice: &logport_catalog::Slice,
+    params: &Params,
+) -> Result<Vec<FilterRequest>, TextError> {
+    let mut filters: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (name, value) in params.pairs() {
         if RESERVED.contains(&name) || compat::AUTH_PARAMS.contains(&name) {
             continue;
         }
         if slice.field(name).is_none() {
             return Err(TextError::bad(format!(
-                "Unknown parameter `{name}`: not a field of `{slice_name}`"
+                "Unknown parameter `{name}`: not a field of `{}`",
+                slice.name
             )));
         }
-        filters
-            .entry(name)
-            .or_default()
-            .push(Json::String(value.to_string()));
+        filters.entry(name).or_default().push(value);
     }
-    let filters: Vec<Json> = filters
+    Ok(filters
         .into_iter()
         .map(|(field, mut values)| {
-            values.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            values.sort_unstable();
             values.dedup();
-            if values.len() == 1 {
-                json!({"field": field, "op": "eq", "value": values[0]})
-            } else {
-                json!({"field": field, "op": "in", "values": values})
+            let values: Vec<Json> = values.into_iter().map(Json::from).collect();
+            let (op, value, values) = match values.as_slice() {
+                [one] => (FilterOp::Eq, Some(one.clone()), None),
+                _ => (FilterOp::In, None, Some(values)),
+            };
+            FilterRequest {
+                field: field.to_string(),
+                op,
+                value,
+                values,
             }
         })
-        .collect();
-    let json = ext == "json";
-    let mut body = json!({
-        "slice": slice_name,
-        "app_id": app_id,
-        "date_since": date_since,
-        "date_until": date_until,
-        "date_dimension": dimension,
-        "fields": fields,
-        "filters": filters,
-        "format": ext,
-        // The answer is one file, served whole.
-        "single_file": true,
-    });
-    if let Some(limit) = number("limit")? {
-        body["limit"] = json!(limit);
-    }
-    if bom && !json {
-        body["utf8_bom"] = json!(true);
-    }
-    if json {
-        body["json_strings"] = json!(true);
-    }
-    if let Some(b) = bucket {
-        body["bucket"] = b;
-    }
-    let request = serde_json::from_value(body).map_err(|e| TextError::bad(e.to_string()))?;
-    Ok((request, undated))
+        .collect())
 }
 
 /// `yyyy-mm-dd` or `yyyy-mm-dd hh:mm:ss`.
@@ -704,7 +611,7 @@ mod tests {
             tenant: "t".into(),
             slice: "events".into(),
             status,
-            request: json!({}),
+            request: ExportRequest::default(),
             idempotency_key: None,
             created_at: 0,
             started_at: None,
@@ -779,6 +686,66 @@ mod tests {
                 decide(Some(&found(s, Some(1), true)), plain, 2),
                 Decision::Start
             );
+        }
+    }
+
+    /// Jobs stored before the request was typed are found by the fingerprint a request
+    /// made now computes: the text it hashes (members in declaration order, names as
+    /// the wire spells them) is the same.
+    #[test]
+    fn fingerprints_of_identical_requests_stay_the_same() {
+        let filter =
+            |field: &str, op, value: Option<Json>, values: Option<Vec<Json>>| FilterRequest {
+                field: field.into(),
+                op,
+                value,
+                values,
+            };
+        let request = ExportRequest {
+            slice: "events".into(),
+            app_id: Some(42),
+            date_since: "2026-11-01".into(),
+            date_until: "2026-11-02 10:00:00".into(),
+            date_dimension: Some(DateDimension::Received),
+            timezone: Some("UTC".into()),
+            fields: Some(vec!["session_id".into(), "event_name".into()]),
+            filters: vec![
+                filter(
+                    "event_name",
+                    FilterOp::In,
+                    None,
+                    Some(vec![json!("a"), json!("b")]),
+                ),
+                filter("os", FilterOp::Eq, Some(json!("ios")), None),
+            ],
+            format: Some(Format::Json),
+            compression: Some(logport_catalog::Compression::None),
+            limit: Some(10),
+            json_strings: Some(true),
+            bucket: Some(BucketRequest {
+                count: 4,
+                number: 1,
+            }),
+            single_file: Some(true),
+            ..ExportRequest::default()
+        };
+        assert_eq!(
+            fingerprint(&request).unwrap(),
+            "38f82c4f2746ae66c04c628487b0d9e6afc65307f7b1c3184fc76e190329f804"
+        );
+    }
+
+    #[test]
+    fn buckets_of_parts_count_and_part_number() {
+        assert_eq!(
+            bucket(4, 3).unwrap(),
+            BucketRequest {
+                count: 4,
+                number: 3
+            }
+        );
+        for (count, number) in [(0, 0), (4, 4), (10_001, 0), (u64::MAX, 0), (4, u64::MAX)] {
+            assert!(bucket(count, number).is_err(), "{count} {number}");
         }
     }
 

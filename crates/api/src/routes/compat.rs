@@ -1,6 +1,6 @@
 //! What the two public Logs API protocols ([`super::appmetrica`], [`super::metrica`])
-//! share: who is calling, their query strings, result size estimates, and streaming a
-//! finished job's files.
+//! share: who is calling, their query strings, their error type, and streaming a
+//! finished job's files. (The export policy itself is [`crate::service`]'s.)
 //!
 //! Both protocols sit on the same catalog, job queue and object store as `/v1`: a
 //! protocol request becomes an ordinary export job (visible in `GET /v1/exports`), and
@@ -8,15 +8,17 @@
 //! these routes never answer problem+json, because existing clients parse their own
 //! protocol's bodies.
 
-use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use std::marker::PhantomData;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures::StreamExt;
-use logport_catalog::{ExportSpec, Format};
-use logport_export::{files, Files, FilesError};
-use logport_queue::Part;
-use logport_store::{Bounds, StoreError};
+use logport_export::{Files, FilesError};
+use logport_queue::{Part, QueueError};
+use logport_store::StoreError;
 
 use crate::auth::Caller;
+use crate::error::ApiError;
 use crate::AppState;
 
 pub(super) use crate::auth::AuthFailure;
@@ -81,71 +83,129 @@ impl Params {
     }
 }
 
-/// Rows and bytes an export would produce: a count of the selection times the average
-/// uncompressed row size of its columns (what `POST /v1/exports/evaluate` answers),
-/// plus what the text format adds to every row (JSON's keys and quotes, CSV's quotes
-/// and separators). An estimate: the file's real size is checked again when served.
-pub(super) async fn estimate(
-    state: &AppState,
-    tenant: &str,
-    spec: &ExportSpec,
-) -> Result<(u64, u64), StoreError> {
-    let rows = count(state, tenant, spec).await?;
-    Ok((rows, bytes_of(state, spec, rows).await?))
+/// How one protocol writes its errors.
+pub(crate) trait Wire: Sized + 'static {
+    /// Its answer to a request without a token, or with one that is not known;
+    /// `None` for the other failures, which `/v1` classifies.
+    fn unauthenticated(f: &AuthFailure) -> Option<WireError<Self>>;
+    /// The response of an error.
+    fn render(e: &WireError<Self>) -> HttpResponse;
 }
 
-/// Rows the export selects now (capped by its `limit`). Bounded like every query of a
-/// request: `LOGPORT_QUERY_TIMEOUT`, and killed if the request ends first.
-pub(super) async fn count(
-    state: &AppState,
-    tenant: &str,
-    spec: &ExportSpec,
-) -> Result<u64, StoreError> {
-    let Some(slice) = state.catalog.slice(&spec.slice) else {
-        return Ok(0);
-    };
-    let sel = state.store.select(slice, tenant, spec);
-    let bounds = Bounds::request(state.limits.query_timeout);
-    let rows = state.store.count(&sel, &bounds).await?;
-    Ok(spec.limit.map_or(rows, |l| rows.min(l)))
+/// An error of a compat protocol `W`: a status, the protocol's error type (Metrica's
+/// `error_type`; AppMetrica's text has none), a message and maybe `Retry-After`.
+/// Failures of the backends reach it through [`ApiError`], the one place they are
+/// classified, so both protocols answer them with the same status.
+#[derive(Debug)]
+pub struct WireError<W> {
+    pub(super) status: StatusCode,
+    pub(super) error_type: &'static str,
+    pub(super) message: String,
+    pub(super) retry_after: Option<u32>,
+    wire: PhantomData<W>,
 }
 
-/// About how many bytes `rows` rows of the export take in its format.
-pub(super) async fn bytes_of(
-    state: &AppState,
-    spec: &ExportSpec,
-    rows: u64,
-) -> Result<u64, StoreError> {
-    if rows == 0 {
-        return Ok(0);
+impl<W: Wire> WireError<W> {
+    /// An error of this status, of the type the status implies.
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        WireError {
+            status,
+            error_type: error_type_of(status),
+            message: message.into(),
+            retry_after: None,
+            wire: PhantomData,
+        }
     }
-    let bounds = Bounds::request(state.limits.query_timeout);
-    let per_row = state
-        .store
-        .bytes_per_row(&spec.slice, &spec.fields, &bounds)
-        .await?
-        + text_overhead(spec);
-    Ok((per_row * rows as f64).round() as u64)
+
+    /// 400 with the protocol's sentence.
+    pub(super) fn bad(message: impl Into<String>) -> Self {
+        WireError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub(super) fn typed(mut self, error_type: &'static str) -> Self {
+        self.error_type = error_type;
+        self
+    }
+
+    pub(super) fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// A request that is not authenticated, in the protocol's words.
+    pub(super) fn auth(f: AuthFailure) -> Self {
+        W::unauthenticated(&f).unwrap_or_else(|| ApiError::from(f).into())
+    }
 }
 
-/// Bytes a text format adds to each row around its values.
-fn text_overhead(spec: &ExportSpec) -> f64 {
-    let names: usize = spec.fields.iter().map(String::len).sum();
-    let n = spec.fields.len();
-    let bytes = match spec.format {
-        // {"name":"value",…}\n with every value quoted in the worst case.
-        Format::Json | Format::Jsonl => names + 6 * n + 3,
-        // "value", for strings.
-        Format::Csv => 3 * n,
-        Format::Tsv => n,
-        Format::Parquet => 0,
-    };
-    bytes as f64
+/// Metrica's `error_type` for a status.
+fn error_type_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "unauthorized",
+        403 => "access_denied",
+        404 | 410 => "not_found",
+        429 => "quota_requests",
+        400..=499 => "invalid_parameter",
+        _ => "backend_error",
+    }
 }
 
-/// Days an export covers, a started day counting whole.
-pub(super) fn days_covered(spec: &ExportSpec) -> i64 {
-    (spec.until - spec.since + 86_399).div_euclid(86_400)
+impl<W> std::fmt::Display for WireError<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<W: Wire + std::fmt::Debug> ResponseError for WireError<W> {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        W::render(self)
+    }
+}
+
+/// Failures of the backends (and internal ones), as `/v1` classifies them; an
+/// internal error is logged and answered without its details.
+impl<W: Wire> From<ApiError> for WireError<W> {
+    fn from(e: ApiError) -> Self {
+        let retry_after = match &e {
+            ApiError::Unavailable { retry_after, .. } | ApiError::TooMany { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        };
+        let message = match &e {
+            ApiError::Internal(inner) => {
+                tracing::error!(error = %inner, "internal error");
+                "Internal server error".to_string()
+            }
+            other => other.to_string(),
+        };
+        WireError {
+            retry_after,
+            ..WireError::new(e.status_code(), message)
+        }
+    }
+}
+
+impl<W: Wire> From<QueueError> for WireError<W> {
+    fn from(e: QueueError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl<W: Wire> From<StoreError> for WireError<W> {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl<W: Wire> From<FilesError> for WireError<W> {
+    fn from(e: FilesError) -> Self {
+        ApiError::from(e).into()
+    }
 }
 
 /// A 200 streaming the given parts one after the other, as one body. Every part is
@@ -169,17 +229,6 @@ pub(super) async fn stream_parts(
         .insert_header((header::CACHE_CONTROL, "private"))
         .no_chunking(total)
         .streaming(body))
-}
-
-/// Deletes a job's files (every attempt).
-pub(super) async fn delete_files(
-    files: &Files,
-    tenant: &str,
-    job_id: &str,
-) -> Result<u64, FilesError> {
-    files
-        .delete_prefix(&files::job_prefix(tenant, job_id))
-        .await
 }
 
 #[cfg(test)]

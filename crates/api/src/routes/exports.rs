@@ -6,15 +6,16 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use logport_catalog::{ExportRequest, ExportSpec};
 use logport_export::files;
-use logport_queue::{Created, JobStatus, ListQuery, NewJob, Scope};
+use logport_queue::{Created, JobStatus, ListQuery, Scope};
 use logport_store::Bounds;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{compat, idempotency_key, param, read_body};
-use crate::activity::{self, Entry};
+use super::{idempotency_key, param, read_body};
+use crate::activity;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::service::{self, Dedup, Quota};
 use crate::views::job_view;
 use crate::AppState;
 
@@ -32,7 +33,7 @@ async fn read_request(
     caller.require(Scope::Export)?;
     let body = read_body(req, payload, state.limits.json_max_bytes).await?;
     let request = ExportRequest::from_json(&body)?;
-    let spec = request.validate(&state.catalog, &state.spec_limits)?;
+    let spec = request.validate(&state.catalog)?;
     check_access(caller, &spec)?;
     Ok((request, spec))
 }
@@ -79,33 +80,18 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let (request, spec) = read_request(&req, payload, &state, &caller).await?;
-    check_quotas(&state, &caller, &spec).await?;
-    let normalized = serde_json::to_value(request.normalized(&state.catalog))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let created = state
-        .jobs
-        .create(
-            NewJob {
-                tenant: caller.tenant.clone(),
-                slice: spec.slice.clone(),
-                request: normalized,
-                idempotency_key: key,
-                max_attempts: state.max_attempts,
-                app_id: spec.app_id,
-                fingerprint: None,
-            },
-            state.clock.now_ms(),
-        )
-        .await?;
+    if let Some(quota) = service::check_quotas(&state, &caller.tenant, &spec).await? {
+        return Err(quota.into());
+    }
+    let dedup = Dedup {
+        idempotency_key: key,
+        fingerprint: None,
+    };
+    let created = service::submit(&state, &caller, &request, &spec, dedup).await?;
     let job = created.job();
     let location = format!("/v1/exports/{}", job.id);
     let mut resp = match created {
-        Created::New(_) => {
-            state.wake.notify_one();
-            tracing::info!(tenant = %caller.tenant, job_id = %job.id, slice = %job.slice, "export queued");
-            activity::record(&state, &caller, export_created(job, spec.app_id));
-            HttpResponse::Accepted()
-        }
+        Created::New(_) => HttpResponse::Accepted(),
         Created::Existing(_) => {
             let mut r = HttpResponse::Ok();
             r.insert_header(("Idempotent-Replayed", "true"));
@@ -115,124 +101,6 @@ pub async fn create(
     Ok(resp
         .insert_header((header::LOCATION, location))
         .json(job_view(job)))
-}
-
-/// The per-tenant limits a new export must fit.
-async fn check_quotas(
-    state: &AppState,
-    caller: &Caller,
-    spec: &ExportSpec,
-) -> Result<(), ApiError> {
-    let q = &state.quotas;
-    let days = (spec.until - spec.since).div_euclid(86_400)
-        + i64::from((spec.until - spec.since) % 86_400 != 0);
-    if days > i64::from(q.max_range_days) {
-        return Err(ApiError::TooMany {
-            limit: "max_range_days",
-            field: Some("date_until".into()),
-            detail: format!(
-                "an export may cover at most {} days; this one covers {days}: split it",
-                q.max_range_days
-            ),
-            retry_after: 60,
-        });
-    }
-    let queued = state.jobs.count_queued(&caller.tenant).await?;
-    if queued >= q.max_queued_per_tenant {
-        return Err(ApiError::TooMany {
-            limit: "max_queued_per_tenant",
-            field: None,
-            detail: format!(
-                "{queued} exports are already queued for this account (the limit is {}); \
-                 wait until some finish",
-                q.max_queued_per_tenant
-            ),
-            retry_after: 30,
-        });
-    }
-    // One count serves both the row quota and the part cap, and only when one of
-    // them needs it.
-    let max_parts = state.limits.export_max_parts;
-    if q.max_rows_per_export.is_none() && !parts_may_pass(spec, max_parts) {
-        return Ok(());
-    }
-    let rows = compat::count(state, &caller.tenant, spec).await?;
-    if let Some(max_rows) = q.max_rows_per_export {
-        if rows > max_rows {
-            return Err(ApiError::TooMany {
-                limit: "max_rows_per_export",
-                field: None,
-                detail: format!(
-                    "this export would return {rows} rows; the limit is {max_rows}: \
-                     narrow the date range or the filters, or set `limit`"
-                ),
-                retry_after: 60,
-            });
-        }
-    }
-    match part_cap(state, spec, rows).await? {
-        Some(passed) => Err(ApiError::invalid(passed.field, passed.detail)),
-        None => Ok(()),
-    }
-}
-
-/// Whether the part limits of a spec could cut it into more than `max_parts` parts
-/// (answered without counting where the spec's `limit` settles it).
-fn parts_may_pass(spec: &ExportSpec, max_parts: u32) -> bool {
-    let by_rows = spec.part_max_rows.is_some_and(|per_part| {
-        spec.limit
-            .is_none_or(|limit| limit.div_ceil(per_part) > u64::from(max_parts))
-    });
-    by_rows || spec.part_max_bytes.is_some()
-}
-
-/// The part limit that would cut an export of `rows` rows into more parts than one
-/// export may have.
-struct PartCapPassed {
-    field: &'static str,
-    detail: String,
-}
-
-/// Estimates the parts an export of `rows` rows writes (rows over `part_max_rows`,
-/// estimated bytes over `part_max_bytes`); `Some` when that passes the cap. Without
-/// part limits an export writes one part (or one per parallel reader, and there are
-/// never more readers than the cap).
-async fn part_cap(
-    state: &AppState,
-    spec: &ExportSpec,
-    rows: u64,
-) -> Result<Option<PartCapPassed>, ApiError> {
-    let max = u64::from(state.limits.export_max_parts);
-    if let Some(per_part) = spec.part_max_rows {
-        let parts = rows.div_ceil(per_part);
-        if parts > max {
-            return Ok(Some(PartCapPassed {
-                field: "part_max_rows",
-                detail: format!(
-                    "part_max_rows {per_part} would cut the {rows} rows of this export into \
-                     {parts} parts; one export may have at most {max} parts: use \
-                     part_max_rows of at least {}, or narrow the request",
-                    rows.div_ceil(max)
-                ),
-            }));
-        }
-    }
-    if let Some(per_part) = spec.part_max_bytes {
-        let bytes = compat::bytes_of(state, spec, rows).await?;
-        let parts = bytes.div_ceil(per_part);
-        if parts > max {
-            return Ok(Some(PartCapPassed {
-                field: "part_max_bytes",
-                detail: format!(
-                    "part_max_bytes {per_part} would cut this export (about {bytes} bytes) \
-                     into about {parts} parts; one export may have at most {max} parts: \
-                     use part_max_bytes of at least {}, or narrow the request",
-                    bytes.div_ceil(max)
-                ),
-            }));
-        }
-    }
-    Ok(None)
 }
 
 #[derive(Deserialize)]
@@ -342,39 +210,6 @@ async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<logport_que
         .ok_or_else(|| ApiError::not_found(format!("export {id}")))
 }
 
-/// The audit row of a new export.
-pub(super) fn export_created(job: &logport_queue::Job, app_id: Option<u64>) -> Entry {
-    Entry {
-        action: "created",
-        entity_type: "export",
-        entity_id: job.id.clone(),
-        entity_name: job.slice.clone(),
-        app_id: app_id.unwrap_or(0),
-        changes: json!({"status": [null, job.status.as_str()], "request": [null, job.request]}),
-    }
-}
-
-/// The audit row of an export that changed status.
-pub(super) fn export_changed(
-    job: &logport_queue::Job,
-    action: &'static str,
-    from: JobStatus,
-    to: &str,
-) -> Entry {
-    Entry {
-        action,
-        entity_type: "export",
-        entity_id: job.id.clone(),
-        entity_name: job.slice.clone(),
-        app_id: job
-            .request
-            .get("app_id")
-            .and_then(|a| a.as_u64())
-            .unwrap_or(0),
-        changes: json!({"status": [from.as_str(), to]}),
-    }
-}
-
 #[utoipa::path(
     get,
     path = "/v1/exports/{id}",
@@ -436,20 +271,9 @@ pub async fn cancel(
             job.status.as_str()
         )));
     }
-    let before = job.status;
-    let job = state
-        .jobs
-        .cancel(&caller.tenant, &job.id, state.clock.now_ms())
+    let job = service::cancel(&state, &caller, &job)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("export {}", job.id)))?;
-    tracing::info!(tenant = %caller.tenant, job_id = %job.id, "export canceled");
-    if before != JobStatus::Canceled && job.status == JobStatus::Canceled {
-        activity::record(
-            &state,
-            &caller,
-            export_changed(&job, "updated", before, "canceled"),
-        );
-    }
     Ok(HttpResponse::Ok().json(job_view(&job)))
 }
 
@@ -492,30 +316,10 @@ pub async fn manifest(
             )))
         }
     };
-    let body = state.files.read(&key).await.map_err(|e| {
-        if e.is_not_found() {
-            ApiError::Gone(format!("the files of export {} are gone", job.id))
-        } else {
-            ApiError::Unavailable {
-                detail: format!("object store: {e}"),
-                retry_after: 5,
-            }
-        }
-    })?;
+    let body = state.files.read(&key).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))
-}
-
-fn store_error(job: &str, e: logport_export::FilesError) -> ApiError {
-    if e.is_not_found() {
-        ApiError::Gone(format!("the files of export {job} are gone"))
-    } else {
-        ApiError::Unavailable {
-            detail: format!("object store: {e}"),
-            retry_after: 5,
-        }
-    }
 }
 
 /// A single `Range: bytes=…` against a file of `size` bytes: `Ok(None)` means serve
@@ -650,8 +454,7 @@ pub async fn part(
                 &filename,
                 content_type,
             )
-            .await
-            .map_err(|e| store_error(&job.id, e))?;
+            .await?;
         if let Some(url) = signed {
             return Ok(HttpResponse::Found()
                 .insert_header((header::LOCATION, url.to_string()))
@@ -689,8 +492,7 @@ pub async fn part(
             let stream = state
                 .files
                 .open_range(&part.key, r.clone())
-                .await
-                .map_err(|e| store_error(&job.id, e))?;
+                .await?;
             Ok(resp
                 .status(actix_web::http::StatusCode::PARTIAL_CONTENT)
                 .insert_header((
@@ -704,8 +506,7 @@ pub async fn part(
             let (size, stream) = state
                 .files
                 .open(&part.key)
-                .await
-                .map_err(|e| store_error(&job.id, e))?;
+                .await?;
             Ok(resp.no_chunking(size).streaming(stream))
         }
     }
@@ -745,16 +546,12 @@ pub async fn delete(
     let before = job.status;
     logport_export::failpoint("delete_before_transition").await;
     let job = retire(&state, &caller, job).await?;
-    let removed = state
-        .files
-        .delete_prefix(&files::job_prefix(&job.tenant, &job.id))
-        .await
-        .map_err(|e| store_error(&job.id, e))?;
+    let removed = service::delete_files(&state, &job).await?;
     tracing::info!(tenant = %caller.tenant, job_id = %job.id, status = job.status.as_str(), files = removed, "export deleted");
     activity::record(
         &state,
         &caller,
-        export_changed(&job, "deleted", before, "deleted"),
+        service::export_changed(&job, "deleted", before, "deleted"),
     );
     Ok(HttpResponse::NoContent().finish())
 }
@@ -835,31 +632,38 @@ pub async fn evaluate(
     let (_, spec) = read_request(&req, payload, &state, &caller).await?;
     // Validated above; the range is checked before anything is counted, so a request
     // over ten years costs no query.
-    let days = (spec.until - spec.since + 86_399).div_euclid(86_400);
-    if days > i64::from(state.quotas.max_range_days) {
+    if let Some(quota) = service::check_range(&state, &spec) {
         return Ok(HttpResponse::Ok().json(json!({
             "possible": false,
             "estimated_rows": null,
             "estimated_bytes": null,
-            "reason": format!(
-                "the date range covers {days} days; at most {} are allowed",
-                state.quotas.max_range_days
-            ),
+            "reason": evaluation_reason(&quota),
         })));
     }
-    let (rows, bytes) = compat::estimate(&state, &caller.tenant, &spec).await?;
-    let reason = match state.quotas.max_rows_per_export {
-        Some(max) if rows > max => Some(format!(
-            "{rows} rows match; at most {max} may be exported at once"
-        )),
-        _ => part_cap(&state, &spec, rows).await?.map(|p| p.detail),
+    let (rows, bytes) = service::estimate(&state, &caller.tenant, &spec).await?;
+    let refused = match service::check_rows(&state, rows) {
+        Some(quota) => Some(quota),
+        None => service::part_cap(&state, &spec, rows).await?,
     };
     Ok(HttpResponse::Ok().json(json!({
-        "possible": reason.is_none(),
+        "possible": refused.is_none(),
         "estimated_rows": rows,
         "estimated_bytes": bytes,
-        "reason": reason,
+        "reason": refused.as_ref().map(evaluation_reason),
     })))
+}
+
+/// Why an export is not possible, as evaluate says it.
+fn evaluation_reason(quota: &Quota) -> String {
+    match quota {
+        Quota::RangeDays { days, max } => {
+            format!("the date range covers {days} days; at most {max} are allowed")
+        }
+        Quota::Rows { rows, max } => {
+            format!("{rows} rows match; at most {max} may be exported at once")
+        }
+        other => other.detail(),
+    }
 }
 
 #[utoipa::path(
@@ -914,7 +718,7 @@ pub async fn preview(
         }
     }
     let request = ExportRequest::from_json(value.to_string().as_bytes())?;
-    let spec = request.validate(&state.catalog, &state.spec_limits)?;
+    let spec = request.validate(&state.catalog)?;
     check_access(&caller, &spec)?;
     let limit = spec.limit.unwrap_or(100);
     if limit > MAX_PREVIEW_ROWS {

@@ -27,17 +27,18 @@
 //!   `unauthorized`, an unknown one 403 `invalid_token`.
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDate;
-use logport_catalog::{ExportRequest, ExportSpec, SpecError};
-use logport_queue::{Created, JobStatus, NewJob, NumberedJob, Scope};
+use logport_catalog::{ExportRequest, ExportSpec, Format, SpecError};
+use logport_queue::{JobStatus, NumberedJob, Scope};
 use serde_json::{json, Value as Json};
 
-use super::compat::{self, AuthFailure, Params};
+use super::compat::{self, AuthFailure, Params, Wire, WireError};
 use super::param;
 use crate::activity;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::service::{self, Dedup, Quota};
 use crate::AppState;
 
 /// The exact message clients wait on (and retry) while a request is prepared.
@@ -49,138 +50,65 @@ pub const MAX_DAYS: i64 = 365;
 /// Most requests `list` returns (the newest).
 const LIST_LIMIT: u32 = 1000;
 
-/// A Metrica error answer.
+/// Metrica's errors: `{"errors":[{error_type, message}], code, message}`.
 #[derive(Debug)]
-pub struct MetricaError {
-    status: StatusCode,
-    error_type: &'static str,
-    message: String,
-    retry_after: Option<u32>,
-}
+pub struct Metrica;
 
-impl MetricaError {
-    fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
-        MetricaError {
-            status,
-            error_type,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
+pub type MetricaError = WireError<Metrica>;
 
-    fn invalid(message: impl Into<String>) -> Self {
-        MetricaError::new(StatusCode::BAD_REQUEST, "invalid_parameter", message)
-    }
-
-    fn missing(name: &str) -> Self {
-        MetricaError::new(
-            StatusCode::BAD_REQUEST,
-            "missing_parameter",
-            format!("Parameter {name} is required"),
-        )
-    }
-
-    fn not_found(message: impl Into<String>) -> Self {
-        MetricaError::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-
-    pub(super) fn auth(f: AuthFailure) -> Self {
+impl Wire for Metrica {
+    fn unauthenticated(f: &AuthFailure) -> Option<MetricaError> {
         match f {
-            AuthFailure::Missing => MetricaError::new(
+            AuthFailure::Missing => Some(MetricaError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
                 "Authorization required: send Authorization: OAuth <token>",
+            )),
+            AuthFailure::Invalid(_) => Some(
+                MetricaError::new(StatusCode::FORBIDDEN, "Invalid oauth_token")
+                    .typed("invalid_token"),
             ),
-            AuthFailure::Invalid(_) => MetricaError::new(
-                StatusCode::FORBIDDEN,
-                "invalid_token",
-                "Invalid oauth_token",
-            ),
-            other => ApiError::from(other).into(),
+            _ => None,
         }
     }
-}
 
-impl std::fmt::Display for MetricaError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl ResponseError for MetricaError {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut resp = HttpResponse::build(self.status);
-        if let Some(s) = self.retry_after {
+    fn render(e: &MetricaError) -> HttpResponse {
+        let mut resp = HttpResponse::build(e.status);
+        if let Some(s) = e.retry_after {
             resp.insert_header((header::RETRY_AFTER, s.to_string()));
         }
         resp.json(json!({
-            "errors": [{"error_type": self.error_type, "message": self.message}],
-            "code": self.status.as_u16(),
-            "message": self.message,
+            "errors": [{"error_type": e.error_type, "message": e.message}],
+            "code": e.status.as_u16(),
+            "message": e.message,
         }))
     }
 }
 
-/// Failures of the backends (and internal ones), as `/v1` classifies them.
-impl From<ApiError> for MetricaError {
-    fn from(e: ApiError) -> Self {
-        let status = e.status_code();
-        let error_type = match status.as_u16() {
-            401 => "unauthorized",
-            403 => "access_denied",
-            404 => "not_found",
-            429 => "quota_requests",
-            400..=499 => "invalid_parameter",
-            _ => "backend_error",
-        };
-        let retry_after = match &e {
-            ApiError::Unavailable { retry_after, .. } | ApiError::TooMany { retry_after, .. } => {
-                Some(*retry_after)
-            }
-            _ => None,
-        };
-        let message = match &e {
-            ApiError::Internal(inner) => {
-                tracing::error!(error = %inner, "internal error");
-                "Internal server error".to_string()
-            }
-            other => other.to_string(),
-        };
-        MetricaError {
-            status,
-            error_type,
-            message,
-            retry_after,
-        }
+impl MetricaError {
+    fn invalid(message: impl Into<String>) -> Self {
+        MetricaError::bad(message)
+    }
+
+    fn missing(name: &str) -> Self {
+        MetricaError::bad(format!("Parameter {name} is required")).typed("missing_parameter")
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        MetricaError::new(StatusCode::NOT_FOUND, message)
     }
 }
 
-impl From<logport_queue::QueueError> for MetricaError {
-    fn from(e: logport_queue::QueueError) -> Self {
-        ApiError::from(e).into()
-    }
-}
-
-impl From<logport_store::StoreError> for MetricaError {
-    fn from(e: logport_store::StoreError) -> Self {
-        ApiError::from(e).into()
-    }
-}
-
-impl From<logport_export::FilesError> for MetricaError {
-    fn from(e: logport_export::FilesError) -> Self {
-        tracing::warn!(error = %e, "object store unavailable");
-        MetricaError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            error_type: "backend_error",
-            message: "The file store is temporarily unavailable; retry later".into(),
-            retry_after: Some(5),
-        }
-    }
+/// A log request's status in Metrica's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogRequestStatus {
+    Created,
+    AwaitingRetry,
+    Processed,
+    ProcessingFailed,
+    Canceled,
+    CleanedByUser,
+    CleanedAutomaticallyAsTooOld,
 }
 
 /// The caller (with the `export` scope), its counter (one of the token's apps) and the
@@ -244,12 +172,6 @@ impl Asked {
         if date1 > date2 {
             return Err(MetricaError::invalid("date1 must not be after date2"));
         }
-        let days = (date2 - date1).num_days() + 1;
-        if days > MAX_DAYS {
-            return Err(MetricaError::invalid(format!(
-                "A log request covers at most {MAX_DAYS} days; this one covers {days}"
-            )));
-        }
         Ok(Asked {
             source,
             date1,
@@ -258,34 +180,35 @@ impl Asked {
         })
     }
 
-    fn days(&self) -> u64 {
-        (self.date2 - self.date1).num_days() as u64 + 1
-    }
-
+    /// The export request of these parameters, validated, and no longer than
+    /// [`MAX_DAYS`].
     fn request(
         &self,
         state: &AppState,
         counter: u64,
     ) -> Result<(ExportRequest, ExportSpec), MetricaError> {
-        let body = json!({
-            "slice": self.source,
-            "app_id": counter,
-            "date_since": self.date1.to_string(),
-            "date_until": self.date2.to_string(),
-            "fields": self.fields,
-            "format": "tsv",
-            "part_max_bytes": state.compat.part_max_bytes,
-        });
-        let request: ExportRequest =
-            serde_json::from_value(body).map_err(|e| MetricaError::invalid(e.to_string()))?;
-        let spec = request
-            .validate(&state.catalog, &state.spec_limits)
-            .map_err(|e| match e {
-                SpecError::UnknownSlice(s) => {
-                    MetricaError::invalid(format!("Wrong parameter value: source `{s}` is unknown"))
-                }
-                other => MetricaError::invalid(other.to_string()),
-            })?;
+        let request = ExportRequest {
+            slice: self.source.clone(),
+            app_id: Some(counter),
+            date_since: self.date1.to_string(),
+            date_until: self.date2.to_string(),
+            fields: Some(self.fields.clone()),
+            format: Some(Format::Tsv),
+            part_max_bytes: Some(state.compat.part_max_bytes),
+            ..ExportRequest::default()
+        };
+        let spec = request.validate(&state.catalog).map_err(|e| match e {
+            SpecError::UnknownSlice(s) => {
+                MetricaError::invalid(format!("Wrong parameter value: source `{s}` is unknown"))
+            }
+            other => MetricaError::invalid(other.to_string()),
+        })?;
+        let days = service::days_covered(&spec);
+        if days > MAX_DAYS {
+            return Err(MetricaError::invalid(format!(
+                "A log request covers at most {MAX_DAYS} days; this one covers {days}"
+            )));
+        }
         Ok((request, spec))
     }
 }
@@ -304,7 +227,7 @@ async fn quota_room(
     spec: &ExportSpec,
 ) -> Result<(u64, u64, u64), MetricaError> {
     let prepared = state.jobs.prepared_bytes(tenant, counter).await?;
-    let (_, estimate) = compat::estimate(state, tenant, spec).await?;
+    let (_, estimate) = service::estimate(state, tenant, spec).await?;
     Ok((
         prepared,
         state.compat.counter_quota_bytes.saturating_sub(prepared),
@@ -347,7 +270,8 @@ pub async fn evaluate(
     let (_, spec) = asked.request(&state, counter)?;
     caller.require_slice(&spec.slice)?;
     let (_, room, estimate) = quota_room(&state, &tenant, counter, &spec).await?;
-    let per_day = estimate.div_ceil(asked.days());
+    let days = service::days_covered(&spec).unsigned_abs();
+    let per_day = estimate.div_ceil(days);
     // Days of this density that fit the room left (any number when they are empty);
     // never fewer than asked when the request fits.
     let possible = estimate <= room;
@@ -355,7 +279,7 @@ pub async fn evaluate(
         .checked_div(per_day)
         .map_or(MAX_DAYS as u64, |d| d.min(MAX_DAYS as u64));
     if possible {
-        max_days = max_days.max(asked.days());
+        max_days = max_days.max(days);
     }
     Ok(HttpResponse::Ok().json(json!({
         "log_request_evaluation": {
@@ -401,72 +325,43 @@ pub async fn create(
     caller.require_slice(&spec.slice)?;
     let (prepared, room, estimate) = quota_room(&state, &tenant, counter, &spec).await?;
     if estimate > room {
-        return Err(MetricaError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            error_type: "quota_requests",
-            message: format!(
+        return Err(MetricaError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
                 "The prepared logs of counter {counter} take {prepared} of its {} bytes and \
                  this request needs about {estimate} more: clean processed requests or \
                  request fewer days",
                 state.compat.counter_quota_bytes
             ),
-            retry_after: None,
-        });
+        ));
     }
     // Parts are cut at about compat_part_max_bytes; past the cap the export could
     // not finish.
-    let parts = estimate.div_ceil(state.compat.part_max_bytes.max(1));
-    let max_parts = u64::from(state.limits.export_max_parts);
-    if parts > max_parts {
+    if let Some(Quota::PartBytes { parts, max, .. }) =
+        service::byte_part_cap(&state, &spec, estimate)
+    {
         return Err(MetricaError::invalid(format!(
             "The log request would take about {estimate} bytes in about {parts} parts; a \
-             request may have at most {max_parts} parts: request fewer days"
+             request may have at most {max} parts: request fewer days"
         )));
     }
-    let queued = state.jobs.count_queued(&tenant).await?;
-    if queued >= state.quotas.max_queued_per_tenant {
-        return Err(MetricaError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            error_type: "quota_requests",
-            message: format!(
+    if let Some(Quota::Queued { queued, .. }) = service::check_queue(&state, &tenant).await? {
+        return Err(MetricaError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
                 "{queued} log requests are already waiting to be processed; wait until \
                  some are done"
             ),
-            retry_after: Some(30),
-        });
-    }
-    let normalized = serde_json::to_value(request.normalized(&state.catalog))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let now = state.clock.now_ms();
-    let created = state
-        .jobs
-        .create(
-            NewJob {
-                tenant: tenant.clone(),
-                slice: spec.slice.clone(),
-                request: normalized,
-                idempotency_key: None,
-                max_attempts: state.max_attempts,
-                app_id: Some(counter),
-                fingerprint: None,
-            },
-            now,
         )
-        .await?;
-    state.wake.notify_one();
+        .retry_after(30));
+    }
+    let created = service::submit(&state, &caller, &request, &spec, Dedup::default()).await?;
     let job_id = created.job().id.clone();
     let number =
         state.jobs.number(&tenant, &job_id).await?.ok_or_else(|| {
             ApiError::Internal(format!("job {job_id} vanished before its number"))
         })?;
-    tracing::info!(%tenant, job_id = %job_id, request_id = number, counter, "metrica log request queued");
-    if let Created::New(job) = &created {
-        activity::record(
-            &state,
-            &caller,
-            super::exports::export_created(job, Some(counter)),
-        );
-    }
+    tracing::info!(%tenant, job_id = %job_id, request_id = number, counter, "metrica log request numbered");
     let numbered = load(&state, &caller, counter, number).await?;
     Ok(HttpResponse::Ok().json(json!({ "log_request": log_request(&numbered, counter) })))
 }
@@ -517,7 +412,7 @@ async fn load(
         .jobs
         .numbered(&caller.tenant, number)
         .await?
-        .filter(|n| n.job.request["app_id"].as_u64() == Some(counter))
+        .filter(|n| n.job.request.app_id == Some(counter))
         .filter(|n| caller.sees_job(&n.job))
         .ok_or_else(|| {
             MetricaError::not_found(format!(
@@ -594,7 +489,7 @@ pub async fn download(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, MetricaError> {
     let (_, _, numbered) = load_from_path(&req, &state).await?;
-    if status(&numbered) != "processed" {
+    if status(&numbered) != LogRequestStatus::Processed {
         return Err(MetricaError::invalid(NOT_PROCESSED));
     }
     let n: u32 = param(&req, "part_number")
@@ -641,13 +536,13 @@ pub async fn clean(
     let (caller, counter, numbered) = load_from_path(&req, &state).await?;
     let tenant = caller.tenant.as_str();
     match status(&numbered) {
-        "processed" => {
+        LogRequestStatus::Processed => {
             let job = &numbered.job;
             // The state first, the files after: a client never sees a processed
             // request whose files are gone.
             let now = state.clock.now_ms();
             state.jobs.mark_expired(&job.id, now).await?;
-            let removed = compat::delete_files(&state.files, tenant, &job.id).await?;
+            let removed = service::delete_files(&state, job).await?;
             state
                 .jobs
                 .mark_cleaned(tenant, numbered.number, now)
@@ -656,10 +551,10 @@ pub async fn clean(
             activity::record(
                 &state,
                 &caller,
-                super::exports::export_changed(job, "deleted", job.status, "expired"),
+                service::export_changed(job, "deleted", job.status, "expired"),
             );
         }
-        "cleaned_by_user" | "cleaned_automatically_as_too_old" => {}
+        LogRequestStatus::CleanedByUser | LogRequestStatus::CleanedAutomaticallyAsTooOld => {}
         _ => {
             return Err(MetricaError::invalid(
                 "Only log of requests in status 'processed' can be cleaned",
@@ -699,19 +594,9 @@ pub async fn cancel(
     let (caller, counter, numbered) = load_from_path(&req, &state).await?;
     let tenant = caller.tenant.as_str();
     match numbered.job.status {
-        before @ (JobStatus::Queued | JobStatus::Running) => {
-            let now = state
-                .jobs
-                .cancel(tenant, &numbered.job.id, state.clock.now_ms())
-                .await?;
+        JobStatus::Queued | JobStatus::Running => {
+            service::cancel(&state, &caller, &numbered.job).await?;
             tracing::info!(%tenant, job_id = %numbered.job.id, request_id = numbered.number, "metrica log request canceled");
-            if let Some(job) = now.filter(|j| j.status == JobStatus::Canceled) {
-                activity::record(
-                    &state,
-                    &caller,
-                    super::exports::export_changed(&job, "updated", before, "canceled"),
-                );
-            }
         }
         JobStatus::Canceled => {}
         _ => {
@@ -725,17 +610,18 @@ pub async fn cancel(
 }
 
 /// A job's status in Metrica's words.
-pub fn status(n: &NumberedJob) -> &'static str {
+pub fn status(n: &NumberedJob) -> LogRequestStatus {
+    use LogRequestStatus::*;
     if n.cleaned_at.is_some() {
-        return "cleaned_by_user";
+        return CleanedByUser;
     }
     match n.job.status {
-        JobStatus::Queued if n.job.attempts > 0 => "awaiting_retry",
-        JobStatus::Queued | JobStatus::Running => "created",
-        JobStatus::Succeeded => "processed",
-        JobStatus::Failed => "processing_failed",
-        JobStatus::Canceled => "canceled",
-        JobStatus::Expired => "cleaned_automatically_as_too_old",
+        JobStatus::Queued if n.job.attempts > 0 => AwaitingRetry,
+        JobStatus::Queued | JobStatus::Running => Created,
+        JobStatus::Succeeded => Processed,
+        JobStatus::Failed => ProcessingFailed,
+        JobStatus::Canceled => Canceled,
+        JobStatus::Expired => CleanedAutomaticallyAsTooOld,
     }
 }
 
@@ -747,13 +633,13 @@ fn log_request(n: &NumberedJob, counter: u64) -> Json {
         "request_id": n.number,
         "counter_id": counter,
         "source": n.job.slice,
-        "date1": request["date_since"],
-        "date2": request["date_until"],
-        "fields": request["fields"],
+        "date1": request.date_since,
+        "date2": request.date_until,
+        "fields": request.fields,
         "status": status,
         "attribution": "LASTSIGN",
     });
-    if status == "processed" {
+    if status == LogRequestStatus::Processed {
         let parts: Vec<Json> = n
             .job
             .parts
@@ -780,8 +666,14 @@ mod tests {
                 tenant: "t".into(),
                 slice: "events".into(),
                 status,
-                request: json!({"app_id": 42, "date_since": "2026-11-01",
-                    "date_until": "2026-11-02", "fields": ["session_id"]}),
+                request: ExportRequest {
+                    slice: "events".into(),
+                    app_id: Some(42),
+                    date_since: "2026-11-01".into(),
+                    date_until: "2026-11-02".into(),
+                    fields: Some(vec!["session_id".into()]),
+                    ..ExportRequest::default()
+                },
                 idempotency_key: None,
                 created_at: 0,
                 started_at: None,
@@ -828,12 +720,9 @@ mod tests {
             (Expired, 1, false, "cleaned_automatically_as_too_old"),
             (Expired, 1, true, "cleaned_by_user"),
         ] {
-            assert_eq!(status_of(status, attempts, cleaned), want);
+            let got = super::status(&numbered(status, attempts, cleaned));
+            assert_eq!(serde_json::to_value(got).unwrap(), want);
         }
-    }
-
-    fn status_of(s: JobStatus, attempts: u32, cleaned: bool) -> &'static str {
-        status(&numbered(s, attempts, cleaned))
     }
 
     #[test]
