@@ -1347,3 +1347,54 @@ async fn activity_rows_set_aside_are_kept_and_never_claimed_again(s: &dyn TokenS
         .await
         .unwrap());
 }
+
+/// A job stored while `Job.request` was untyped JSON — its text and idempotency hash
+/// exactly as that version wrote them — still loads, and a retry of its create (same
+/// key, same body) finds it instead of answering a conflict.
+#[tokio::test]
+async fn jobs_stored_before_requests_were_typed_load_and_match_retries() {
+    const OLD_TEXT: &str = r#"{"app_id":7,"compression":"gzip","csv_excel_safe":true,"date_dimension":"event","date_since":"2026-11-01","date_until":"2026-11-01","fields":["click_id"],"filters":[{"field":"country_code","op":"eq","value":"US"}],"format":"csv","part_max_bytes":1048576,"slice":"clicks","timezone":"UTC","utf8_bom":true}"#;
+    const OLD_HASH: &str = "c795f152c61666c43ff2b766babe008f80628a56488caf72a48184cf9589da2e";
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let store = SqliteJobStore::open(path.to_str().unwrap()).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant, slice, status, request, request_hash, idempotency_key,
+             created_at, updated_at, run_after, watermark, attempts, max_attempts, app_id)
+         VALUES (?, 'acme', 'clicks', 'queued', ?, ?, 'k-old', ?, ?, ?, ?, 0, 3, 7)",
+    )
+    .bind(ID)
+    .bind(OLD_TEXT)
+    .bind(OLD_HASH)
+    .bind(T0)
+    .bind(T0)
+    .bind(T0)
+    .bind(T0 / 1000)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let job = store.get("acme", ID).await.unwrap().unwrap();
+    assert_eq!(job.request.format, Some(logport_catalog::Format::Csv));
+    assert_eq!(job.request.filters[0].op, logport_catalog::FilterOp::Eq);
+    assert_eq!(logport_queue::request_text(&job.request).unwrap(), OLD_TEXT);
+    // The client retries with the same body (as the API normalised it then).
+    let retry = NewJob {
+        app_id: Some(7),
+        request: serde_json::from_str(OLD_TEXT).unwrap(),
+        ..new_job("acme", Some("k-old"), json!({}))
+    };
+    match store.create(retry, T0 + 1).await.unwrap() {
+        Created::Existing(j) => assert_eq!(j.id, ID),
+        Created::New(j) => panic!("a second job {}", j.id),
+    }
+    let mut changed = new_job("acme", Some("k-old"), json!({}));
+    changed.request = serde_json::from_str(&OLD_TEXT.replace("gzip", "zstd")).unwrap();
+    assert!(matches!(
+        store.create(changed, T0 + 2).await,
+        Err(QueueError::IdempotencyConflict)
+    ));
+}
