@@ -186,3 +186,56 @@ fn parse_failpoint(item: &str) -> Option<(String, Option<u64>)> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_has_its_own_code_and_retry_decision() {
+        let cases = [
+            (ExportError::Encode("x".into()), "encode_error", false),
+            (ExportError::EncoderStopped, "encode_error", false),
+            (
+                ExportError::Compression("x".into()),
+                "compression_error",
+                true,
+            ),
+            (ExportError::Manifest("x".into()), "manifest_error", false),
+            (ExportError::Files("x".into()), "object_store_error", true),
+            (
+                DecodeError::RowCount {
+                    expected: 2,
+                    got: 1,
+                }
+                .into(),
+                "row_count_mismatch",
+                true,
+            ),
+            (DecodeError::Truncated.into(), "truncated_result", true),
+            (
+                DecodeError::Malformed("x".into()).into(),
+                "decode_error",
+                true,
+            ),
+            (
+                StoreError::Unreachable("refused".into()).into(),
+                "clickhouse_unavailable",
+                true,
+            ),
+            (
+                StoreError::Client("bad".into()).into(),
+                "clickhouse_error",
+                false,
+            ),
+            (
+                ExportError::TooManyParts { max: 1 },
+                "too_many_parts",
+                false,
+            ),
+        ];
+        for (e, code, retry) in cases {
+            assert_eq!((e.code(), e.is_retryable()), (code, retry), "{e}");
+        }
+    }
+}

@@ -623,4 +623,23 @@ mod tests {
         d.push(&row("y", None, 1, 1)[..3]).unwrap();
         assert_eq!(d.pending_bytes(), 3);
     }
+
+    #[test]
+    fn finish_checks_the_row_count() {
+        let mut d = BatchDecoder::new(&cols(), 8, 3);
+        d.push(&row("x", Some(1), 1, 1)).unwrap();
+        assert!(matches!(
+            d.finish(),
+            Err(DecodeError::RowCount {
+                expected: 3,
+                got: 1
+            })
+        ));
+        let mut d = BatchDecoder::new(&cols(), 8, 1);
+        d.push(&row("x", Some(1), 1, 1)).unwrap();
+        assert_eq!(d.finish().unwrap().map(|b| b.num_rows()), Some(1));
+        let mut d = BatchDecoder::new(&cols(), 8, 1);
+        d.push(&row("x", Some(1), 1, 1)[..3]).unwrap();
+        assert!(matches!(d.finish(), Err(DecodeError::Truncated)));
+    }
 }
