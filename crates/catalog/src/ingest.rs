@@ -1,7 +1,7 @@
 //! Validating ingest records (NDJSON objects or CSV rows) into rows of typed values.
 //!
-//! A row holds one value per public field, in catalog order, ready for the store's
-//! RowBinary writer. The server owns `tenant_id` and `received_time`. An `event_id`
+//! A row holds one value per public field, in catalog order, ready for a [`RowSink`]
+//! (the store's Native block, which the catalog does not know). The server owns `tenant_id` and `received_time`. An `event_id`
 //! missing from a record is generated: time-ordered (UUID v7) normally, or derived
 //! from the request's idempotency seed and the record's line number (UUID v5) when the
 //! client sent an `Idempotency-Key` — so a retried request produces the very same ids.

@@ -3,7 +3,7 @@
 //! The set is deliberately small: every type here must exist on Debian's ClickHouse
 //! 18.16 (our test server) and on current ClickHouse, and must have a lossless text,
 //! JSON and Parquet representation. Booleans are `UInt8`, IP addresses `String`,
-//! money `Float64` (see shared/logs-api/FIELDS.md for the reasoning).
+//! money `Float64` (docs/fields.md gives the reasoning).
 
 use std::fmt;
 

@@ -1,7 +1,7 @@
 //! Typed values: what an ingest line or a filter value becomes after validation.
 //!
 //! JSON input is checked against the field's ClickHouse type here, once, so later
-//! stages (RowBinary encoding, SQL literals) only ever see values that fit.
+//! stages (the store's wire encoding, SQL literals) only ever see values that fit.
 
 use serde_json::Value as Json;
 use uuid::Uuid;

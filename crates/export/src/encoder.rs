@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::ExportError;
 use logport_store::arrow::DICTIONARY_HINT;
-use logport_store::{BatchDecoder, DecodeError};
+use logport_store::BatchDecoder;
 
 /// Rows per Arrow batch.
 pub const BATCH_ROWS: usize = 16 * 1024;
@@ -33,10 +33,10 @@ const OUT_CHUNK: usize = 1 << 20;
 pub const GROUP_BYTES: usize = 256 << 10;
 
 /// Undecoded chunks of the store's batches; `true` with the last of them.
-pub type Input = (Vec<Bytes>, bool);
+pub type ChunkGroup = (Vec<Bytes>, bool);
 
 /// What the encoder thread reports, in order.
-pub enum Encoded {
+pub enum EncoderEvent {
     /// The next bytes of the current part (a new part begins with the first `Data`
     /// after `PartEnd`).
     Data { bytes: Bytes },
@@ -57,22 +57,22 @@ pub struct PartLimits {
 }
 
 /// Starts the encoder of one reader: send it groups of undecoded chunks (`true` with
-/// the last group), which `decoder` turns into batches; receive [`Encoded`] messages.
+/// the last group), which `decoder` turns into batches; receive [`EncoderEvent`]s.
 /// Dropping either end stops it.
 pub fn spawn(
     decoder: BatchDecoder,
     limits: PartLimits,
 ) -> (
-    mpsc::Sender<Input>,
-    mpsc::Receiver<Result<Encoded, ExportError>>,
+    mpsc::Sender<ChunkGroup>,
+    mpsc::Receiver<Result<EncoderEvent, ExportError>>,
 ) {
     let (in_tx, in_rx) = mpsc::channel(2);
     let (out_tx, out_rx) = mpsc::channel(2);
     tokio::task::spawn_blocking(move || {
-        let result = run(decoder, limits, in_rx, &out_tx);
+        let result = encode(decoder, limits, in_rx, &out_tx);
         // A closed output means the reader gave up; nobody is left to tell.
         let _ = match result {
-            Ok(Some(())) => out_tx.blocking_send(Ok(Encoded::Finished)),
+            Ok(Some(())) => out_tx.blocking_send(Ok(EncoderEvent::Finished)),
             Ok(None) => Ok(()),
             Err(e) => out_tx.blocking_send(Err(e)),
         };
@@ -86,7 +86,7 @@ pub fn properties(schema: &SchemaRef) -> Result<WriterProperties, ExportError> {
     let mut props = WriterProperties::builder()
         // Level 1: most of level 3's ratio on these columns at a fraction of the CPU.
         .set_compression(parquet::basic::Compression::ZSTD(
-            ZstdLevel::try_new(1).map_err(|e| ExportError::Files(e.to_string()))?,
+            ZstdLevel::try_new(1).map_err(parquet_error)?,
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Chunk)
@@ -105,18 +105,20 @@ pub fn properties(schema: &SchemaRef) -> Result<WriterProperties, ExportError> {
     Ok(props.build())
 }
 
-/// One part being written; the writer's output accumulates in its `Vec`.
-struct Part {
+/// The Parquet part being written; the writer's output accumulates in its `Vec`.
+struct OpenParquetPart {
     writer: ArrowWriter<Vec<u8>>,
     rows: u64,
 }
 
-struct Encoder<'a> {
+/// Writes one reader's batches into Parquet parts, cutting a part at its limits, and
+/// reports the parts' bytes and rows.
+struct ParquetPartWriter<'a> {
     schema: SchemaRef,
     props: WriterProperties,
     limits: PartLimits,
-    out: &'a mpsc::Sender<Result<Encoded, ExportError>>,
-    current: Option<Part>,
+    out: &'a mpsc::Sender<Result<EncoderEvent, ExportError>>,
+    current: Option<OpenParquetPart>,
     /// Whether any part was started (an empty result is still one, empty, file).
     started: bool,
 }
@@ -124,14 +126,14 @@ struct Encoder<'a> {
 /// `Ok(None)` when the reader went away.
 type Flow = Result<Option<()>, ExportError>;
 
-fn run(
+fn encode(
     mut decoder: BatchDecoder,
     limits: PartLimits,
-    mut input: mpsc::Receiver<Input>,
-    out: &mpsc::Sender<Result<Encoded, ExportError>>,
+    mut input: mpsc::Receiver<ChunkGroup>,
+    out: &mpsc::Sender<Result<EncoderEvent, ExportError>>,
 ) -> Flow {
     let schema = decoder.schema();
-    let mut enc = Encoder {
+    let mut parts = ParquetPartWriter {
         props: properties(&schema)?,
         schema,
         limits,
@@ -145,9 +147,9 @@ fn run(
             return Ok(None);
         };
         for chunk in chunks {
-            let batches = decoder.push(&chunk).map_err(decode_error)?;
+            let batches = decoder.push(&chunk)?;
             for batch in batches {
-                if enc.write(batch)?.is_none() {
+                if parts.write(batch)?.is_none() {
                     return Ok(None);
                 }
             }
@@ -156,19 +158,19 @@ fn run(
             break;
         }
     }
-    if let Some(batch) = decoder.finish().map_err(decode_error)? {
-        if enc.write(batch)?.is_none() {
+    if let Some(batch) = decoder.finish()? {
+        if parts.write(batch)?.is_none() {
             return Ok(None);
         }
     }
-    if !enc.started {
-        enc.open()?;
+    if !parts.started {
+        parts.open()?;
     }
-    enc.close()
+    parts.close()
 }
 
-impl Encoder<'_> {
-    fn send(&self, m: Encoded) -> Option<()> {
+impl ParquetPartWriter<'_> {
+    fn send(&self, m: EncoderEvent) -> Option<()> {
         self.out.blocking_send(Ok(m)).ok()
     }
 
@@ -179,7 +181,7 @@ impl Encoder<'_> {
             Some(self.props.clone()),
         )
         .map_err(parquet_error)?;
-        self.current = Some(Part { writer, rows: 0 });
+        self.current = Some(OpenParquetPart { writer, rows: 0 });
         self.started = true;
         Ok(())
     }
@@ -193,7 +195,7 @@ impl Encoder<'_> {
         }
         // The writer counts its own offsets; taking what it wrote is safe.
         let bytes = Bytes::from(std::mem::replace(buf, Vec::with_capacity(OUT_CHUNK)));
-        self.send(Encoded::Data { bytes })
+        self.send(EncoderEvent::Data { bytes })
     }
 
     fn write(&mut self, mut batch: RecordBatch) -> Flow {
@@ -216,7 +218,9 @@ impl Encoder<'_> {
             let size = (part.writer.bytes_written() + part.writer.in_progress_size()) as u64;
             let full = part.rows >= self.limits.max_rows || size >= self.limits.max_bytes;
             batch = batch.slice(take, batch.num_rows() - take);
-            if self.send(Encoded::Rows(take as u64)).is_none() || self.drain(OUT_CHUNK).is_none() {
+            if self.send(EncoderEvent::Rows(take as u64)).is_none()
+                || self.drain(OUT_CHUNK).is_none()
+            {
                 return Ok(None);
             }
             if full && self.close()?.is_none() {
@@ -233,21 +237,13 @@ impl Encoder<'_> {
         };
         let rows = part.rows;
         let bytes = Bytes::from(part.writer.into_inner().map_err(parquet_error)?);
-        if !bytes.is_empty() && self.send(Encoded::Data { bytes }).is_none() {
+        if !bytes.is_empty() && self.send(EncoderEvent::Data { bytes }).is_none() {
             return Ok(None);
         }
-        Ok(self.send(Encoded::PartEnd { rows }))
-    }
-}
-
-fn decode_error(e: DecodeError) -> ExportError {
-    match e {
-        DecodeError::Malformed(_) => ExportError::Decode(e.to_string()),
-        DecodeError::Truncated => ExportError::Truncated,
-        DecodeError::Store(e) => ExportError::Store(e),
+        Ok(self.send(EncoderEvent::PartEnd { rows }))
     }
 }
 
 fn parquet_error(e: parquet::errors::ParquetError) -> ExportError {
-    ExportError::Files(format!("parquet: {e}"))
+    ExportError::Encode(e.to_string())
 }

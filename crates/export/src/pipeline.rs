@@ -59,7 +59,7 @@ pub struct Attempt<'a> {
 
 /// What a finished attempt published.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct Published {
     pub manifest_key: String,
     pub progress: Progress,
 }
@@ -122,7 +122,7 @@ pub struct Exporter {
 }
 
 /// Where parts go and how they are recorded.
-struct Sink<'a, 'b> {
+struct PartSink<'a, 'b> {
     exporter: &'a Exporter,
     attempt: &'a Attempt<'b>,
     prefix: String,
@@ -133,7 +133,7 @@ struct Sink<'a, 'b> {
     parts: Vec<Part>,
 }
 
-impl Sink<'_, '_> {
+impl PartSink<'_, '_> {
     fn next_key(&self) -> (u32, String) {
         let n = self.first_n + self.parts.len() as u32;
         (
@@ -143,7 +143,7 @@ impl Sink<'_, '_> {
     }
 
     /// The next part's number, key and upload; none past the export's part cap.
-    fn open_part(&self) -> Result<(u32, String, Upload), ExportError> {
+    fn open_part(&self) -> Result<(u32, String, PartUpload), ExportError> {
         let (n, key) = self.next_key();
         if n > self.exporter.max_parts {
             return Err(ExportError::TooManyParts {
@@ -154,7 +154,7 @@ impl Sink<'_, '_> {
         Ok((n, key, upload))
     }
 
-    fn upload(&self, key: &str) -> Upload {
+    fn upload(&self, key: &str) -> PartUpload {
         let mut writer =
             BufWriter::with_capacity(self.exporter.files.store(), Path::from(key), UPLOAD_BUFFER);
         if self.exporter.files.supports_attributes() {
@@ -172,7 +172,7 @@ impl Sink<'_, '_> {
             );
             writer = writer.with_attributes(attrs);
         }
-        Upload {
+        PartUpload {
             writer,
             hasher: Sha256::new(),
             bytes: 0,
@@ -203,7 +203,8 @@ impl Exporter {
             .map_err(|e| ExportError::InvalidRequest(e.to_string()))
     }
 
-    pub async fn run(&self, a: Attempt<'_>) -> Result<Outcome, ExportError> {
+    /// One attempt: the parts, then the manifest that publishes them.
+    pub async fn run(&self, a: Attempt<'_>) -> Result<Published, ExportError> {
         let job = a.job;
         let spec = self.spec_of(job)?;
         let slice = self
@@ -217,59 +218,94 @@ impl Exporter {
         // Every query of this attempt has an id with this prefix, so a cancel can
         // kill them all.
         let query_prefix = format!("logport-{}-{}-", job.id, a.lease.attempt);
-        let (ext, content_type) = file_kind(&spec);
         let prefix = files::attempt_prefix(&job.tenant, &job.id, a.lease.attempt);
-        let sink = |first_n: u32| Sink {
-            exporter: self,
-            attempt: &a,
-            prefix: prefix.clone(),
-            content_type,
-            ext: ext.clone(),
-            first_n,
-            parts: Vec::new(),
+        let ranges = self.parallel_ranges(&a, &selection, &query_prefix).await?;
+        let parts = match self
+            .read_parts(&a, &selection, ranges, &query_prefix, &prefix)
+            .await
+        {
+            Ok(parts) => parts,
+            Err(e) => {
+                if matches!(e, ExportError::Canceled) {
+                    self.kill_queries_later(query_prefix);
+                }
+                return Err(e);
+            }
         };
+        self.publish_manifest(&a, &spec, &prefix, parts).await
+    }
 
+    /// The time ranges a large result is read in, one reader each; `None` reads it
+    /// in one go (small results, and requests whose parts are cut by their own
+    /// limits).
+    async fn parallel_ranges(
+        &self,
+        a: &Attempt<'_>,
+        selection: &Selection<'_>,
+        query_prefix: &str,
+    ) -> Result<Option<Vec<(i64, i64, u64)>>, ExportError> {
+        let spec = selection.spec();
         let splittable = self.parallelism > 1
             && !spec.single_file
             && spec.limit.is_none()
             && spec.part_max_rows.is_none()
             && spec.part_max_bytes.is_none();
-        let ranges = if splittable {
-            split_ranges(
-                &cancellable(
-                    a.cancel,
-                    self.store
-                        .hour_counts(&selection, &Bounds::job(format!("{query_prefix}hours"))),
-                )
-                .await?,
-                // One part per reader: never more readers than parts allowed.
-                self.parallelism
-                    .min(usize::try_from(self.max_parts).unwrap_or(usize::MAX)),
-                self.parallel_min_rows,
-                spec.since,
-                spec.until,
-            )
-        } else {
-            None
+        if !splittable {
+            return Ok(None);
+        }
+        let hours = cancellable(
+            a.cancel,
+            self.store
+                .hour_counts(selection, &Bounds::job(format!("{query_prefix}hours"))),
+        )
+        .await?;
+        Ok(split_ranges(
+            &hours,
+            // One part per reader: never more readers than parts allowed.
+            self.parallelism
+                .min(usize::try_from(self.max_parts).unwrap_or(usize::MAX)),
+            self.parallel_min_rows,
+            spec.since,
+            spec.until,
+        ))
+    }
+
+    /// Every part of the attempt, in part order: one reader cutting parts by the
+    /// request's limits, or one reader per range writing one part each.
+    async fn read_parts(
+        &self,
+        a: &Attempt<'_>,
+        selection: &Selection<'_>,
+        ranges: Option<Vec<(i64, i64, u64)>>,
+        query_prefix: &str,
+        prefix: &str,
+    ) -> Result<Vec<Part>, ExportError> {
+        let spec = selection.spec();
+        let (ext, content_type) = file_kind(spec);
+        let sink = |first_n: u32| PartSink {
+            exporter: self,
+            attempt: a,
+            prefix: prefix.to_string(),
+            content_type,
+            ext: ext.clone(),
+            first_n,
+            parts: Vec::new(),
         };
-        let result: Result<Vec<Part>, ExportError> = match ranges {
-            // One reader: parts split by the request's limits.
+        let mut parts = match ranges {
             None => {
                 let expected = match spec.format {
                     Format::Parquet => {
                         let bounds = Bounds::job(format!("{query_prefix}count"));
-                        let n =
-                            cancellable(a.cancel, self.store.count(&selection, &bounds)).await?;
+                        let n = cancellable(a.cancel, self.store.count(selection, &bounds)).await?;
                         spec.limit.map_or(n, |l| n.min(l))
                     }
                     _ => 0,
                 };
                 let mut one = sink(1);
-                self.read_into(&selection, &format!("{query_prefix}0"), expected, &mut one)
-                    .await
-                    .map(|()| one.parts)
+                self.read_into(selection, &format!("{query_prefix}0"), expected, &mut one)
+                    .await?;
+                one.parts
             }
-            // A large result: one reader per time range, each writing one part, so
             // ClickHouse formats (and we encode) on every core at once.
             Some(ranges) => {
                 tracing::debug!(readers = ranges.len(), "export split into parallel reads");
@@ -292,38 +328,46 @@ impl Exporter {
                         }
                     });
                 futures::future::try_join_all(reads)
-                    .await
-                    .map(|all| all.into_iter().flatten().collect())
-            }
-        };
-        let mut parts = match result {
-            Ok(parts) => parts,
-            Err(e) => {
-                if matches!(e, ExportError::Canceled) {
-                    // Stop the server's work too, without holding the worker: the job
-                    // is already canceled in the store, and a stalled server must not
-                    // keep the worker from its next job.
-                    let store = self.store.clone();
-                    tokio::spawn(async move {
-                        let kill = tokio::time::timeout(
-                            std::time::Duration::from_secs(30),
-                            store.kill_queries(&query_prefix),
-                        )
-                        .await;
-                        match kill {
-                            Ok(Ok(())) => tracing::info!(%query_prefix, "export queries killed"),
-                            Ok(Err(e)) => {
-                                tracing::warn!(error = %e, %query_prefix, "could not kill export queries")
-                            }
-                            Err(_) => tracing::warn!(%query_prefix, "KILL QUERY timed out"),
-                        }
-                    });
-                }
-                return Err(e);
+                    .await?
+                    .into_iter()
+                    .flatten()
+                    .collect()
             }
         };
         parts.sort_by_key(|p| p.n);
+        Ok(parts)
+    }
 
+    /// Stops the server's work on a canceled attempt, without holding the worker: the
+    /// job is already canceled in the store, and a stalled server must not keep the
+    /// worker from its next job.
+    fn kill_queries_later(&self, query_prefix: String) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let kill = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                store.kill_queries(&query_prefix),
+            )
+            .await;
+            match kill {
+                Ok(Ok(())) => tracing::info!(%query_prefix, "export queries killed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, %query_prefix, "could not kill export queries")
+                }
+                Err(_) => tracing::warn!(%query_prefix, "KILL QUERY timed out"),
+            }
+        });
+    }
+
+    /// Writes the manifest beside the parts (unless the attempt was canceled first).
+    async fn publish_manifest(
+        &self,
+        a: &Attempt<'_>,
+        spec: &ExportSpec,
+        prefix: &str,
+        parts: Vec<Part>,
+    ) -> Result<Published, ExportError> {
+        let job = a.job;
         let totals = Progress {
             rows: parts.iter().map(|p| p.rows).sum(),
             bytes: parts.iter().map(|p| p.bytes).sum(),
@@ -357,12 +401,12 @@ impl Exporter {
             totals,
         };
         let body = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| ExportError::InvalidRequest(format!("manifest: {e}")))?;
+            .map_err(|e| ExportError::Manifest(e.to_string()))?;
         if a.cancel.is_cancelled() {
             return Err(ExportError::Canceled);
         }
         self.files.put(&manifest_key, Bytes::from(body)).await?;
-        Ok(Outcome {
+        Ok(Published {
             manifest_key,
             progress: totals,
         })
@@ -375,7 +419,7 @@ impl Exporter {
         sel: &Selection<'_>,
         query_id: &str,
         expected: u64,
-        sink: &mut Sink<'_, '_>,
+        sink: &mut PartSink<'_, '_>,
     ) -> Result<(), ExportError> {
         let spec = sel.spec();
         match spec.format {
@@ -393,19 +437,18 @@ impl Exporter {
         }
     }
 
+    /// Text parts of one reader: the store's bytes, cut at record boundaries.
     async fn text_parts(
         &self,
         mut stream: ByteStream,
         plan: &TextPlan,
         selection: &Selection<'_>,
         query_id: &str,
-        sink: &mut Sink<'_, '_>,
+        sink: &mut PartSink<'_, '_>,
     ) -> Result<(), ExportError> {
         let spec = selection.spec();
         let mut scanner = Scanner::new(plan.encoding.framing());
-        let max_rows = spec.part_max_rows.unwrap_or(u64::MAX);
-        let max_bytes = spec.part_max_bytes.unwrap_or(u64::MAX);
-        let mut current: Option<TextPart> = None;
+        let mut current: Option<OpenTextPart> = None;
         let result: Result<(), ExportError> = async {
             loop {
                 let chunk = tokio::select! {
@@ -414,74 +457,17 @@ impl Exporter {
                     next = stream.next() => next?,
                 };
                 let Some(chunk) = chunk else { break };
-                let mut pos = 0;
-                while pos < chunk.len() {
-                    let part = match current.as_mut() {
-                        Some(p) => p,
-                        None => {
-                            let (n, key, upload) = sink.open_part()?;
-                            current.insert(
-                                TextPart::open(n, key, upload, plan, spec.compression).await?,
-                            )
-                        }
-                    };
-                    // Past the byte limit, finish only the record in progress.
-                    let byte_room = max_bytes.saturating_sub(part.raw_bytes);
-                    let (window, rows_room) = if byte_room == 0 {
-                        (chunk.len() - pos, 1)
-                    } else {
-                        let w = (chunk.len() - pos)
-                            .min(usize::try_from(byte_room).unwrap_or(usize::MAX));
-                        (w, max_rows - part.rows)
-                    };
-                    let (used, records) = scanner.scan(&chunk[pos..pos + window], rows_room);
-                    part.write_records(&chunk[pos..pos + used], records, plan)
-                        .await?;
-                    sink.attempt
-                        .counters
-                        .rows
-                        .fetch_add(records, Ordering::Relaxed);
-                    sink.attempt
-                        .counters
-                        .bytes
-                        .fetch_add(used as u64, Ordering::Relaxed);
-                    pos += used;
-                    let at_boundary = scanner.pending() == 0;
-                    let full = part.rows >= max_rows
-                        || (part.rows > 0 && part.raw_bytes >= max_bytes && at_boundary);
-                    if full {
-                        if let Some(done) = current.take() {
-                            let finished = done.finish(plan).await?;
-                            sink.record(finished).await?;
-                        }
-                    }
-                }
+                write_text_chunk(&chunk, &mut scanner, &mut current, plan, spec, sink).await?;
             }
-            if let Some(e) = scanner
-                .suspected_exception()
-                .and_then(logport_store::trailing_exception)
-            {
-                // CSV quotes strings and JSON records start with `{`, but TabSeparated
-                // does not quote: a row whose first value begins with `Code: ` looks
-                // like an exception. It is data when the rows are exactly as many as
-                // the same query counts (an exception adds its lines and drops rows).
-                let is_data = plan.encoding.unquoted() && {
-                    let bounds = Bounds::job(format!("{query_id}-count"));
-                    let counted = self.store.count(selection, &bounds).await?;
-                    let counted = spec.limit.map_or(counted, |l| counted.min(l));
-                    counted == sink.attempt.counters.rows.load(Ordering::Relaxed)
-                };
-                if !is_data {
-                    return Err(e.into());
-                }
-            }
+            self.check_trailing_exception(&scanner, plan, selection, query_id, sink)
+                .await?;
             if scanner.pending() > 0 {
                 return Err(ExportError::Truncated);
             }
             // An empty result is still one (header-only) part, so clients always get a file.
             if current.is_none() && sink.parts.is_empty() {
                 let (n, key, upload) = sink.open_part()?;
-                current = Some(TextPart::open(n, key, upload, plan, spec.compression).await?);
+                current = Some(OpenTextPart::open(n, key, upload, plan, spec.compression).await?);
             }
             if let Some(done) = current.take() {
                 let finished = done.finish(plan).await?;
@@ -498,6 +484,39 @@ impl Exporter {
         result
     }
 
+    /// Fails the read when its last record is an exception the server appended.
+    async fn check_trailing_exception(
+        &self,
+        scanner: &Scanner,
+        plan: &TextPlan,
+        selection: &Selection<'_>,
+        query_id: &str,
+        sink: &PartSink<'_, '_>,
+    ) -> Result<(), ExportError> {
+        let Some(e) = scanner
+            .suspected_exception()
+            .and_then(logport_store::trailing_exception)
+        else {
+            return Ok(());
+        };
+        // CSV quotes strings and JSON records start with `{`, but TabSeparated does
+        // not quote: a row whose first value begins with `Code: ` looks like an
+        // exception. It is data when the rows are exactly as many as the same query
+        // counts (an exception adds its lines and drops rows).
+        let is_data = plan.encoding.unquoted() && {
+            let spec = selection.spec();
+            let bounds = Bounds::job(format!("{query_id}-count"));
+            let counted = self.store.count(selection, &bounds).await?;
+            let counted = spec.limit.map_or(counted, |l| counted.min(l));
+            counted == sink.attempt.counters.rows.load(Ordering::Relaxed)
+        };
+        if is_data {
+            Ok(())
+        } else {
+            Err(e.into())
+        }
+    }
+
     /// Parquet parts of one reader: the store's undecoded batches go to an encoder
     /// thread ([`crate::encoder`]) that decodes and encodes them; its output is
     /// uploaded part by part here.
@@ -505,7 +524,7 @@ impl Exporter {
         &self,
         batches: BatchStream,
         spec: &ExportSpec,
-        sink: &mut Sink<'_, '_>,
+        sink: &mut PartSink<'_, '_>,
     ) -> Result<(), ExportError> {
         let limits = encoder::PartLimits {
             max_rows: spec.part_max_rows.unwrap_or(u64::MAX),
@@ -514,47 +533,26 @@ impl Exporter {
         let (mut stream, decoder) = batches.into_parts();
         let (input, mut output) = encoder::spawn(decoder, limits);
         let attempt = sink.attempt;
-        let mut current: Option<(u32, String, Upload)> = None;
-        // Chunks go to the encoder in groups of about `encoder::GROUP_BYTES`, so the
-        // thread wakes once per group rather than once per network read.
-        let mut group: Vec<Bytes> = Vec::new();
-        let mut group_bytes = 0;
-        // A group ready to send, and whether it ends the input.
-        let mut ready: Option<(Vec<Bytes>, bool)> = None;
+        let mut current: Option<(u32, String, PartUpload)> = None;
+        let mut grouper = ChunkGrouper::default();
+        // A group ready to send.
+        let mut ready: Option<encoder::ChunkGroup> = None;
         let mut input_done = false;
-        let encoder_gone = || ExportError::Files("the Parquet encoder stopped unexpectedly".into());
         let result: Result<(), ExportError> = async {
             loop {
                 tokio::select! {
                     biased;
                     _ = attempt.cancel.cancelled() => return Err(ExportError::Canceled),
-                    message = output.recv() => match message {
-                        Some(Ok(encoder::Encoded::Data { bytes })) => {
-                            let upload = match current.as_mut() {
-                                Some((_, _, upload)) => upload,
-                                None => &mut current.insert(sink.open_part()?).2,
-                            };
-                            upload.put(bytes).await?;
-                        }
-                        Some(Ok(encoder::Encoded::Rows(n))) => {
-                            attempt.counters.rows.fetch_add(n, Ordering::Relaxed);
-                        }
-                        Some(Ok(encoder::Encoded::PartEnd { rows })) => {
-                            let (n, key, upload) = match current.take() {
-                                Some(open) => open,
-                                None => sink.open_part()?,
-                            };
-                            let (bytes, sha256) = upload.finish().await?;
-                            sink.record(Part { n, key, rows, bytes, sha256 }).await?;
-                        }
-                        Some(Ok(encoder::Encoded::Finished)) => break,
+                    event = output.recv() => match event {
+                        Some(Ok(encoder::EncoderEvent::Finished)) => break,
+                        Some(Ok(event)) => upload_parquet(event, &mut current, sink).await?,
                         Some(Err(e)) => return Err(e),
-                        None => return Err(encoder_gone()),
+                        None => return Err(ExportError::EncoderStopped),
                     },
                     permit = input.reserve(), if ready.is_some() => {
-                        let permit = permit.map_err(|_| encoder_gone())?;
-                        if let Some(message) = ready.take() {
-                            permit.send(message);
+                        let permit = permit.map_err(|_| ExportError::EncoderStopped)?;
+                        if let Some(group) = ready.take() {
+                            permit.send(group);
                         }
                     }
                     chunk = stream.next(), if ready.is_none() && !input_done => {
@@ -564,16 +562,11 @@ impl Exporter {
                                     .counters
                                     .bytes
                                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                                group_bytes += chunk.len();
-                                group.push(chunk);
-                                if group_bytes >= encoder::GROUP_BYTES {
-                                    ready = Some((std::mem::take(&mut group), false));
-                                    group_bytes = 0;
-                                }
+                                ready = grouper.push(chunk);
                             }
                             None => {
                                 input_done = true;
-                                ready = Some((std::mem::take(&mut group), true));
+                                ready = Some(grouper.last());
                             }
                         }
                     }
@@ -588,6 +581,119 @@ impl Exporter {
             }
         }
         result
+    }
+}
+
+/// Writes one chunk of a text result into parts, closing each at its limits.
+async fn write_text_chunk(
+    chunk: &[u8],
+    scanner: &mut Scanner,
+    current: &mut Option<OpenTextPart>,
+    plan: &TextPlan,
+    spec: &ExportSpec,
+    sink: &mut PartSink<'_, '_>,
+) -> Result<(), ExportError> {
+    let max_rows = spec.part_max_rows.unwrap_or(u64::MAX);
+    let max_bytes = spec.part_max_bytes.unwrap_or(u64::MAX);
+    let mut pos = 0;
+    while pos < chunk.len() {
+        let part = match current.as_mut() {
+            Some(p) => p,
+            None => {
+                let (n, key, upload) = sink.open_part()?;
+                current.insert(OpenTextPart::open(n, key, upload, plan, spec.compression).await?)
+            }
+        };
+        // Past the byte limit, finish only the record in progress.
+        let byte_room = max_bytes.saturating_sub(part.raw_bytes);
+        let (window, rows_room) = if byte_room == 0 {
+            (chunk.len() - pos, 1)
+        } else {
+            let w = (chunk.len() - pos).min(usize::try_from(byte_room).unwrap_or(usize::MAX));
+            (w, max_rows - part.rows)
+        };
+        let (used, records) = scanner.scan(&chunk[pos..pos + window], rows_room);
+        part.write_records(&chunk[pos..pos + used], records, plan)
+            .await?;
+        let counters = sink.attempt.counters;
+        counters.rows.fetch_add(records, Ordering::Relaxed);
+        counters.bytes.fetch_add(used as u64, Ordering::Relaxed);
+        pos += used;
+        let at_boundary = scanner.pending() == 0;
+        let full =
+            part.rows >= max_rows || (part.rows > 0 && part.raw_bytes >= max_bytes && at_boundary);
+        if full {
+            if let Some(done) = current.take() {
+                let finished = done.finish(plan).await?;
+                sink.record(finished).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Uploads what the Parquet encoder reported: bytes into the open part (opening one
+/// first if needed), rows into the counters, a part's end as a recorded part.
+async fn upload_parquet(
+    event: encoder::EncoderEvent,
+    current: &mut Option<(u32, String, PartUpload)>,
+    sink: &mut PartSink<'_, '_>,
+) -> Result<(), ExportError> {
+    match event {
+        encoder::EncoderEvent::Data { bytes } => {
+            let upload = match current.as_mut() {
+                Some((_, _, upload)) => upload,
+                None => &mut current.insert(sink.open_part()?).2,
+            };
+            upload.put(bytes).await
+        }
+        encoder::EncoderEvent::Rows(n) => {
+            sink.attempt.counters.rows.fetch_add(n, Ordering::Relaxed);
+            Ok(())
+        }
+        encoder::EncoderEvent::PartEnd { rows } => {
+            let (n, key, upload) = match current.take() {
+                Some(open) => open,
+                None => sink.open_part()?,
+            };
+            let (bytes, sha256) = upload.finish().await?;
+            sink.record(Part {
+                n,
+                key,
+                rows,
+                bytes,
+                sha256,
+            })
+            .await
+        }
+        encoder::EncoderEvent::Finished => Ok(()),
+    }
+}
+
+/// Gathers the store's chunks into groups of about [`encoder::GROUP_BYTES`], so the
+/// encoder thread wakes once per group rather than once per network read.
+#[derive(Default)]
+struct ChunkGrouper {
+    group: Vec<Bytes>,
+    bytes: usize,
+}
+
+impl ChunkGrouper {
+    /// Adds a chunk; a group once it is big enough.
+    fn push(&mut self, chunk: Bytes) -> Option<encoder::ChunkGroup> {
+        self.bytes += chunk.len();
+        self.group.push(chunk);
+        if self.bytes < encoder::GROUP_BYTES {
+            return None;
+        }
+        self.bytes = 0;
+        Some((std::mem::take(&mut self.group), false))
+    }
+
+    /// What is left, as the group that ends the input.
+    fn last(&mut self) -> encoder::ChunkGroup {
+        self.bytes = 0;
+        (std::mem::take(&mut self.group), true)
     }
 }
 
@@ -684,13 +790,13 @@ fn text_plan(spec: &ExportSpec) -> TextPlan {
 
 /// An object being uploaded: hashed and counted as it goes, visible only when
 /// `finish`ed (a multipart upload completes, or a single put happens).
-struct Upload {
+struct PartUpload {
     writer: BufWriter,
     hasher: Sha256,
     bytes: u64,
 }
 
-impl Upload {
+impl PartUpload {
     async fn put(&mut self, data: Bytes) -> Result<(), ExportError> {
         self.hasher.update(&data);
         self.bytes += data.len() as u64;
@@ -717,64 +823,64 @@ impl Upload {
     }
 }
 
-/// The compressor of a text part; output accumulates in the inner `Vec`.
-enum Encoder {
+/// A text part's compression (or none); output accumulates in the inner `Vec`.
+enum Compressor {
     Plain(Vec<u8>),
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
 }
 
-impl Encoder {
-    fn new(c: Compression) -> Result<Encoder, ExportError> {
+impl Compressor {
+    fn new(c: Compression) -> Result<Compressor, ExportError> {
         Ok(match c {
-            Compression::None => Encoder::Plain(Vec::with_capacity(BUF)),
-            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+            Compression::None => Compressor::Plain(Vec::with_capacity(BUF)),
+            Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
                 Vec::with_capacity(BUF),
                 flate2::Compression::new(5),
             )),
-            Compression::Zstd => Encoder::Zstd(
+            Compression::Zstd => Compressor::Zstd(
                 zstd::stream::write::Encoder::new(Vec::with_capacity(BUF), 3)
-                    .map_err(|e| ExportError::Files(format!("zstd: {e}")))?,
+                    .map_err(|e| ExportError::Compression(format!("zstd: {e}")))?,
             ),
         })
     }
 
     fn write(&mut self, data: &[u8]) -> Result<(), ExportError> {
         let r = match self {
-            Encoder::Plain(v) => {
+            Compressor::Plain(v) => {
                 v.extend_from_slice(data);
                 Ok(())
             }
-            Encoder::Gzip(e) => e.write_all(data),
-            Encoder::Zstd(e) => e.write_all(data),
+            Compressor::Gzip(e) => e.write_all(data),
+            Compressor::Zstd(e) => e.write_all(data),
         };
-        r.map_err(|e| ExportError::Files(format!("compression: {e}")))
+        r.map_err(|e| ExportError::Compression(e.to_string()))
     }
 
     fn output(&mut self) -> &mut Vec<u8> {
         match self {
-            Encoder::Plain(v) => v,
-            Encoder::Gzip(e) => e.get_mut(),
-            Encoder::Zstd(e) => e.get_mut(),
+            Compressor::Plain(v) => v,
+            Compressor::Gzip(e) => e.get_mut(),
+            Compressor::Zstd(e) => e.get_mut(),
         }
     }
 
     fn finish(self) -> Result<Vec<u8>, ExportError> {
         let r = match self {
-            Encoder::Plain(v) => Ok(v),
-            Encoder::Gzip(e) => e.finish(),
-            Encoder::Zstd(e) => e.finish(),
+            Compressor::Plain(v) => Ok(v),
+            Compressor::Gzip(e) => e.finish(),
+            Compressor::Zstd(e) => e.finish(),
         };
-        r.map_err(|e| ExportError::Files(format!("compression: {e}")))
+        r.map_err(|e| ExportError::Compression(e.to_string()))
     }
 }
 
-/// One text part being written.
-struct TextPart {
+/// The text part being written.
+struct OpenTextPart {
     n: u32,
     key: String,
-    upload: Upload,
-    encoder: Encoder,
+    upload: PartUpload,
+    compressor: Compressor,
     /// Uncompressed bytes written (for `part_max_bytes`).
     raw_bytes: u64,
     rows: u64,
@@ -782,19 +888,19 @@ struct TextPart {
     separator_due: bool,
 }
 
-impl TextPart {
+impl OpenTextPart {
     async fn open(
         n: u32,
         key: String,
-        upload: Upload,
+        upload: PartUpload,
         plan: &TextPlan,
         compression: Compression,
-    ) -> Result<TextPart, ExportError> {
-        let mut p = TextPart {
+    ) -> Result<OpenTextPart, ExportError> {
+        let mut p = OpenTextPart {
             n,
             key,
             upload,
-            encoder: Encoder::new(compression)?,
+            compressor: Compressor::new(compression)?,
             raw_bytes: 0,
             rows: 0,
             separator_due: false,
@@ -805,9 +911,9 @@ impl TextPart {
 
     async fn write(&mut self, data: &[u8]) -> Result<(), ExportError> {
         self.raw_bytes += data.len() as u64;
-        self.encoder.write(data)?;
-        if self.encoder.output().len() >= BUF {
-            let out = std::mem::replace(self.encoder.output(), Vec::with_capacity(BUF));
+        self.compressor.write(data)?;
+        if self.compressor.output().len() >= BUF {
+            let out = std::mem::replace(self.compressor.output(), Vec::with_capacity(BUF));
             self.upload.put(Bytes::from(out)).await?;
         }
         Ok(())
@@ -852,7 +958,7 @@ impl TextPart {
         if plan.json_array {
             self.write(b"\n]}\n").await?;
         }
-        let rest = self.encoder.finish()?;
+        let rest = self.compressor.finish()?;
         if !rest.is_empty() {
             self.upload.put(Bytes::from(rest)).await?;
         }

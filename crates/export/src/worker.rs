@@ -18,7 +18,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use logport_queue::{ClaimOptions, Clock, Heartbeat, Job, JobError, JobStatus, JobStore, Lease};
+use logport_queue::{
+    ClaimOptions, Clock, Heartbeat, Job, JobError, JobStatus, JobStore, Lease, Progress,
+};
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -26,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::files::{self, Files};
-use crate::pipeline::{Attempt, Counters, Exporter};
+use crate::pipeline::{Attempt, Counters, Exporter, Published};
 use crate::{failpoint, ExportError};
 
 #[derive(Debug, Clone)]
@@ -65,6 +67,81 @@ enum Stop {
     LeaseLost,
     Shutdown,
 }
+
+/// The first [`Stop`] of an attempt, shared by the tasks that watch it.
+#[derive(Default)]
+struct StopReason(Mutex<Option<Stop>>);
+
+impl StopReason {
+    /// Keeps the first reason given.
+    fn set(&self, why: Stop) {
+        if let Ok(mut s) = self.0.lock() {
+            s.get_or_insert(why);
+        }
+    }
+
+    fn get(&self) -> Option<Stop> {
+        self.0.lock().ok().and_then(|s| *s)
+    }
+}
+
+/// How an attempt ended, as the `outcome` label of `logport_export_run_seconds` and
+/// `logport_export_attempts_total` (docs/operations.md lists the values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttemptOutcome {
+    Succeeded,
+    /// Requeued with a backoff.
+    Retry,
+    Failed,
+    Canceled,
+    /// Given back to the queue at shutdown, without spending an attempt.
+    Released,
+    LeaseLost,
+    /// The outcome could not be recorded; the lease will run out.
+    Error,
+}
+
+impl AttemptOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Retry => "retry",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Canceled => "canceled",
+            AttemptOutcome::Released => "released",
+            AttemptOutcome::LeaseLost => "lease_lost",
+            AttemptOutcome::Error => "error",
+        }
+    }
+}
+
+/// The fenced step that found the lease gone.
+#[derive(Debug, Clone, Copy)]
+enum Fence {
+    Succeed,
+    /// The heartbeat learnt of a cancel or a lost lease.
+    Heartbeat,
+    /// A part's record in the job store.
+    Write,
+    Retry,
+    Fail,
+}
+
+impl Fence {
+    /// The `stage` field of the "lease lost" log line.
+    fn as_str(self) -> &'static str {
+        match self {
+            Fence::Succeed => "succeed",
+            Fence::Heartbeat => "heartbeat",
+            Fence::Write => "write",
+            Fence::Retry => "retry",
+            Fence::Fail => "fail",
+        }
+    }
+}
+
+/// An attempt's outcome and, when it published, its totals.
+type Ended = (AttemptOutcome, Option<Progress>);
 
 impl Workers {
     pub fn spawn(
@@ -298,6 +375,7 @@ impl Worker {
         let started = std::time::Instant::now();
         let slice = job.slice.clone();
         let (outcome, published) = self.attempt(job, shutdown).await;
+        let outcome = outcome.label();
         metrics::histogram!("logport_export_run_seconds", "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("logport_export_attempts_total", "outcome" => outcome).increment(1);
@@ -311,76 +389,19 @@ impl Worker {
         }
     }
 
-    /// One attempt: its outcome (a metric label) and, when published, its totals.
-    async fn attempt(
-        &self,
-        job: Job,
-        shutdown: &CancellationToken,
-    ) -> (&'static str, Option<logport_queue::Progress>) {
+    /// One attempt: runs the export while the heartbeat and the shutdown grace watch
+    /// it, then records how it ended.
+    async fn attempt(&self, job: Job, shutdown: &CancellationToken) -> Ended {
         let Some(lease) = job.lease() else {
             tracing::error!("claimed job has no lease owner");
-            return ("error", None);
+            return (AttemptOutcome::Error, None);
         };
         tracing::info!("export started");
         let cancel = CancellationToken::new();
-        let stop: Arc<Mutex<Option<Stop>>> = Arc::default();
-        let set_stop = |stop: &Mutex<Option<Stop>>, why: Stop| {
-            if let Ok(mut s) = stop.lock() {
-                s.get_or_insert(why);
-            }
-        };
+        let stop = Arc::new(StopReason::default());
         let counters = Arc::new(Counters::default());
-
-        // Heartbeat: extends the lease; stops the attempt on cancel or a lost lease.
-        let heartbeat = {
-            let jobs = Arc::clone(&self.jobs);
-            let clock = Arc::clone(&self.clock);
-            let lease = lease.clone();
-            let cancel = cancel.clone();
-            let stop = Arc::clone(&stop);
-            let counters = Arc::clone(&counters);
-            let every = self.cfg.heartbeat;
-            let lease_ms = self.cfg.lease.as_millis() as i64;
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(every) => {}
-                    }
-                    match jobs
-                        .heartbeat(&lease, counters.progress(), lease_ms, clock.now_ms())
-                        .await
-                    {
-                        Ok(Heartbeat::Held) => {}
-                        Ok(Heartbeat::Canceled) => {
-                            set_stop(&stop, Stop::Canceled);
-                            cancel.cancel();
-                        }
-                        Ok(Heartbeat::Lost) => {
-                            set_stop(&stop, Stop::LeaseLost);
-                            cancel.cancel();
-                        }
-                        Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-                    }
-                }
-            })
-        };
-        // Shutdown: after the grace period, stop the attempt and give the job back.
-        let grace = {
-            let shutdown = shutdown.clone();
-            let cancel = cancel.clone();
-            let stop = Arc::clone(&stop);
-            let grace = self.cfg.grace;
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-                        set_stop(&stop, Stop::Shutdown);
-                        cancel.cancel();
-                    }
-                }
-            })
-        };
+        let heartbeat = self.spawn_heartbeat(&lease, &cancel, &stop, &counters);
+        let grace = self.spawn_grace(shutdown, &cancel, &stop);
 
         let result = self
             .exporter
@@ -392,105 +413,171 @@ impl Worker {
                 counters: &counters,
             })
             .await;
-        let stopped_by = stop.lock().ok().and_then(|s| *s);
+        let stopped_by = stop.get();
         cancel.cancel();
         let _ = heartbeat.await;
         let _ = grace.await;
+        self.record(&job, &lease, result, stopped_by).await
+    }
 
-        let now = self.clock.now_ms();
-        // Files are removed only after a fenced write to the job store recorded the
-        // state that makes them dead (succeed, retry, fail), or the store confirmed that
-        // this very attempt was canceled. A worker whose fence failed removes nothing:
-        // what its attempt left, the orphan sweep removes once the store says so.
-        let outcome: Result<&'static str, String> = match result {
-            Ok(done) => {
-                failpoint("before_commit").await;
-                let expires = now + self.cfg.ttl.as_millis() as i64;
-                match self
-                    .jobs
-                    .succeed(&lease, &done.manifest_key, done.progress, expires, now)
+    /// Extends the lease while the attempt runs, publishing its progress; stops the
+    /// attempt when the store says the job was canceled or the lease is lost.
+    fn spawn_heartbeat(
+        &self,
+        lease: &Lease,
+        cancel: &CancellationToken,
+        stop: &Arc<StopReason>,
+        counters: &Arc<Counters>,
+    ) -> JoinHandle<()> {
+        let jobs = Arc::clone(&self.jobs);
+        let clock = Arc::clone(&self.clock);
+        let lease = lease.clone();
+        let cancel = cancel.clone();
+        let stop = Arc::clone(stop);
+        let counters = Arc::clone(counters);
+        let every = self.cfg.heartbeat;
+        let lease_ms = self.cfg.lease.as_millis() as i64;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                match jobs
+                    .heartbeat(&lease, counters.progress(), lease_ms, clock.now_ms())
                     .await
                 {
-                    Ok(true) => {
-                        tracing::info!(
-                            rows = done.progress.rows,
-                            bytes = done.progress.bytes,
-                            parts = done.progress.parts,
-                            "export succeeded"
-                        );
-                        self.remove_other_attempts(&job, lease.attempt).await;
-                        return ("succeeded", Some(done.progress));
+                    Ok(Heartbeat::Held) => {}
+                    Ok(Heartbeat::Canceled) => {
+                        stop.set(Stop::Canceled);
+                        cancel.cancel();
                     }
-                    Ok(false) => return self.fence_failed(&job, &lease, "succeed").await,
-                    Err(e) => Err(e.to_string()),
+                    Ok(Heartbeat::Lost) => {
+                        stop.set(Stop::LeaseLost);
+                        cancel.cancel();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                 }
             }
+        })
+    }
+
+    /// After shutdown and the grace period, stops the attempt so the job goes back.
+    fn spawn_grace(
+        &self,
+        shutdown: &CancellationToken,
+        cancel: &CancellationToken,
+        stop: &Arc<StopReason>,
+    ) -> JoinHandle<()> {
+        let shutdown = shutdown.clone();
+        let cancel = cancel.clone();
+        let stop = Arc::clone(stop);
+        let grace = self.cfg.grace;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                    stop.set(Stop::Shutdown);
+                    cancel.cancel();
+                }
+            }
+        })
+    }
+
+    /// Records how the attempt ended. Files are removed only after a fenced write to
+    /// the job store recorded the state that makes them dead (succeed, retry, fail),
+    /// or the store confirmed that this very attempt was canceled. A worker whose
+    /// fence failed removes nothing: what its attempt left, the orphan sweep removes
+    /// once the store says so.
+    async fn record(
+        &self,
+        job: &Job,
+        lease: &Lease,
+        result: Result<Published, ExportError>,
+        stopped_by: Option<Stop>,
+    ) -> Ended {
+        let now = self.clock.now_ms();
+        match result {
+            Ok(done) => self.record_success(job, lease, done, now).await,
             Err(ExportError::Canceled) => match stopped_by {
-                Some(Stop::Shutdown) => match self.jobs.release(&lease, now).await {
+                Some(Stop::Shutdown) => match self.jobs.release(lease, now).await {
                     Ok(_) => {
                         tracing::info!("export released to the queue at shutdown");
-                        return ("released", None);
+                        (AttemptOutcome::Released, None)
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => unrecorded(e),
                 },
                 // Canceled or lost, as the heartbeat learnt: the store is asked again
                 // all the same, and only a job it says is canceled loses its files.
-                _ => return self.fence_failed(&job, &lease, "heartbeat").await,
+                _ => self.fence_failed(job, lease, Fence::Heartbeat).await,
             },
-            Err(ExportError::LeaseLost) => return self.fence_failed(&job, &lease, "write").await,
-            Err(e) => {
-                let err = JobError {
-                    code: e.code().into(),
-                    message: e.to_string(),
-                };
-                if e.is_retryable() {
-                    let delay = backoff(&self.cfg, lease.attempt);
-                    match self
-                        .jobs
-                        .retry(&lease, &err, now + delay.as_millis() as i64, now)
-                        .await
-                    {
-                        Ok(JobStatus::Failed) => {
-                            tracing::error!(error = %e, "export failed after its last attempt");
-                            self.remove_files(&files::job_prefix(&job.tenant, &job.id))
-                                .await;
-                            Ok("failed")
-                        }
-                        Ok(JobStatus::Queued) => {
-                            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "export attempt failed; will retry");
-                            self.remove_files(&files::attempt_prefix(
-                                &job.tenant,
-                                &job.id,
-                                lease.attempt,
-                            ))
-                            .await;
-                            Ok("retry")
-                        }
-                        // The fence failed: the job is not this attempt's any more.
-                        Ok(_) => return self.fence_failed(&job, &lease, "retry").await,
-                        Err(q) => Err(q.to_string()),
-                    }
-                } else {
-                    match self.jobs.fail(&lease, &err, now).await {
-                        Ok(true) => {
-                            tracing::error!(error = %e, code = e.code(), "export failed");
-                            self.remove_files(&files::job_prefix(&job.tenant, &job.id))
-                                .await;
-                            Ok("failed")
-                        }
-                        Ok(false) => return self.fence_failed(&job, &lease, "fail").await,
-                        Err(q) => Err(q.to_string()),
-                    }
-                }
+            Err(ExportError::LeaseLost) => self.fence_failed(job, lease, Fence::Write).await,
+            Err(e) if e.is_retryable() => self.record_retry(job, lease, e, now).await,
+            Err(e) => self.record_failure(job, lease, e, now).await,
+        }
+    }
+
+    /// Publishes the attempt's manifest; earlier attempts' files go.
+    async fn record_success(&self, job: &Job, lease: &Lease, done: Published, now: i64) -> Ended {
+        failpoint("before_commit").await;
+        let expires = now + self.cfg.ttl.as_millis() as i64;
+        match self
+            .jobs
+            .succeed(lease, &done.manifest_key, done.progress, expires, now)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(
+                    rows = done.progress.rows,
+                    bytes = done.progress.bytes,
+                    parts = done.progress.parts,
+                    "export succeeded"
+                );
+                self.remove_other_attempts(job, lease.attempt).await;
+                (AttemptOutcome::Succeeded, Some(done.progress))
             }
-        };
-        match outcome {
-            Ok(label) => (label, None),
-            Err(e) => {
-                // The lease will expire and the reaper will requeue the job.
-                tracing::error!(error = %e, "could not record the export outcome");
-                ("error", None)
+            Ok(false) => self.fence_failed(job, lease, Fence::Succeed).await,
+            Err(e) => unrecorded(e),
+        }
+    }
+
+    /// Requeues the job after a backoff, or fails it after its last attempt.
+    async fn record_retry(&self, job: &Job, lease: &Lease, e: ExportError, now: i64) -> Ended {
+        let delay = backoff(&self.cfg, lease.attempt);
+        match self
+            .jobs
+            .retry(lease, &job_error(&e), now + delay.as_millis() as i64, now)
+            .await
+        {
+            Ok(JobStatus::Failed) => {
+                tracing::error!(error = %e, "export failed after its last attempt");
+                self.remove_files(&files::job_prefix(&job.tenant, &job.id))
+                    .await;
+                (AttemptOutcome::Failed, None)
             }
+            Ok(JobStatus::Queued) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "export attempt failed; will retry");
+                self.remove_files(&files::attempt_prefix(&job.tenant, &job.id, lease.attempt))
+                    .await;
+                (AttemptOutcome::Retry, None)
+            }
+            // The fence failed: the job is not this attempt's any more.
+            Ok(_) => self.fence_failed(job, lease, Fence::Retry).await,
+            Err(q) => unrecorded(q),
+        }
+    }
+
+    /// Fails the job for good.
+    async fn record_failure(&self, job: &Job, lease: &Lease, e: ExportError, now: i64) -> Ended {
+        match self.jobs.fail(lease, &job_error(&e), now).await {
+            Ok(true) => {
+                tracing::error!(error = %e, code = e.code(), "export failed");
+                self.remove_files(&files::job_prefix(&job.tenant, &job.id))
+                    .await;
+                (AttemptOutcome::Failed, None)
+            }
+            Ok(false) => self.fence_failed(job, lease, Fence::Fail).await,
+            Err(q) => unrecorded(q),
         }
     }
 
@@ -500,17 +587,12 @@ impl Worker {
     /// Any other answer means the lease is gone (reaped, another worker runs or ran
     /// the job): nothing is removed, since the files under the job may be the new
     /// holder's, and this attempt's own are the orphan sweep's to judge.
-    async fn fence_failed(
-        &self,
-        job: &Job,
-        lease: &Lease,
-        stage: &'static str,
-    ) -> (&'static str, Option<logport_queue::Progress>) {
+    async fn fence_failed(&self, job: &Job, lease: &Lease, stage: Fence) -> Ended {
         let now = match self.jobs.get(&job.tenant, &job.id).await {
             Ok(now) => now,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the job after its fence failed; no files removed");
-                return ("lease_lost", None);
+                return (AttemptOutcome::LeaseLost, None);
             }
         };
         let canceled_here = now.as_ref().is_some_and(|j| {
@@ -522,15 +604,15 @@ impl Worker {
             tracing::info!("export canceled");
             self.remove_files(&files::job_prefix(&job.tenant, &job.id))
                 .await;
-            return ("canceled", None);
+            return (AttemptOutcome::Canceled, None);
         }
         tracing::warn!(
-            stage,
+            stage = stage.as_str(),
             status = now.as_ref().map_or("unknown", |j| j.status.as_str()),
             attempts = now.as_ref().map_or(0, |j| j.attempts),
             "lease lost; attempt abandoned, no files removed"
         );
-        ("lease_lost", None)
+        (AttemptOutcome::LeaseLost, None)
     }
 
     /// Earlier attempts' files are never served; remove them once one attempt won
@@ -548,6 +630,21 @@ impl Worker {
             tracing::warn!(error = %e, %prefix, "could not remove export files");
         }
     }
+}
+
+/// What clients see of a failed attempt.
+fn job_error(e: &ExportError) -> JobError {
+    JobError {
+        code: e.code().into(),
+        message: e.to_string(),
+    }
+}
+
+/// The job store did not take the outcome: the lease will expire and the reaper
+/// will requeue the job.
+fn unrecorded(e: impl std::fmt::Display) -> Ended {
+    tracing::error!(error = %e, "could not record the export outcome");
+    (AttemptOutcome::Error, None)
 }
 
 /// Exponential backoff with jitter: base·2^(attempt−1), capped, scaled by 0.5–1.0.

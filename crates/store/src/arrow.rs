@@ -179,7 +179,11 @@ pub enum DecodeError {
     #[error("the result ended inside a row")]
     Truncated,
     /// The result had another number of rows than the selection counted: the server
-    /// stopped early (an error it could not report in this encoding).
+    /// stopped early (an error it could not report in this encoding), or rows went
+    /// between the count and the read.
+    #[error("the result had {got} rows where {expected} were expected")]
+    RowCount { expected: u64, got: u64 },
+    /// The stream itself failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -226,10 +230,10 @@ impl BatchDecoder {
             return Err(DecodeError::Truncated);
         }
         if self.rows != self.expected_rows {
-            return Err(DecodeError::Store(StoreError::Unreachable(format!(
-                "the result had {} rows where {} were expected",
-                self.rows, self.expected_rows
-            ))));
+            return Err(DecodeError::RowCount {
+                expected: self.expected_rows,
+                got: self.rows,
+            });
         }
         self.take_batch()
     }
@@ -618,5 +622,24 @@ mod tests {
         // A truncated row stays pending.
         d.push(&row("y", None, 1, 1)[..3]).unwrap();
         assert_eq!(d.pending_bytes(), 3);
+    }
+
+    #[test]
+    fn finish_checks_the_row_count() {
+        let mut d = BatchDecoder::new(&cols(), 8, 3);
+        d.push(&row("x", Some(1), 1, 1)).unwrap();
+        assert!(matches!(
+            d.finish(),
+            Err(DecodeError::RowCount {
+                expected: 3,
+                got: 1
+            })
+        ));
+        let mut d = BatchDecoder::new(&cols(), 8, 1);
+        d.push(&row("x", Some(1), 1, 1)).unwrap();
+        assert_eq!(d.finish().unwrap().map(|b| b.num_rows()), Some(1));
+        let mut d = BatchDecoder::new(&cols(), 8, 1);
+        d.push(&row("x", Some(1), 1, 1)[..3]).unwrap();
+        assert!(matches!(d.finish(), Err(DecodeError::Truncated)));
     }
 }

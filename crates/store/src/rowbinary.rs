@@ -1,10 +1,9 @@
-//! RowBinary encoding of validated values.
+//! One validated value in ClickHouse's binary form (as RowBinary writes it).
 //!
-//! Ingest sends rows as RowBinary rather than re-serialised JSON: the catalog already
-//! knows every column's type, the encoding is a handful of little-endian writes per
-//! value, and the server skips text parsing entirely. Values arrive here already
-//! checked by [`Value::from_scalar`], so a mismatch is a bug, reported as an error
-//! rather than a panic.
+//! Ingest sends Native blocks ([`crate::native`]), whose column data is these values
+//! back to back: a handful of little-endian writes per value, no text for the server
+//! to parse. Values arrive here already checked by [`Value::from_scalar`], so a
+//! mismatch is a bug, reported as an error rather than a panic.
 
 use logport_catalog::{ColumnType, Value};
 

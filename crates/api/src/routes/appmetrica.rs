@@ -1,6 +1,6 @@
 //! AppMetrica-style Logs API: `GET /logs/v1/export/{slice}.{csv|json}` answers 202
 //! `Wait for result` until the file of that request is ready, then 200 with the file.
-//! (shared/logs-api/COMPAT.md, section A.)
+//! (docs/logs-api-protocols.md, "AppMetrica style".)
 //!
 //! Decisions:
 //! - A request becomes an ordinary export job: `application_id` is the job's `app_id`,

@@ -1,6 +1,6 @@
 //! Metrica-style log requests under `/management/v1/counter/{counter_id}/`: evaluate,
-//! create, list, info, download of parts, clean, cancel (shared/logs-api/COMPAT.md,
-//! section B).
+//! create, list, info, download of parts, clean, cancel (docs/logs-api-protocols.md,
+//! "Metrica style").
 //!
 //! Decisions:
 //! - A log request is an ordinary export job: `counter_id` is its `app_id`, `source`
