@@ -15,6 +15,20 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::{json, Value};
 
+mod clock;
+mod decode;
+mod expected;
+mod requests;
+mod s3;
+mod schemas;
+
+pub use clock::*;
+pub use decode::*;
+pub use expected::*;
+pub use requests::*;
+pub use s3::*;
+pub use schemas::*;
+
 /// Tokens every test service accepts.
 pub const ACME: &str = "test-token-acme";
 pub const GLOBEX: &str = "test-token-globex";
@@ -317,19 +331,24 @@ impl Service {
         kb * 1024
     }
 
-    /// The value of one series of `GET /metrics` (`name` or `name{label="v"}`, as the
-    /// exposition spells it); 0 when it has not been recorded yet.
-    pub async fn metric(&self, series: &str) -> f64 {
-        let text = self
-            .http
+    /// `GET /metrics` without a token: the exposition text, whatever the status.
+    pub async fn metrics_text(&self) -> String {
+        self.http
             .get(self.url("/metrics"))
             .send()
             .await
             .expect("GET /metrics")
             .text()
             .await
-            .expect("metrics text");
-        text.lines()
+            .expect("metrics text")
+    }
+
+    /// The value of one series of `GET /metrics` (`name` or `name{label="v"}`, as the
+    /// exposition spells it); 0 when it has not been recorded yet.
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .map_or(0.0, |v| v.trim().parse().expect("a metric value"))
     }
@@ -388,6 +407,10 @@ impl Service {
 
     pub fn post(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.http.post(self.url(path)).bearer_auth(token)
+    }
+
+    pub fn delete(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path)).bearer_auth(token)
     }
 
     /// POSTs NDJSON lines to `/v1/ingest/{slice}`; panics unless 200.
@@ -817,238 +840,6 @@ impl Drop for PrivateClickHouse {
                 .status();
         }
     }
-}
-
-/// Parses CSV bytes (with a header row) into records, with the `csv` crate as an
-/// independent reader.
-pub fn parse_csv(bytes: &[u8]) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut r = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(bytes);
-    let header = r
-        .headers()
-        .expect("csv header")
-        .iter()
-        .map(String::from)
-        .collect();
-    let rows = r
-        .records()
-        .map(|rec| rec.expect("csv record").iter().map(String::from).collect())
-        .collect();
-    (header, rows)
-}
-
-/// Parses JSON lines.
-pub fn parse_jsonl(bytes: &[u8]) -> Vec<Value> {
-    std::str::from_utf8(bytes)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
-
-/// A problem+json answer: status, content type and body.
-pub async fn problem(resp: reqwest::Response) -> (u16, Value) {
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body: Value = resp.json().await.expect("problem body is JSON");
-    assert_eq!(ct, "application/problem+json", "{status} {body}");
-    for k in ["type", "title", "status", "detail"] {
-        assert!(body.get(k).is_some(), "problem lacks {k}: {body}");
-    }
-    assert_eq!(body["status"], status, "{body}");
-    (status, body)
-}
-
-/// The S3-compatible server tests use: `LOGPORT_TEST_S3_ENDPOINT`, e.g.
-/// `http://127.0.0.1:45123` — moto's standalone server, which `scripts/test.sh`
-/// starts. A test that needs it fails without it; it never skips.
-pub fn s3_endpoint() -> String {
-    match std::env::var("LOGPORT_TEST_S3_ENDPOINT") {
-        Ok(u) if !u.is_empty() => u.trim_end_matches('/').to_string(),
-        _ => panic!(
-            "LOGPORT_TEST_S3_ENDPOINT is not set: run the tests with ./scripts/test.sh, which \
-             starts an S3-compatible server (python3 -m moto.server, from PyPI `moto[server]`)"
-        ),
-    }
-}
-
-/// One object of an S3 listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Object {
-    pub key: String,
-    pub size: u64,
-    /// Without quotes; a multipart upload's ETag ends in `-<parts>`.
-    pub etag: String,
-}
-
-/// A fresh bucket on [`s3_endpoint`]'s server, for one test. Talks plain HTTP,
-/// independently of the service's S3 client, with a dummy SigV4 `Authorization` header:
-/// moto does not verify signatures, but answers anonymous requests for private objects
-/// with 403, as S3 does.
-pub struct S3Bucket {
-    pub endpoint: String,
-    pub name: String,
-    http: reqwest::Client,
-}
-
-impl S3Bucket {
-    /// Creates a bucket with a unique name (an HTTP `PUT /<bucket>`).
-    pub async fn create() -> S3Bucket {
-        let endpoint = s3_endpoint();
-        let name = format!("lpt-{}", uuid::Uuid::new_v4().simple());
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("http client");
-        let resp = http
-            .put(format!("{endpoint}/{name}"))
-            .header("authorization", S3_DUMMY_AUTH)
-            .send()
-            .await
-            .unwrap_or_else(|e| {
-                panic!("the S3 server at {endpoint} is not answering ({e}); tests need it")
-            });
-        assert!(
-            resp.status().is_success(),
-            "cannot create bucket {name} at {endpoint}: {}",
-            resp.status()
-        );
-        S3Bucket {
-            endpoint,
-            name,
-            http,
-        }
-    }
-
-    /// `s3://<bucket>/<prefix>`.
-    pub fn store_url(&self, prefix: &str) -> String {
-        format!("s3://{}/{}", self.name, prefix.trim_matches('/'))
-    }
-
-    /// Options for a service whose export files go to this bucket under `prefix`
-    /// (object_store reads the `AWS_*` variables).
-    pub fn options(&self, prefix: &str) -> Options {
-        Options::default()
-            .env("LOGPORT_OBJECT_STORE_URL", &self.store_url(prefix))
-            .env("AWS_ENDPOINT", &self.endpoint)
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "logport-test")
-            .env("AWS_SECRET_ACCESS_KEY", "logport-test-secret")
-            .env("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false")
-    }
-
-    /// Every object whose key starts with `prefix` (ListObjectsV2, all pages), by key.
-    pub async fn list(&self, prefix: &str) -> Vec<S3Object> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut url = format!(
-                "{}/{}?list-type=2&prefix={}",
-                self.endpoint,
-                self.name,
-                url_encode(prefix)
-            );
-            if let Some(t) = &token {
-                url.push_str(&format!("&continuation-token={}", url_encode(t)));
-            }
-            let resp = self
-                .http
-                .get(url)
-                .header("authorization", S3_DUMMY_AUTH)
-                .send()
-                .await
-                .expect("list objects");
-            let status = resp.status();
-            let xml = resp.text().await.expect("listing body");
-            assert!(status.is_success(), "list {prefix}: {status} {xml}");
-            for block in xml_elements(&xml, "Contents") {
-                let field = |tag: &str| {
-                    xml_elements(block, tag)
-                        .first()
-                        .map(|v| xml_unescape(v))
-                        .unwrap_or_default()
-                };
-                out.push(S3Object {
-                    key: field("Key"),
-                    size: field("Size").parse().expect("object size"),
-                    etag: field("ETag").trim_matches('"').to_string(),
-                });
-            }
-            let truncated = xml_elements(&xml, "IsTruncated").first() == Some(&"true");
-            token = xml_elements(&xml, "NextContinuationToken")
-                .first()
-                .map(|t| xml_unescape(t));
-            if !truncated || token.is_none() {
-                break;
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        out
-    }
-
-    /// An object's bytes, or `None` when there is no such key.
-    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let resp = self
-            .http
-            .get(format!("{}/{}/{key}", self.endpoint, self.name))
-            .header("authorization", S3_DUMMY_AUTH)
-            .send()
-            .await
-            .expect("get object");
-        if resp.status() == 404 {
-            return None;
-        }
-        assert!(resp.status().is_success(), "get {key}: {}", resp.status());
-        Some(resp.bytes().await.expect("object body").to_vec())
-    }
-}
-
-/// What [`S3Bucket`] sends as `Authorization` (moto checks the form, not the signature).
-const S3_DUMMY_AUTH: &str = "AWS4-HMAC-SHA256 Credential=logport-test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0000";
-
-/// The contents of every `<tag>…</tag>` in `xml` (no nesting of the same tag).
-fn xml_elements<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find(&open) {
-        let after = &rest[start + open.len()..];
-        let Some(end) = after.find(&close) else { break };
-        out.push(&after[..end]);
-        rest = &after[end + close.len()..];
-    }
-    out
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn xml_unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&apos;", "'")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
 }
 
 // ---------------------------------------------------------------------------------

@@ -32,19 +32,6 @@ const SLICES: [&str; 17] = [
 
 const COMMON: [&str; 4] = ["app_id", "event_id", "event_time", "received_time"];
 
-/// Sends a request and fails the test on any 5xx: no request in this file may
-/// make the server fail.
-async fn send(rb: reqwest::RequestBuilder) -> reqwest::Response {
-    let resp = rb.send().await.expect("request reaches the service");
-    assert!(
-        !resp.status().is_server_error(),
-        "server error {} for {}",
-        resp.status(),
-        resp.url()
-    );
-    resp
-}
-
 async fn ok_json(rb: reqwest::RequestBuilder) -> Value {
     let resp = send(rb).await;
     let status = resp.status();
