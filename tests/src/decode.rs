@@ -36,10 +36,19 @@ pub fn parse_jsonl(bytes: &[u8]) -> Vec<Value> {
 
 /// Parses the CSV parts of one export: each part has the same header; rows concatenated.
 pub fn csv_parts(parts: &[Vec<u8>]) -> (Vec<String>, Vec<Vec<String>>) {
+    concat_parts(parts, parse_csv)
+}
+
+/// Every part of one export read with `parse`: each part repeats the header (checked),
+/// the rows are concatenated.
+fn concat_parts<R>(
+    parts: &[Vec<u8>],
+    parse: impl Fn(&[u8]) -> (Vec<String>, Vec<R>),
+) -> (Vec<String>, Vec<R>) {
     let mut header: Option<Vec<String>> = None;
     let mut rows = Vec::new();
     for p in parts {
-        let (h, r) = parse_csv(p);
+        let (h, r) = parse(p);
         if let Some(first) = &header {
             assert_eq!(first, &h, "every part repeats the header");
         }
@@ -127,17 +136,7 @@ pub fn parse_tsv(bytes: &[u8]) -> (Vec<String>, Vec<Vec<Option<String>>>) {
 
 /// [`parse_tsv`] over every part of one export: each part has the same header.
 pub fn tsv_parts(parts: &[Vec<u8>]) -> (Vec<String>, Vec<Vec<Option<String>>>) {
-    let mut header: Option<Vec<String>> = None;
-    let mut rows = Vec::new();
-    for p in parts {
-        let (h, r) = parse_tsv(p);
-        if let Some(first) = &header {
-            assert_eq!(first, &h, "every part repeats the header");
-        }
-        header = Some(h);
-        rows.extend(r);
-    }
-    (header.unwrap_or_default(), rows)
+    concat_parts(parts, parse_tsv)
 }
 
 /// Decompresses a gzip file: one member, nothing after it.

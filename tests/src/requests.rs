@@ -37,12 +37,7 @@ pub async fn json_answer(resp: reqwest::Response, status: u16) -> Value {
 /// A problem+json answer: status, content type and body.
 pub async fn problem(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let ct = header(&resp, "content-type").unwrap_or_default();
     let body: Value = resp.json().await.expect("problem body is JSON");
     assert_eq!(ct, "application/problem+json", "{status} {body}");
     for k in ["type", "title", "status", "detail"] {
@@ -69,6 +64,20 @@ pub fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
         .map(|v| v.to_str().expect("ASCII header").to_string())
+}
+
+/// Asserts a file download's `Content-Type` and the file name its
+/// `Content-Disposition: attachment; filename="…"` gives.
+pub fn assert_file_headers(resp: &reqwest::Response, content_type: &str, file_name: &str) {
+    assert_eq!(
+        header(resp, "content-type").as_deref(),
+        Some(content_type),
+        "{file_name}"
+    );
+    assert_eq!(
+        header(resp, "content-disposition"),
+        Some(format!("attachment; filename=\"{file_name}\"")),
+    );
 }
 
 /// A job's `id`.

@@ -34,17 +34,9 @@ const COMMON: [&str; 4] = ["app_id", "event_id", "event_time", "received_time"];
 
 async fn ok_json(rb: reqwest::RequestBuilder) -> Value {
     let resp = send(rb).await;
-    let status = resp.status();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body: Value = resp.json().await.expect("JSON body");
-    assert_eq!(status, 200, "{body}");
+    let ct = header(&resp, "content-type").unwrap_or_default();
     assert!(ct.starts_with("application/json"), "content type {ct}");
-    body
+    json_answer(resp, 200).await
 }
 
 /// `(table, column) → type` of every column of a database.

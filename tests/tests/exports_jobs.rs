@@ -99,13 +99,10 @@ async fn job_view_downloads_and_manifest() {
     // The part: type, disposition, length, ETag = sha256 of the body.
     let resp = send(svc.get(&format!("/v1/exports/{id}/parts/1"), ACME)).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        header(&resp, "content-type").as_deref(),
-        Some("text/csv; charset=utf-8")
-    );
-    assert_eq!(
-        header(&resp, "content-disposition").as_deref(),
-        Some(format!("attachment; filename=\"{id}-part-00001.csv\"").as_str())
+    assert_file_headers(
+        &resp,
+        "text/csv; charset=utf-8",
+        &format!("{id}-part-00001.csv"),
     );
     let etag = format!("\"{sha}\"");
     assert_eq!(header(&resp, "etag").as_deref(), Some(etag.as_str()));
@@ -176,15 +173,7 @@ async fn job_view_downloads_and_manifest() {
             .await;
         let id = id_of(&job);
         let resp = send(svc.get(&format!("/v1/exports/{id}/parts/1"), ACME)).await;
-        assert_eq!(
-            header(&resp, "content-type").as_deref(),
-            Some(ct),
-            "{format}"
-        );
-        assert_eq!(
-            header(&resp, "content-disposition").as_deref(),
-            Some(format!("attachment; filename=\"{id}-part-00001.{ext}\"").as_str())
-        );
+        assert_file_headers(&resp, ct, &format!("{id}-part-00001.{ext}"));
         let sha = job["parts"][0]["sha256"].as_str().unwrap();
         assert_eq!(
             header(&resp, "etag").as_deref(),
@@ -429,14 +418,8 @@ async fn list_pages_newest_first_and_filters() {
         assert_eq!(resp.status(), 200);
     }
     let newest_first: Vec<String> = created.iter().rev().cloned().collect();
-    let list_ids = |v: &Value| -> Vec<String> {
-        v["exports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(id_of)
-            .collect()
-    };
+    let list_ids =
+        |v: &Value| -> Vec<String> { v["exports"].as_array().unwrap().iter().map(id_of).collect() };
 
     let all = svc.get_ok_json("/v1/exports", ACME).await;
     assert_eq!(list_ids(&all), newest_first);

@@ -303,13 +303,10 @@ async fn compressed_bom_byte_split_and_parquet_parts() {
     let (job, parts) = &done[1];
     let id = id_of(job);
     let resp = send(svc.get(&format!("/v1/exports/{id}/parts/1"), ACME)).await;
-    assert_eq!(
-        header(&resp, "content-type").as_deref(),
-        Some("application/gzip")
-    );
-    assert_eq!(
-        header(&resp, "content-disposition").as_deref(),
-        Some(format!("attachment; filename=\"{id}-part-00001.csv.gz\"").as_str())
+    assert_file_headers(
+        &resp,
+        "application/gzip",
+        &format!("{id}-part-00001.csv.gz"),
     );
     let (h, mut rows) = parse_csv(&gunzip(&parts[0]));
     rows.sort();
@@ -327,13 +324,10 @@ async fn compressed_bom_byte_split_and_parquet_parts() {
     assert_eq!(parts.len(), 3, "{job}");
     let id = id_of(job);
     let resp = send(svc.get(&format!("/v1/exports/{id}/parts/3"), ACME)).await;
-    assert_eq!(
-        header(&resp, "content-type").as_deref(),
-        Some("application/zstd")
-    );
-    assert_eq!(
-        header(&resp, "content-disposition").as_deref(),
-        Some(format!("attachment; filename=\"{id}-part-00003.csv.zst\"").as_str())
+    assert_file_headers(
+        &resp,
+        "application/zstd",
+        &format!("{id}-part-00003.csv.zst"),
     );
     let decoded: Vec<Vec<u8>> = parts
         .iter()
@@ -413,13 +407,10 @@ async fn compressed_bom_byte_split_and_parquet_parts() {
         }
         let id = id_of(job);
         let resp = send(svc.get(&format!("/v1/exports/{id}/parts/1"), ACME)).await;
-        assert_eq!(
-            header(&resp, "content-type").as_deref(),
-            Some("application/vnd.apache.parquet")
-        );
-        assert_eq!(
-            header(&resp, "content-disposition").as_deref(),
-            Some(format!("attachment; filename=\"{id}-part-00001.parquet\"").as_str())
+        assert_file_headers(
+            &resp,
+            "application/vnd.apache.parquet",
+            &format!("{id}-part-00001.parquet"),
         );
     }
 }
