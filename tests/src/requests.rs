@@ -1,12 +1,13 @@
 //! Request helpers every end-to-end test file shares: sending with a 5xx check,
 //! reading JSON and problem answers, and the `/v1` calls tests make again and again.
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::Service;
+use crate::{parse_csv, Service};
 
 /// Sends a request; any 5xx fails the test at once, with the URL and the body.
 pub async fn send(rb: reqwest::RequestBuilder) -> reqwest::Response {
@@ -158,6 +159,20 @@ impl Service {
             parts.push(body);
         }
         parts
+    }
+
+    /// How often each `event_id` of the tenant's clicks on `day` comes back in a CSV
+    /// export (what exactly-once is checked against).
+    pub async fn exported_event_ids(&self, token: &str, day: &str) -> BTreeMap<String, u64> {
+        let request = json!({"slice": "clicks", "date_since": day, "date_until": day,
+                             "fields": ["event_id"], "format": "csv"});
+        let (_, parts) = self.export(token, &request).await;
+        let (_, rows) = parse_csv(&parts.concat());
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for r in rows {
+            *counts.entry(r[0].clone()).or_default() += 1;
+        }
+        counts
     }
 
     /// Creates every export first (so workers run them side by side), then finishes each.

@@ -222,15 +222,11 @@ async fn each_request_gets_its_own_received_time_and_event_ids() {
     let line = json!({"click_id": "d", "event_time": 1, "event_id": id});
     svc.ingest(ACME, "clicks", std::slice::from_ref(&line))
         .await;
-    let again: Value = svc
-        .post("/v1/ingest/clicks", ACME)
-        .body(format!("{line}\n"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, again) = status_and_json(
+        svc.ingest_body(ACME, "clicks", format!("{line}\n"), None)
+            .await,
+    )
+    .await;
     assert_eq!(again["accepted"], 1, "{again}");
     assert_eq!(again["duplicate"], false, "{again}");
     assert_eq!(

@@ -159,18 +159,13 @@ async fn retention_drops_expired_partitions_and_exports_never_return_expired_row
         .flat_map(|p| strings(&parse_jsonl(p), "request_id"))
         .collect();
     assert_eq!(exported, BTreeSet::from(["fresh".into(), "kept-3d".into()]));
-    let preview: Value = svc
-        .post("/v1/logs/api_postbacks/preview", ACME)
-        .json(
-            &json!({"date_dimension": "received", "date_since": request["date_since"],
-                      "date_until": request["date_until"], "fields": ["request_id"], "limit": 100}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let preview_request = json!({"date_dimension": "received", "date_since": request["date_since"],
+        "date_until": request["date_until"], "fields": ["request_id"], "limit": 100});
+    let (_, preview) = status_and_json(
+        svc.post_json("/v1/logs/api_postbacks/preview", ACME, &preview_request)
+            .await,
+    )
+    .await;
     assert_eq!(preview["rows"], 2, "{preview}");
     let (_, evaluate) =
         status_and_json(svc.post_json("/v1/exports/evaluate", ACME, &request).await).await;
@@ -214,20 +209,11 @@ async fn retention_drops_expired_partitions_and_exports_never_return_expired_row
     assert_eq!(strings(&parse_jsonl(&parts[0]), "click_id"), ["c-10d"]);
 
     // One pass of `logport retention`: whole expired partitions go, on every table.
-    let out = svc
-        .command(&["retention"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "logport retention: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, printed, stderr) = svc.logport_cli(&["retention"]);
+    assert!(ok, "logport retention: {stderr}");
     // One line per dropped partition: slice, partition, rows, server. Every expired
     // partition that still has a part is dropped; on a TTL server some may already
     // have gone with their rows.
-    let printed = String::from_utf8_lossy(&out.stdout).to_string();
     let mut dropped: Vec<(String, u64)> = printed
         .lines()
         .map(|l| {
@@ -773,17 +759,8 @@ async fn a_two_shard_cluster_spreads_rows_and_exports_each_once() {
         2,
         "both back-dated rows are visible through the cluster"
     );
-    let out = svc
-        .command(&["retention"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let (ok, printed, stderr) = svc.logport_cli(&["retention"]);
+    assert!(ok, "{stderr}");
     for s in &shards {
         assert!(printed.contains(&s.url), "dropped on {}: {printed}", s.url);
     }

@@ -51,6 +51,11 @@ async fn cli_tokens_are_stored_only_as_digests_and_authenticate_bearer_and_oauth
     assert_eq!(t.info["status"], "active");
 
     // Both schemes, on the API and on the compatibility protocols.
+    let oauth_get = |path: &str| {
+        svc.http
+            .get(svc.url(path))
+            .header("authorization", format!("OAuth {}", t.secret))
+    };
     assert_eq!(
         svc.get("/v1/slices", &t.secret)
             .send()
@@ -59,18 +64,9 @@ async fn cli_tokens_are_stored_only_as_digests_and_authenticate_bearer_and_oauth
             .status(),
         200
     );
-    let oauth = svc
-        .http
-        .get(svc.url("/v1/slices"))
-        .header("authorization", format!("OAuth {}", t.secret))
-        .send()
-        .await
-        .unwrap();
+    let oauth = oauth_get("/v1/slices").send().await.unwrap();
     assert_eq!(oauth.status(), 200);
-    let status = svc
-        .http
-        .get(svc.url("/management/v1/logsapi/status"))
-        .header("authorization", format!("OAuth {}", t.secret))
+    let status = oauth_get("/management/v1/logsapi/status")
         .send()
         .await
         .unwrap();
