@@ -6,6 +6,12 @@
 //! directory (SQLite job store, local object store) and a free port, and talks to it
 //! over HTTP. Nothing is shared between tests, so they run in any order and in
 //! parallel. A test that cannot reach ClickHouse fails; it never skips.
+//!
+//! This file starts and stops the processes (the service, private ClickHouse servers,
+//! PostgreSQL databases). The modules hold what test files share: `requests` (the
+//! HTTP calls tests make again and again), `decode` (independent readers of export
+//! formats), `expected` (value-by-value checks of exported rows), `clock` (civil
+//! dates), `schemas` (test slices) and `s3` (a test bucket).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -411,82 +417,6 @@ impl Service {
 
     pub fn delete(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.http.delete(self.url(path)).bearer_auth(token)
-    }
-
-    /// POSTs NDJSON lines to `/v1/ingest/{slice}`; panics unless 200.
-    pub async fn ingest(&self, token: &str, slice: &str, rows: &[Value]) -> Value {
-        let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
-        let resp = self
-            .post(&format!("/v1/ingest/{slice}"), token)
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .expect("ingest request");
-        let status = resp.status();
-        let body: Value = resp.json().await.expect("ingest answer is JSON");
-        assert_eq!(status, 200, "ingest failed: {body}");
-        body
-    }
-
-    /// Creates an export; panics unless 202.
-    pub async fn create_export(&self, token: &str, request: &Value) -> Value {
-        let resp = self
-            .post("/v1/exports", token)
-            .json(request)
-            .send()
-            .await
-            .expect("create export");
-        let status = resp.status();
-        let body: Value = resp.json().await.expect("export answer is JSON");
-        assert_eq!(status, 202, "export not accepted: {body}");
-        body
-    }
-
-    /// Polls until the export leaves queued/running; returns its final view.
-    pub async fn wait_export(&self, token: &str, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let job: Value = self
-                .get(&format!("/v1/exports/{id}"), token)
-                .send()
-                .await
-                .expect("poll")
-                .json()
-                .await
-                .expect("job JSON");
-            match job["status"].as_str() {
-                Some("queued") | Some("running") => {}
-                _ => return job,
-            }
-            assert!(
-                Instant::now() < deadline,
-                "export {id} did not finish: {job}\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Creates an export, waits for success, and returns (job, bytes of every part).
-    pub async fn export(&self, token: &str, request: &Value) -> (Value, Vec<Vec<u8>>) {
-        let created = self.create_export(token, request).await;
-        let id = created["id"].as_str().expect("job id").to_string();
-        let job = self.wait_export(token, &id).await;
-        assert_eq!(
-            job["status"],
-            "succeeded",
-            "export failed: {job}\n{}",
-            self.logs()
-        );
-        let mut parts = Vec::new();
-        for p in job["parts"].as_array().expect("parts") {
-            let url = p["url"].as_str().expect("part url");
-            let resp = self.get(url, token).send().await.expect("download");
-            assert_eq!(resp.status(), 200, "download {url}");
-            parts.push(resp.bytes().await.expect("part body").to_vec());
-        }
-        (job, parts)
     }
 
     /// Runs SQL on this service's ClickHouse database (tables unqualified are not

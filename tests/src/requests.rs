@@ -2,7 +2,7 @@
 //! reading JSON and problem answers, and the `/v1` calls tests make again and again.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -125,6 +125,66 @@ pub fn now_secs() -> i64 {
 }
 
 impl Service {
+    /// POSTs NDJSON lines to `/v1/ingest/{slice}`; panics unless 200.
+    pub async fn ingest(&self, token: &str, slice: &str, rows: &[Value]) -> Value {
+        let resp = self
+            .post(&format!("/v1/ingest/{slice}"), token)
+            .header("content-type", "application/x-ndjson")
+            .body(ndjson(rows))
+            .send()
+            .await
+            .expect("ingest request");
+        let (status, body) = status_and_json(resp).await;
+        assert_eq!(status, 200, "ingest failed: {body}");
+        body
+    }
+
+    /// Creates an export; panics unless 202.
+    pub async fn create_export(&self, token: &str, request: &Value) -> Value {
+        let (status, body) =
+            status_and_json(self.post_json("/v1/exports", token, request).await).await;
+        assert_eq!(status, 202, "export not accepted: {body}");
+        body
+    }
+
+    /// Polls until the export leaves queued/running; returns its final view.
+    pub async fn wait_export(&self, token: &str, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, job) = self.get_json(&format!("/v1/exports/{id}"), token).await;
+            match job["status"].as_str() {
+                Some("queued") | Some("running") => {}
+                _ => return job,
+            }
+            assert!(
+                Instant::now() < deadline,
+                "export {id} did not finish: {job}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates an export, waits for success, and returns (job, bytes of every part).
+    pub async fn export(&self, token: &str, request: &Value) -> (Value, Vec<Vec<u8>>) {
+        let created = self.create_export(token, request).await;
+        let job = self.wait_export(token, &id_of(&created)).await;
+        assert_eq!(
+            job["status"],
+            "succeeded",
+            "export failed: {job}\n{}",
+            self.logs()
+        );
+        let mut parts = Vec::new();
+        for p in job["parts"].as_array().expect("parts") {
+            let url = p["url"].as_str().expect("part url");
+            let resp = self.get(url, token).send().await.expect("download");
+            assert_eq!(resp.status(), 200, "download {url}");
+            parts.push(resp.bytes().await.expect("part body").to_vec());
+        }
+        (job, parts)
+    }
+
     /// Waits for a job to succeed and downloads its parts, checking each part's length
     /// and sha256 against the job view.
     pub async fn finish_export(&self, token: &str, id: &str) -> (Value, Vec<Vec<u8>>) {
@@ -235,13 +295,13 @@ impl Service {
 
     /// `GET /readyz` without a token: the status and the JSON body.
     pub async fn ready(&self) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(self.url("/readyz"))
-            .send()
-            .await
-            .expect("GET /readyz");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.expect("readiness is JSON"))
+        status_and_json(
+            self.http
+                .get(self.url("/readyz"))
+                .send()
+                .await
+                .expect("GET /readyz"),
+        )
+        .await
     }
 }
