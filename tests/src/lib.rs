@@ -6,6 +6,12 @@
 //! directory (SQLite job store, local object store) and a free port, and talks to it
 //! over HTTP. Nothing is shared between tests, so they run in any order and in
 //! parallel. A test that cannot reach ClickHouse fails; it never skips.
+//!
+//! This file starts and stops the processes (the service, private ClickHouse servers,
+//! PostgreSQL databases). The modules hold what test files share: `requests` (the
+//! HTTP calls tests make again and again), `decode` (independent readers of export
+//! formats), `expected` (value-by-value checks of exported rows), `clock` (civil
+//! dates), `schemas` (test slices) and `s3` (a test bucket).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,6 +20,20 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use serde_json::{json, Value};
+
+mod clock;
+mod decode;
+mod expected;
+mod requests;
+mod s3;
+mod schemas;
+
+pub use clock::*;
+pub use decode::*;
+pub use expected::*;
+pub use requests::*;
+pub use s3::*;
+pub use schemas::*;
 
 /// Tokens every test service accepts.
 pub const ACME: &str = "test-token-acme";
@@ -317,19 +337,24 @@ impl Service {
         kb * 1024
     }
 
-    /// The value of one series of `GET /metrics` (`name` or `name{label="v"}`, as the
-    /// exposition spells it); 0 when it has not been recorded yet.
-    pub async fn metric(&self, series: &str) -> f64 {
-        let text = self
-            .http
+    /// `GET /metrics` without a token: the exposition text, whatever the status.
+    pub async fn metrics_text(&self) -> String {
+        self.http
             .get(self.url("/metrics"))
             .send()
             .await
             .expect("GET /metrics")
             .text()
             .await
-            .expect("metrics text");
-        text.lines()
+            .expect("metrics text")
+    }
+
+    /// The value of one series of `GET /metrics` (`name` or `name{label="v"}`, as the
+    /// exposition spells it); 0 when it has not been recorded yet.
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .map_or(0.0, |v| v.trim().parse().expect("a metric value"))
     }
@@ -390,80 +415,8 @@ impl Service {
         self.http.post(self.url(path)).bearer_auth(token)
     }
 
-    /// POSTs NDJSON lines to `/v1/ingest/{slice}`; panics unless 200.
-    pub async fn ingest(&self, token: &str, slice: &str, rows: &[Value]) -> Value {
-        let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
-        let resp = self
-            .post(&format!("/v1/ingest/{slice}"), token)
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .expect("ingest request");
-        let status = resp.status();
-        let body: Value = resp.json().await.expect("ingest answer is JSON");
-        assert_eq!(status, 200, "ingest failed: {body}");
-        body
-    }
-
-    /// Creates an export; panics unless 202.
-    pub async fn create_export(&self, token: &str, request: &Value) -> Value {
-        let resp = self
-            .post("/v1/exports", token)
-            .json(request)
-            .send()
-            .await
-            .expect("create export");
-        let status = resp.status();
-        let body: Value = resp.json().await.expect("export answer is JSON");
-        assert_eq!(status, 202, "export not accepted: {body}");
-        body
-    }
-
-    /// Polls until the export leaves queued/running; returns its final view.
-    pub async fn wait_export(&self, token: &str, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let job: Value = self
-                .get(&format!("/v1/exports/{id}"), token)
-                .send()
-                .await
-                .expect("poll")
-                .json()
-                .await
-                .expect("job JSON");
-            match job["status"].as_str() {
-                Some("queued") | Some("running") => {}
-                _ => return job,
-            }
-            assert!(
-                Instant::now() < deadline,
-                "export {id} did not finish: {job}\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Creates an export, waits for success, and returns (job, bytes of every part).
-    pub async fn export(&self, token: &str, request: &Value) -> (Value, Vec<Vec<u8>>) {
-        let created = self.create_export(token, request).await;
-        let id = created["id"].as_str().expect("job id").to_string();
-        let job = self.wait_export(token, &id).await;
-        assert_eq!(
-            job["status"],
-            "succeeded",
-            "export failed: {job}\n{}",
-            self.logs()
-        );
-        let mut parts = Vec::new();
-        for p in job["parts"].as_array().expect("parts") {
-            let url = p["url"].as_str().expect("part url");
-            let resp = self.get(url, token).send().await.expect("download");
-            assert_eq!(resp.status(), 200, "download {url}");
-            parts.push(resp.bytes().await.expect("part body").to_vec());
-        }
-        (job, parts)
+    pub fn delete(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path)).bearer_auth(token)
     }
 
     /// Runs SQL on this service's ClickHouse database (tables unqualified are not
@@ -817,238 +770,6 @@ impl Drop for PrivateClickHouse {
                 .status();
         }
     }
-}
-
-/// Parses CSV bytes (with a header row) into records, with the `csv` crate as an
-/// independent reader.
-pub fn parse_csv(bytes: &[u8]) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut r = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(bytes);
-    let header = r
-        .headers()
-        .expect("csv header")
-        .iter()
-        .map(String::from)
-        .collect();
-    let rows = r
-        .records()
-        .map(|rec| rec.expect("csv record").iter().map(String::from).collect())
-        .collect();
-    (header, rows)
-}
-
-/// Parses JSON lines.
-pub fn parse_jsonl(bytes: &[u8]) -> Vec<Value> {
-    std::str::from_utf8(bytes)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
-
-/// A problem+json answer: status, content type and body.
-pub async fn problem(resp: reqwest::Response) -> (u16, Value) {
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body: Value = resp.json().await.expect("problem body is JSON");
-    assert_eq!(ct, "application/problem+json", "{status} {body}");
-    for k in ["type", "title", "status", "detail"] {
-        assert!(body.get(k).is_some(), "problem lacks {k}: {body}");
-    }
-    assert_eq!(body["status"], status, "{body}");
-    (status, body)
-}
-
-/// The S3-compatible server tests use: `LOGPORT_TEST_S3_ENDPOINT`, e.g.
-/// `http://127.0.0.1:45123` — moto's standalone server, which `scripts/test.sh`
-/// starts. A test that needs it fails without it; it never skips.
-pub fn s3_endpoint() -> String {
-    match std::env::var("LOGPORT_TEST_S3_ENDPOINT") {
-        Ok(u) if !u.is_empty() => u.trim_end_matches('/').to_string(),
-        _ => panic!(
-            "LOGPORT_TEST_S3_ENDPOINT is not set: run the tests with ./scripts/test.sh, which \
-             starts an S3-compatible server (python3 -m moto.server, from PyPI `moto[server]`)"
-        ),
-    }
-}
-
-/// One object of an S3 listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Object {
-    pub key: String,
-    pub size: u64,
-    /// Without quotes; a multipart upload's ETag ends in `-<parts>`.
-    pub etag: String,
-}
-
-/// A fresh bucket on [`s3_endpoint`]'s server, for one test. Talks plain HTTP,
-/// independently of the service's S3 client, with a dummy SigV4 `Authorization` header:
-/// moto does not verify signatures, but answers anonymous requests for private objects
-/// with 403, as S3 does.
-pub struct S3Bucket {
-    pub endpoint: String,
-    pub name: String,
-    http: reqwest::Client,
-}
-
-impl S3Bucket {
-    /// Creates a bucket with a unique name (an HTTP `PUT /<bucket>`).
-    pub async fn create() -> S3Bucket {
-        let endpoint = s3_endpoint();
-        let name = format!("lpt-{}", uuid::Uuid::new_v4().simple());
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("http client");
-        let resp = http
-            .put(format!("{endpoint}/{name}"))
-            .header("authorization", S3_DUMMY_AUTH)
-            .send()
-            .await
-            .unwrap_or_else(|e| {
-                panic!("the S3 server at {endpoint} is not answering ({e}); tests need it")
-            });
-        assert!(
-            resp.status().is_success(),
-            "cannot create bucket {name} at {endpoint}: {}",
-            resp.status()
-        );
-        S3Bucket {
-            endpoint,
-            name,
-            http,
-        }
-    }
-
-    /// `s3://<bucket>/<prefix>`.
-    pub fn store_url(&self, prefix: &str) -> String {
-        format!("s3://{}/{}", self.name, prefix.trim_matches('/'))
-    }
-
-    /// Options for a service whose export files go to this bucket under `prefix`
-    /// (object_store reads the `AWS_*` variables).
-    pub fn options(&self, prefix: &str) -> Options {
-        Options::default()
-            .env("LOGPORT_OBJECT_STORE_URL", &self.store_url(prefix))
-            .env("AWS_ENDPOINT", &self.endpoint)
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "logport-test")
-            .env("AWS_SECRET_ACCESS_KEY", "logport-test-secret")
-            .env("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false")
-    }
-
-    /// Every object whose key starts with `prefix` (ListObjectsV2, all pages), by key.
-    pub async fn list(&self, prefix: &str) -> Vec<S3Object> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut url = format!(
-                "{}/{}?list-type=2&prefix={}",
-                self.endpoint,
-                self.name,
-                url_encode(prefix)
-            );
-            if let Some(t) = &token {
-                url.push_str(&format!("&continuation-token={}", url_encode(t)));
-            }
-            let resp = self
-                .http
-                .get(url)
-                .header("authorization", S3_DUMMY_AUTH)
-                .send()
-                .await
-                .expect("list objects");
-            let status = resp.status();
-            let xml = resp.text().await.expect("listing body");
-            assert!(status.is_success(), "list {prefix}: {status} {xml}");
-            for block in xml_elements(&xml, "Contents") {
-                let field = |tag: &str| {
-                    xml_elements(block, tag)
-                        .first()
-                        .map(|v| xml_unescape(v))
-                        .unwrap_or_default()
-                };
-                out.push(S3Object {
-                    key: field("Key"),
-                    size: field("Size").parse().expect("object size"),
-                    etag: field("ETag").trim_matches('"').to_string(),
-                });
-            }
-            let truncated = xml_elements(&xml, "IsTruncated").first() == Some(&"true");
-            token = xml_elements(&xml, "NextContinuationToken")
-                .first()
-                .map(|t| xml_unescape(t));
-            if !truncated || token.is_none() {
-                break;
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        out
-    }
-
-    /// An object's bytes, or `None` when there is no such key.
-    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let resp = self
-            .http
-            .get(format!("{}/{}/{key}", self.endpoint, self.name))
-            .header("authorization", S3_DUMMY_AUTH)
-            .send()
-            .await
-            .expect("get object");
-        if resp.status() == 404 {
-            return None;
-        }
-        assert!(resp.status().is_success(), "get {key}: {}", resp.status());
-        Some(resp.bytes().await.expect("object body").to_vec())
-    }
-}
-
-/// What [`S3Bucket`] sends as `Authorization` (moto checks the form, not the signature).
-const S3_DUMMY_AUTH: &str = "AWS4-HMAC-SHA256 Credential=logport-test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0000";
-
-/// The contents of every `<tag>…</tag>` in `xml` (no nesting of the same tag).
-fn xml_elements<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find(&open) {
-        let after = &rest[start + open.len()..];
-        let Some(end) = after.find(&close) else { break };
-        out.push(&after[..end]);
-        rest = &after[end + close.len()..];
-    }
-    out
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn xml_unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&apos;", "'")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
 }
 
 // ---------------------------------------------------------------------------------

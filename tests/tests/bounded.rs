@@ -3,7 +3,8 @@
 //! killed on ClickHouse when its request ends early (the client disconnects, the
 //! request times out), evaluate refuses a too-long range before counting, and a
 //! preview answers at most `LOGPORT_PREVIEW_MAX_BYTES` of rows. (Preview rows, limits,
-//! validation and tenant scoping are in exports.rs; the part cap too.)
+//! validation and tenant scoping are in exports_filters.rs and exports_errors.rs; the
+//! part cap in exports_parts.rs.)
 //!
 //! Slow queries come from [`Service::slow_column`]: `click_id` of `clicks` takes about
 //! 20 s to read, so a query still running seconds later was not stopped, and one gone
@@ -32,23 +33,13 @@ async fn a_preview_that_runs_out_of_time_answers_504() {
     .await;
     let body =
         json!({"date_since": "2026-11-05", "date_until": "2026-11-05", "fields": ["click_id"]});
-    let resp = svc
-        .post("/v1/logs/clicks/preview", ACME)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = svc.post_json("/v1/logs/clicks/preview", ACME, &body).await;
     assert_eq!(resp.status(), 200);
 
     // A frozen server: the query is accepted and never answered.
     ch.pause();
     let started = Instant::now();
-    let resp = svc
-        .post("/v1/logs/clicks/preview", ACME)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = svc.post_json("/v1/logs/clicks/preview", ACME, &body).await;
     let took = started.elapsed();
     let (status, problem) = problem(resp).await;
     ch.resume();
@@ -65,12 +56,7 @@ async fn a_preview_that_runs_out_of_time_answers_504() {
         "{took:?}"
     );
 
-    let resp = svc
-        .post("/v1/logs/clicks/preview", ACME)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = svc.post_json("/v1/logs/clicks/preview", ACME, &body).await;
     assert_eq!(resp.status(), 200);
     let p: Value = resp.json().await.unwrap();
     assert_eq!(p["data"], json!([{"click_id": "p1"}]));
@@ -136,12 +122,7 @@ async fn a_query_past_its_bound_answers_504_and_stops() {
     }
     // A preview may run 30 s, its request only 2 s: the request's end stops it.
     let started = Instant::now();
-    let resp = svc
-        .post("/v1/logs/clicks/preview", ACME)
-        .json(&slow)
-        .send()
-        .await
-        .unwrap();
+    let resp = svc.post_json("/v1/logs/clicks/preview", ACME, &slow).await;
     let (status, problem) = problem(resp).await;
     assert_eq!(status, 504, "{problem}");
     assert!(
@@ -154,14 +135,7 @@ async fn a_query_past_its_bound_answers_504_and_stops() {
     assert!(started.elapsed() < Duration::from_secs(5));
     svc.wait_request_queries_gone(Duration::from_secs(5)).await;
     // Nothing was queued.
-    let list: Value = svc
-        .get("/v1/exports", ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = svc.list_exports(ACME, "").await;
     assert_eq!(list["exports"], json!([]));
 }
 
@@ -203,11 +177,8 @@ async fn a_client_that_disconnects_stops_its_query() {
     ten_years["date_since"] = json!("2016-11-05");
     let started = Instant::now();
     let resp = svc
-        .post("/v1/exports/evaluate", ACME)
-        .json(&ten_years)
-        .send()
-        .await
-        .unwrap();
+        .post_json("/v1/exports/evaluate", ACME, &ten_years)
+        .await;
     assert_eq!(resp.status(), 200);
     let e: Value = resp.json().await.unwrap();
     assert!(
@@ -222,12 +193,7 @@ async fn a_client_that_disconnects_stops_its_query() {
     let mut bad = slow.clone();
     bad["filters"] = json!([{"field": "click_id", "op": "gt", "value": 5}]);
     let started = Instant::now();
-    let resp = svc
-        .post("/v1/exports/evaluate", ACME)
-        .json(&bad)
-        .send()
-        .await
-        .unwrap();
+    let resp = svc.post_json("/v1/exports/evaluate", ACME, &bad).await;
     let (status, problem) = problem(resp).await;
     assert_eq!(status, 422, "{problem}");
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -284,12 +250,7 @@ async fn a_preview_is_cut_at_its_byte_limit() {
     assert_eq!(p["data"].as_array().unwrap().len(), 5);
     // No row matches: an empty array, not a cut one.
     let body = json!({"date_since": "2026-10-01", "date_until": "2026-10-01"});
-    let resp = svc
-        .post("/v1/logs/clicks/preview", ACME)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = svc.post_json("/v1/logs/clicks/preview", ACME, &body).await;
     let p: Value = resp.json().await.unwrap();
     assert_eq!(p["data"], json!([]), "{p}");
     assert_eq!(

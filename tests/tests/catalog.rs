@@ -32,32 +32,11 @@ const SLICES: [&str; 17] = [
 
 const COMMON: [&str; 4] = ["app_id", "event_id", "event_time", "received_time"];
 
-/// Sends a request and fails the test on any 5xx: no request in this file may
-/// make the server fail.
-async fn send(rb: reqwest::RequestBuilder) -> reqwest::Response {
-    let resp = rb.send().await.expect("request reaches the service");
-    assert!(
-        !resp.status().is_server_error(),
-        "server error {} for {}",
-        resp.status(),
-        resp.url()
-    );
-    resp
-}
-
 async fn ok_json(rb: reqwest::RequestBuilder) -> Value {
     let resp = send(rb).await;
-    let status = resp.status();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body: Value = resp.json().await.expect("JSON body");
-    assert_eq!(status, 200, "{body}");
+    let ct = header(&resp, "content-type").unwrap_or_default();
     assert!(ct.starts_with("application/json"), "content type {ct}");
-    body
+    json_answer(resp, 200).await
 }
 
 /// `(table, column) → type` of every column of a database.

@@ -4,12 +4,10 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use logport_tests::*;
-use sha2::{Digest, Sha256};
 
 const DAY: &str = "2026-11-05";
 
@@ -60,10 +58,6 @@ fn fails(o: Output, says: &[&str]) {
     for s in says {
         assert!(err.contains(s), "expected `{s}` in:\n{err}");
     }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// 300 clicks: country by i % 3 (US, DE, FR), cost i / 100.
@@ -141,14 +135,7 @@ async fn export_waits_then_downloads_every_part_verified() {
     );
     assert!(err.contains("SHA-256 verified"), "{err}");
 
-    let job: Value = svc
-        .get(&format!("/v1/exports/{id}"), ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, job) = svc.get_json(&format!("/v1/exports/{id}"), ACME).await;
     assert_eq!(
         job["request"]["filters"],
         json!([{"field": "country_code", "op": "in", "values": ["US", "DE"]},
@@ -174,12 +161,8 @@ async fn export_waits_then_downloads_every_part_verified() {
     let mut ids = BTreeSet::new();
     for p in parts {
         let bytes = std::fs::read(dir.join(p["file"].as_str().unwrap())).unwrap();
-        assert_eq!(sha256(&bytes), p["sha256"]);
-        let mut csv = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_end(&mut csv)
-            .unwrap();
-        let (header, rows) = parse_csv(&csv);
+        assert_eq!(sha256_hex(&bytes), p["sha256"]);
+        let (header, rows) = parse_csv(&gunzip(&bytes));
         assert_eq!(header, ["event_time", "click_id", "country_code"]);
         for r in rows {
             assert!(r[2] == "US" || r[2] == "DE", "{r:?}");
@@ -471,14 +454,7 @@ async fn client_errors_print_the_problem_and_exit_non_zero() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--token"), "{}", stderr(&o));
     // Nothing was queued by any of it.
-    let list: Value = svc
-        .get("/v1/exports", ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = svc.list_exports(ACME, "").await;
     assert_eq!(list["exports"], json!([]));
 }
 

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use logport_tests::*;
@@ -134,14 +133,7 @@ fn written_so_far(text: &str) -> Option<(u64, u64)> {
 
 /// The tenant's export jobs, through `/v1` (how many jobs the protocol made).
 async fn jobs(svc: &Service, token: &str) -> Vec<Value> {
-    let list: Value = svc
-        .get("/v1/exports?limit=1000", token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = svc.list_exports(token, "limit=1000").await;
     list["exports"].as_array().unwrap().clone()
 }
 
@@ -174,14 +166,6 @@ fn csv_sessions(body: &[u8]) -> Vec<u64> {
     let (header, rows) = parse_csv(body);
     let col = header.iter().position(|h| h == "session_id").unwrap();
     rows.iter().map(|r| r[col].parse().unwrap()).collect()
-}
-
-fn gunzip(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .expect("valid gzip");
-    out
 }
 
 // ---------------------------------------------------------------------------------
@@ -320,7 +304,7 @@ async fn appmetrica_polls_report_recorded_progress_without_querying() {
         let all = jobs(&svc, ACME).await;
         let job = &all[0];
         if job["status"] == "running" && job["progress"]["rows"].as_u64() > Some(0) {
-            break job["id"].as_str().unwrap().to_string();
+            break id_of(job);
         }
         assert!(Instant::now() < deadline, "{job}");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -328,14 +312,7 @@ async fn appmetrica_polls_report_recorded_progress_without_querying() {
     // Freeze ClickHouse; once a heartbeat has passed, the recorded progress is final.
     ch.pause();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let job: Value = svc
-        .get(&format!("/v1/exports/{id}"), ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, job) = svc.get_json(&format!("/v1/exports/{id}"), ACME).await;
     let started = Instant::now();
     let a = export(&svc, "clicks.csv", &params, &[oauth(ACME)]).await;
     let took = started.elapsed();
@@ -848,6 +825,21 @@ async fn metrica(
     .await
 }
 
+/// A Metrica `GET` without query parameters.
+async fn metrica_get(svc: &Service, path: &str, token: (&'static str, String)) -> Answer {
+    metrica(svc, reqwest::Method::GET, path, &[], token).await
+}
+
+/// A Metrica `POST` (its parameters go in the query string, as clients send them).
+async fn metrica_post(
+    svc: &Service,
+    path: &str,
+    params: &[(&str, &str)],
+    token: (&'static str, String),
+) -> Answer {
+    metrica(svc, reqwest::Method::POST, path, params, token).await
+}
+
 /// A Metrica error: status, the JSON shape, its type and message.
 fn metrica_error(a: &Answer, status: u16, error_type: &str) -> String {
     assert_eq!(a.status, status, "{}", a.text());
@@ -868,14 +860,7 @@ fn metrica_error(a: &Answer, status: u16, error_type: &str) -> String {
 async fn wait_processed(svc: &Service, counter: u64, id: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let a = metrica(
-            svc,
-            reqwest::Method::GET,
-            &format!("{counter}/logrequest/{id}"),
-            &[],
-            oauth(ACME),
-        )
-        .await;
+        let a = metrica_get(svc, &format!("{counter}/logrequest/{id}"), oauth(ACME)).await;
         assert_eq!(a.status, 200, "{}", a.text());
         let lr = a.json()["log_request"].clone();
         if lr["status"] != "created" {
@@ -890,11 +875,9 @@ async fn wait_processed(svc: &Service, counter: u64, id: u64) -> Value {
 async fn download_all(svc: &Service, counter: u64, id: u64) -> Vec<Vec<u8>> {
     let mut parts = Vec::new();
     loop {
-        let a = metrica(
+        let a = metrica_get(
             svc,
-            reqwest::Method::GET,
             &format!("{counter}/logrequest/{id}/part/{}/download", parts.len()),
-            &[],
             oauth(ACME),
         )
         .await;
@@ -1004,26 +987,12 @@ async fn metrica_log_request_from_evaluate_to_clean() {
     assert_eq!(lr["size"].as_u64().unwrap(), sizes.iter().sum::<u64>());
 
     // list
-    let a = metrica(
-        &svc,
-        reqwest::Method::GET,
-        "42/logrequests",
-        &[],
-        bearer(ACME),
-    )
-    .await;
+    let a = metrica_get(&svc, "42/logrequests", bearer(ACME)).await;
     assert_eq!(a.status, 200);
     let listed = a.json()["requests"].clone();
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0], lr);
-    let a = metrica(
-        &svc,
-        reqwest::Method::GET,
-        "43/logrequests",
-        &[],
-        bearer(ACME),
-    )
-    .await;
+    let a = metrica_get(&svc, "43/logrequests", bearer(ACME)).await;
     assert_eq!(
         a.json(),
         json!({"requests": []}),
@@ -1046,54 +1015,24 @@ async fn metrica_log_request_from_evaluate_to_clean() {
     );
 
     // clean: the files go, the status says who removed them.
-    let a = metrica(
-        &svc,
-        reqwest::Method::POST,
-        &format!("42/logrequest/{id}/clean"),
-        &[],
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_post(&svc, &format!("42/logrequest/{id}/clean"), &[], oauth(ACME)).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.json()["log_request"]["status"], "cleaned_by_user");
-    let a = metrica(
+    let a = metrica_get(
         &svc,
-        reqwest::Method::GET,
         &format!("42/logrequest/{id}/part/0/download"),
-        &[],
         oauth(ACME),
     )
     .await;
     assert_eq!(metrica_error(&a, 400, "invalid_parameter"), NOT_PROCESSED);
-    let a = metrica(
-        &svc,
-        reqwest::Method::GET,
-        &format!("42/logrequest/{id}"),
-        &[],
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_get(&svc, &format!("42/logrequest/{id}"), oauth(ACME)).await;
     assert_eq!(a.json()["log_request"]["status"], "cleaned_by_user");
     // Cleaning twice is harmless.
-    let a = metrica(
-        &svc,
-        reqwest::Method::POST,
-        &format!("42/logrequest/{id}/clean"),
-        &[],
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_post(&svc, &format!("42/logrequest/{id}/clean"), &[], oauth(ACME)).await;
     assert_eq!(a.status, 200);
 
     // The next request gets the next number.
-    let a = metrica(
-        &svc,
-        reqwest::Method::POST,
-        "42/logrequests",
-        &asked,
-        bearer(ACME),
-    )
-    .await;
+    let a = metrica_post(&svc, "42/logrequests", &asked, bearer(ACME)).await;
     assert_eq!(a.json()["log_request"]["request_id"], 2);
 }
 
@@ -1108,32 +1047,22 @@ async fn metrica_download_waits_for_processed_and_cancel_stops_a_request() {
         ("source", "events"),
         ("fields", "session_id"),
     ];
-    let a = metrica(
-        &svc,
-        reqwest::Method::POST,
-        "42/logrequests",
-        &asked,
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_post(&svc, "42/logrequests", &asked, oauth(ACME)).await;
     assert_eq!(a.status, 200, "{}", a.text());
     let first = a.json()["log_request"]["request_id"].as_u64().unwrap();
     assert_eq!(a.json()["log_request"]["status"], "created");
 
     // Not processed yet: the exact message clients wait on.
-    let a = metrica(
+    let a = metrica_get(
         &svc,
-        reqwest::Method::GET,
         &format!("42/logrequest/{first}/part/0/download"),
-        &[],
         oauth(ACME),
     )
     .await;
     assert_eq!(metrica_error(&a, 400, "invalid_parameter"), NOT_PROCESSED);
     // Cleaning is for processed requests.
-    let a = metrica(
+    let a = metrica_post(
         &svc,
-        reqwest::Method::POST,
         &format!("42/logrequest/{first}/clean"),
         &[],
         oauth(ACME),
@@ -1142,9 +1071,8 @@ async fn metrica_download_waits_for_processed_and_cancel_stops_a_request() {
     metrica_error(&a, 400, "invalid_parameter");
 
     // cancel
-    let a = metrica(
+    let a = metrica_post(
         &svc,
-        reqwest::Method::POST,
         &format!("42/logrequest/{first}/cancel"),
         &[],
         oauth(ACME),
@@ -1152,25 +1080,16 @@ async fn metrica_download_waits_for_processed_and_cancel_stops_a_request() {
     .await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.json()["log_request"]["status"], "canceled");
-    let a = metrica(
+    let a = metrica_get(
         &svc,
-        reqwest::Method::GET,
         &format!("42/logrequest/{first}/part/0/download"),
-        &[],
         oauth(ACME),
     )
     .await;
     assert_eq!(metrica_error(&a, 400, "invalid_parameter"), NOT_PROCESSED);
 
     // A second request, then workers: it is processed, the canceled one never runs.
-    let a = metrica(
-        &svc,
-        reqwest::Method::POST,
-        "42/logrequests",
-        &asked,
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_post(&svc, "42/logrequests", &asked, oauth(ACME)).await;
     let second = a.json()["log_request"]["request_id"].as_u64().unwrap();
     assert_eq!(second, first + 1);
     svc.restart_with(Options::default()).await;
@@ -1180,23 +1099,15 @@ async fn metrica_download_waits_for_processed_and_cancel_stops_a_request() {
     assert_eq!(files.len(), 1);
     assert_eq!(tsv_sessions(&files[0], &["session_id"]).len(), 10);
     // A processed request cannot be canceled.
-    let a = metrica(
+    let a = metrica_post(
         &svc,
-        reqwest::Method::POST,
         &format!("42/logrequest/{second}/cancel"),
         &[],
         oauth(ACME),
     )
     .await;
     metrica_error(&a, 400, "invalid_parameter");
-    let a = metrica(
-        &svc,
-        reqwest::Method::GET,
-        &format!("42/logrequest/{first}"),
-        &[],
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_get(&svc, &format!("42/logrequest/{first}"), oauth(ACME)).await;
     assert_eq!(a.json()["log_request"]["status"], "canceled");
 }
 
@@ -1211,14 +1122,7 @@ async fn metrica_counter_quota_counts_processed_logs_until_cleaned() {
         ("source", "events"),
         ("fields", "session_id,event_json"),
     ];
-    let a = metrica(
-        &svc,
-        reqwest::Method::POST,
-        "42/logrequests",
-        &asked,
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_post(&svc, "42/logrequests", &asked, oauth(ACME)).await;
     assert_eq!(a.status, 200, "{}", a.text());
     let lr = wait_processed(&svc, 42, 1).await;
     let size = lr["size"].as_u64().unwrap();
@@ -1241,14 +1145,7 @@ async fn metrica_counter_quota_counts_processed_logs_until_cleaned() {
     }
     let ev = evaluate(&svc, &asked).await;
     assert_eq!(ev["possible"], false, "{ev}");
-    let a = metrica(
-        &svc,
-        reqwest::Method::POST,
-        "42/logrequests",
-        &asked,
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_post(&svc, "42/logrequests", &asked, oauth(ACME)).await;
     let message = metrica_error(&a, 429, "quota_requests");
     assert!(message.contains("clean"), "{message}");
     // Another counter has its own quota.
@@ -1263,26 +1160,12 @@ async fn metrica_counter_quota_counts_processed_logs_until_cleaned() {
     assert_eq!(a.json()["log_request_evaluation"]["possible"], true);
 
     // clean frees it.
-    let a = metrica(
-        &svc,
-        reqwest::Method::POST,
-        "42/logrequest/1/clean",
-        &[],
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_post(&svc, "42/logrequest/1/clean", &[], oauth(ACME)).await;
     assert_eq!(a.status, 200);
     let ev = evaluate(&svc, &asked).await;
     assert_eq!(ev["possible"], true, "{ev}");
     assert!(ev["max_possible_day_quantity"].as_u64().unwrap() >= 1);
-    let a = metrica(
-        &svc,
-        reqwest::Method::POST,
-        "42/logrequests",
-        &asked,
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_post(&svc, "42/logrequests", &asked, oauth(ACME)).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.json()["log_request"]["request_id"], 2);
 
@@ -1295,14 +1178,7 @@ async fn metrica_counter_quota_counts_processed_logs_until_cleaned() {
             .env("LOGPORT_EXPORT_MAX_PARTS", "2"),
     )
     .await;
-    let a = metrica(
-        &svc,
-        reqwest::Method::POST,
-        "42/logrequests",
-        &asked,
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_post(&svc, "42/logrequests", &asked, oauth(ACME)).await;
     let message = metrica_error(&a, 400, "invalid_parameter");
     assert!(message.contains("at most 2 parts"), "{message}");
 }
@@ -1332,7 +1208,7 @@ async fn metrica_validates_parameters_and_tokens_with_its_error_json() {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            metrica(svc, reqwest::Method::POST, "42/logrequests", &pairs, token).await
+            metrica_post(svc, "42/logrequests", &pairs, token).await
         }
     };
 
@@ -1417,32 +1293,16 @@ async fn metrica_validates_parameters_and_tokens_with_its_error_json() {
         ("42/logrequest/2", oauth(GLOBEX)),
         ("42/logrequest/99", oauth(ACME)),
     ] {
-        let a = metrica(&svc, reqwest::Method::GET, path, &[], token).await;
+        let a = metrica_get(&svc, path, token).await;
         metrica_error(&a, 404, "not_found");
     }
-    let a = metrica(
-        &svc,
-        reqwest::Method::GET,
-        "42/logrequest/seven",
-        &[],
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_get(&svc, "42/logrequest/seven", oauth(ACME)).await;
     metrica_error(&a, 400, "invalid_parameter");
-    let a = metrica(
-        &svc,
-        reqwest::Method::GET,
-        "app/logrequests",
-        &[],
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_get(&svc, "app/logrequests", oauth(ACME)).await;
     metrica_error(&a, 400, "invalid_parameter");
-    let a = metrica(
+    let a = metrica_get(
         &svc,
-        reqwest::Method::GET,
         &format!("42/logrequest/{id}/part/x/download"),
-        &[],
         oauth(ACME),
     )
     .await;
@@ -1465,25 +1325,11 @@ async fn metrica_failed_processing_is_processing_failed() {
         ("source", "events"),
         ("fields", "session_id,event_json"),
     ];
-    let a = metrica(
-        &svc,
-        reqwest::Method::POST,
-        "42/logrequests",
-        &asked,
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_post(&svc, "42/logrequests", &asked, oauth(ACME)).await;
     assert_eq!(a.status, 200, "{}", a.text());
     let lr = wait_processed(&svc, 42, 1).await;
     assert_eq!(lr["status"], "processing_failed", "{lr}");
     assert!(lr.get("parts").is_none());
-    let a = metrica(
-        &svc,
-        reqwest::Method::GET,
-        "42/logrequest/1/part/0/download",
-        &[],
-        oauth(ACME),
-    )
-    .await;
+    let a = metrica_get(&svc, "42/logrequest/1/part/0/download", oauth(ACME)).await;
     assert_eq!(metrica_error(&a, 400, "invalid_parameter"), NOT_PROCESSED);
 }

@@ -21,18 +21,9 @@ fn event_id(n: u32) -> String {
     format!("0189abcd-0000-7000-8000-{n:012}")
 }
 
-fn ndjson(rows: &[Value]) -> String {
-    rows.iter().map(|r| format!("{r}\n")).collect()
-}
-
-async fn send(svc: &Service, body: String, key: Option<&str>) -> (u16, Value) {
-    let mut req = svc.post("/v1/ingest/clicks", ACME).body(body);
-    if let Some(k) = key {
-        req = req.header("Idempotency-Key", k);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
+/// Ingests an NDJSON body into `clicks`: the status and the JSON answer.
+async fn ingest_clicks(svc: &Service, body: String, key: Option<&str>) -> (u16, Value) {
+    status_and_json(svc.ingest_body(ACME, "clicks", body, key).await).await
 }
 
 /// `event_id` → how many rows carry it, as stored.
@@ -58,16 +49,16 @@ fn ids(range: std::ops::Range<u32>) -> BTreeMap<String, u64> {
 async fn overlapping_batches_store_every_new_event_once() {
     let svc = Service::start().await;
     // The first case: U1 under key k1, then U1 and U2 under k2.
-    let (s, a) = send(&svc, ndjson(&[click(1)]), Some("k1")).await;
+    let (s, a) = ingest_clicks(&svc, ndjson(&[click(1)]), Some("k1")).await;
     assert_eq!((s, a["accepted"].clone()), (200, json!(1)), "{a}");
-    let (s, a) = send(&svc, ndjson(&[click(1), click(2)]), Some("k2")).await;
+    let (s, a) = ingest_clicks(&svc, ndjson(&[click(1), click(2)]), Some("k2")).await;
     assert_eq!(s, 200, "{a}");
     assert_eq!(a["accepted"], 2, "{a}");
     assert_eq!(a["duplicate"], false, "a new key is a new request: {a}");
     assert_eq!(stored(&svc), ids(1..3), "U2 is stored, U1 once");
 
     // Without a key: first and last already stored, the middle one new.
-    let (s, a) = send(&svc, ndjson(&[click(1), click(3), click(2)]), None).await;
+    let (s, a) = ingest_clicks(&svc, ndjson(&[click(1), click(3), click(2)]), None).await;
     assert_eq!((s, a["accepted"].clone()), (200, json!(3)), "{a}");
     assert_eq!(stored(&svc), ids(1..4), "the middle row is stored");
 
@@ -75,7 +66,7 @@ async fn overlapping_batches_store_every_new_event_once() {
     // with and without keys.
     for (w, key) in [(0u32, Some("w0")), (1, None), (2, Some("w2"))] {
         let rows: Vec<Value> = (100 + 25 * w..150 + 25 * w).map(click).collect();
-        let (s, a) = send(&svc, ndjson(&rows), key).await;
+        let (s, a) = ingest_clicks(&svc, ndjson(&rows), key).await;
         assert_eq!((s, a["accepted"].clone()), (200, json!(50)), "{a}");
     }
     let mut want = ids(1..4);
@@ -83,19 +74,7 @@ async fn overlapping_batches_store_every_new_event_once() {
     assert_eq!(stored(&svc), want, "100 distinct rows, each once");
 
     // An export reads exactly those rows.
-    let (_, parts) = svc
-        .export(
-            ACME,
-            &json!({"slice": "clicks", "date_since": "2026-11-10", "date_until": "2026-11-10",
-                    "fields": ["event_id"], "format": "csv"}),
-        )
-        .await;
-    let (_, rows) = parse_csv(&parts.concat());
-    let mut exported: BTreeMap<String, u64> = BTreeMap::new();
-    for r in rows {
-        *exported.entry(r[0].clone()).or_default() += 1;
-    }
-    assert_eq!(exported, want);
+    assert_eq!(svc.exported_event_ids(ACME, "2026-11-10").await, want);
 }
 
 #[tokio::test]
@@ -116,7 +95,7 @@ async fn repeats_inside_one_batch_are_stored_once_and_the_rule_is_the_dedup_key(
         other_campaign,
         other_app,
     ]);
-    let (s, a) = send(&svc, body, None).await;
+    let (s, a) = ingest_clicks(&svc, body, None).await;
     assert_eq!((s, a["accepted"].clone()), (200, json!(7)), "{a}");
     // The same event_id with another event_time, campaign (the clicks sort key) or
     // app is another event: GET /v1/slices/clicks says which fields decide.
@@ -124,14 +103,7 @@ async fn repeats_inside_one_batch_are_stored_once_and_the_rule_is_the_dedup_key(
     want.insert(event_id(7), 4);
     want.insert(event_id(8), 1);
     assert_eq!(stored(&svc), want);
-    let desc: Value = svc
-        .get("/v1/slices/clicks", ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, desc) = svc.get_json("/v1/slices/clicks", ACME).await;
     assert_eq!(
         desc["dedup_key"],
         json!(["app_id", "event_time", "campaign_id", "event_id"])
@@ -152,17 +124,17 @@ async fn repeats_inside_one_batch_are_stored_once_and_the_rule_is_the_dedup_key(
 async fn a_key_replays_its_answer_and_refuses_another_body() {
     let svc = Service::start().await;
     // A body refused as invalid does not take the key: the fixed body may use it.
-    let (s, p) = send(&svc, "{\"click_id\": 5}\n".into(), Some("batch-1")).await;
+    let (s, p) = ingest_clicks(&svc, "{\"click_id\": 5}\n".into(), Some("batch-1")).await;
     assert_eq!(s, 422, "{p}");
     // Generated event ids derive from the key: a retry carries the same ones.
     let rows: Vec<Value> = (0..20)
         .map(|i| json!({"click_id": format!("k{i}"), "event_time": "2026-11-10 10:00:00"}))
         .collect();
-    let (s, first) = send(&svc, ndjson(&rows), Some("batch-1")).await;
+    let (s, first) = ingest_clicks(&svc, ndjson(&rows), Some("batch-1")).await;
     assert_eq!(s, 200, "{first}");
     assert_eq!(first["duplicate"], false);
     for _ in 0..2 {
-        let (s, again) = send(&svc, ndjson(&rows), Some("batch-1")).await;
+        let (s, again) = ingest_clicks(&svc, ndjson(&rows), Some("batch-1")).await;
         assert_eq!(s, 200, "{again}");
         assert_eq!(again["duplicate"], true, "{again}");
         for k in ["accepted", "rejected", "errors", "received_time"] {
@@ -171,7 +143,7 @@ async fn a_key_replays_its_answer_and_refuses_another_body() {
     }
     assert_eq!(svc.count("clicks", "acme"), 20);
     // The key reused for another body: 409, nothing stored.
-    let (s, p) = send(&svc, ndjson(&rows[..5]), Some("batch-1")).await;
+    let (s, p) = ingest_clicks(&svc, ndjson(&rows[..5]), Some("batch-1")).await;
     assert_eq!(s, 409, "{p}");
     assert!(
         p["detail"].as_str().unwrap().contains("Idempotency-Key"),
@@ -256,10 +228,10 @@ async fn a_client_gone_before_the_commit_finds_its_rows_stored_once_on_retry() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The retries: the keyed one gets the recorded answer, the other stores nothing.
-    let (s, a) = send(&svc, ndjson(&rows), Some("gone-1")).await;
+    let (s, a) = ingest_clicks(&svc, ndjson(&rows), Some("gone-1")).await;
     assert_eq!(s, 200, "{a}");
     assert_eq!(a["accepted"], 30, "{a}");
-    let (s, a) = send(&svc, ndjson(&rows), None).await;
+    let (s, a) = ingest_clicks(&svc, ndjson(&rows), None).await;
     assert_eq!((s, a["accepted"].clone()), (200, json!(30)), "{a}");
     assert_eq!(stored(&svc), ids(0..30), "each event once: {}", svc.logs());
 }
@@ -273,18 +245,18 @@ async fn a_retry_on_another_replica_is_answered_from_the_shared_job_store() {
     let rows: Vec<Value> = (0..10)
         .map(|i| json!({"click_id": format!("r{i}"), "event_time": "2026-11-10 10:00:00"}))
         .collect();
-    let (s, first) = send(&a, ndjson(&rows), Some("replica-key")).await;
+    let (s, first) = ingest_clicks(&a, ndjson(&rows), Some("replica-key")).await;
     assert_eq!(s, 200, "{first}");
-    let (s, again) = send(&b, ndjson(&rows), Some("replica-key")).await;
+    let (s, again) = ingest_clicks(&b, ndjson(&rows), Some("replica-key")).await;
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["duplicate"], true, "{again}");
     assert_eq!(again["received_time"], first["received_time"], "{again}");
-    let (s, p) = send(&b, ndjson(&rows[..3]), Some("replica-key")).await;
+    let (s, p) = ingest_clicks(&b, ndjson(&rows[..3]), Some("replica-key")).await;
     assert_eq!(s, 409, "{p}");
     // Without the job store's record (expired, say), the rows still are not doubled:
     // the generated ids repeat and ClickHouse keeps each event once.
     pg.query("DELETE FROM ingest_keys");
-    let (s, again) = send(&b, ndjson(&rows), Some("replica-key")).await;
+    let (s, again) = ingest_clicks(&b, ndjson(&rows), Some("replica-key")).await;
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["duplicate"], false, "{again}");
     assert_eq!(a.count("clicks", "acme"), 10);

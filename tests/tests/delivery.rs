@@ -11,16 +11,9 @@ fn click(id: &str) -> Value {
     json!({"click_id": id, "event_time": "2026-11-05T10:00:00Z", "country_code": "US"})
 }
 
-fn ndjson(rows: &[Value]) -> String {
-    rows.iter().map(|r| format!("{r}\n")).collect()
-}
-
-async fn post(svc: &Service, body: String, key: Option<&str>) -> reqwest::Response {
-    let mut req = svc.post("/v1/ingest/clicks", ACME).body(body);
-    if let Some(k) = key {
-        req = req.header("Idempotency-Key", k);
-    }
-    req.send().await.unwrap()
+/// `POST /v1/ingest/clicks` as ACME, with an `Idempotency-Key` if given.
+async fn ingest_clicks(svc: &Service, body: String, key: Option<&str>) -> reqwest::Response {
+    svc.ingest_body(ACME, "clicks", body, key).await
 }
 
 #[tokio::test]
@@ -106,7 +99,7 @@ async fn csv_bodies_with_a_header_row() {
 async fn an_idempotency_key_makes_retries_free() {
     let svc = Service::start().await;
     let rows: Vec<Value> = (0..50).map(|i| click(&format!("c{i}"))).collect();
-    let first: Value = post(&svc, ndjson(&rows), Some("batch-0001"))
+    let first: Value = ingest_clicks(&svc, ndjson(&rows), Some("batch-0001"))
         .await
         .json()
         .await
@@ -114,7 +107,7 @@ async fn an_idempotency_key_makes_retries_free() {
     assert_eq!(first["accepted"], 50);
     assert_eq!(first["duplicate"], false);
     for _ in 0..3 {
-        let again: Value = post(&svc, ndjson(&rows), Some("batch-0001"))
+        let again: Value = ingest_clicks(&svc, ndjson(&rows), Some("batch-0001"))
             .await
             .json()
             .await
@@ -130,7 +123,7 @@ async fn an_idempotency_key_makes_retries_free() {
     ));
     assert_eq!(ids.trim(), "50");
     // Another key is another batch; another tenant's same key too.
-    post(&svc, ndjson(&rows), Some("batch-0002")).await;
+    ingest_clicks(&svc, ndjson(&rows), Some("batch-0002")).await;
     assert_eq!(svc.count("clicks", "acme"), 100);
     let resp = svc
         .post("/v1/ingest/clicks", GLOBEX)
@@ -143,7 +136,7 @@ async fn an_idempotency_key_makes_retries_free() {
     assert_eq!(body["duplicate"], false);
     assert_eq!(svc.count("clicks", "globex"), 50);
     // A malformed key is refused.
-    let resp = post(&svc, ndjson(&rows), Some("has space")).await;
+    let resp = ingest_clicks(&svc, ndjson(&rows), Some("has space")).await;
     assert_eq!(problem(resp).await.0, 400);
 }
 
@@ -152,7 +145,7 @@ async fn concurrent_requests_with_one_key_store_one_batch() {
     let svc = Service::start().await;
     let rows: Vec<Value> = (0..200).map(|i| click(&format!("c{i}"))).collect();
     let body = ndjson(&rows);
-    let sends = (0..10).map(|_| post(&svc, body.clone(), Some("same-key")));
+    let sends = (0..10).map(|_| ingest_clicks(&svc, body.clone(), Some("same-key")));
     let answers = futures::future::join_all(sends).await;
     // Each one is answered 200: the events are stored once whoever commits first.
     for r in answers {
@@ -174,7 +167,7 @@ async fn small_concurrent_requests_are_coalesced() {
     let sends = (0..40).map(|i| {
         let body = ndjson(&[click(&format!("c{i}"))]);
         let svc = &svc;
-        async move { post(svc, body, None).await.status().as_u16() }
+        async move { ingest_clicks(svc, body, None).await.status().as_u16() }
     });
     let started = Instant::now();
     let statuses = futures::future::join_all(sends).await;
@@ -197,7 +190,7 @@ async fn clickhouse_down_answers_503_and_recovers() {
     let svc = Service::start_with(Options::default().clickhouse_url(&ch.url)).await;
     svc.ingest(ACME, "clicks", &[click("before")]).await;
     ch.stop();
-    let resp = post(&svc, ndjson(&[click("during")]), Some("k-during")).await;
+    let resp = ingest_clicks(&svc, ndjson(&[click("during")]), Some("k-during")).await;
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().get("retry-after").is_some());
     let (_, p) = problem(resp).await;
@@ -206,14 +199,14 @@ async fn clickhouse_down_answers_503_and_recovers() {
     // The same request, retried, now goes through exactly once.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let resp = post(&svc, ndjson(&[click("during")]), Some("k-during")).await;
+        let resp = ingest_clicks(&svc, ndjson(&[click("during")]), Some("k-during")).await;
         if resp.status() == 200 {
             break;
         }
         assert!(Instant::now() < deadline, "ingest did not recover");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    post(&svc, ndjson(&[click("during")]), Some("k-during")).await;
+    ingest_clicks(&svc, ndjson(&[click("during")]), Some("k-during")).await;
     let n = ch.query(&format!(
         "SELECT count() FROM {}.clicks WHERE tenant_id = 'acme'",
         svc.database
@@ -246,7 +239,7 @@ async fn overload_answers_503_instead_of_buffering() {
         let svc = &svc;
         let body = body.clone();
         async move {
-            tokio::time::timeout(Duration::from_secs(3), post(svc, body, None))
+            tokio::time::timeout(Duration::from_secs(3), ingest_clicks(svc, body, None))
                 .await
                 .map(|r| r.status().as_u16())
                 .ok()

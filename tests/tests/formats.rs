@@ -6,13 +6,11 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use logport_tests::*;
-use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------------------------
 // The tricky dataset
@@ -151,19 +149,7 @@ default = false
 
 /// The repository's `schemas/*.toml` plus `bi_probe.toml`.
 fn schema_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("logport-formats-schemas-")
-        .tempdir()
-        .unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
-    for entry in std::fs::read_dir(&repo).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    std::fs::write(dir.path().join("bi_probe.toml"), PROBE_SCHEMA).unwrap();
-    dir
+    schema_dir_with(&[("bi_probe.toml", PROBE_SCHEMA)])
 }
 
 /// Every export of the matrix covers these days (inclusive).
@@ -355,27 +341,6 @@ fn clicks_dataset() -> Vec<Value> {
 // Helpers
 // ---------------------------------------------------------------------------------
 
-/// Sends a request; any 5xx fails the test at once, with the body.
-async fn send(rb: reqwest::RequestBuilder) -> reqwest::Response {
-    let resp = rb.send().await.expect("request");
-    if resp.status().is_server_error() {
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        panic!("server error {status}: {body}");
-    }
-    resp
-}
-
-fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .map(|v| v.to_str().expect("ASCII header").to_string())
-}
-
-fn id_of(job: &Value) -> String {
-    job["id"].as_str().expect("job id").to_string()
-}
-
 /// The file extension Logport gives a part.
 fn extension(format: &str, compression: &str) -> String {
     match (format, compression) {
@@ -457,7 +422,7 @@ async fn download_all(
         let bytes = resp.bytes().await.unwrap().to_vec();
         assert_eq!(length, bytes.len().to_string(), "{url}: Content-Length");
         assert_eq!(bytes.len() as u64, p["bytes"].as_u64().unwrap(), "{p}");
-        let sha = hex::encode(Sha256::digest(&bytes));
+        let sha = sha256_hex(&bytes);
         assert_eq!(
             sha,
             p["sha256"].as_str().unwrap(),
@@ -533,11 +498,7 @@ fn decompress(bytes: &[u8], compression: &str) -> Vec<u8> {
     let mut out = Vec::new();
     match compression {
         "none" => out.extend_from_slice(bytes),
-        "gzip" => {
-            flate2::read::GzDecoder::new(bytes)
-                .read_to_end(&mut out)
-                .unwrap();
-        }
+        "gzip" => out = gunzip(bytes),
         "zstd" => out = zstd::decode_all(bytes).unwrap(),
         other => panic!("compression {other}"),
     }
@@ -655,9 +616,7 @@ fn case(dataset: &'static str, format: &'static str, compression: &'static str) 
 
 fn with(mut c: Case, suffix: &str, extra: Value) -> Case {
     c.name = format!("{}-{suffix}", c.name);
-    for (k, v) in extra.as_object().unwrap() {
-        c.request[k] = v.clone();
-    }
+    c.request = merged(&c.request, extra);
     c
 }
 
@@ -1216,24 +1175,6 @@ async fn csv_excel_safe_neutralises_formula_cells_and_is_off_by_default() {
 
     // TSV: the same values in ClickHouse's escaping (a tab is `\t`, a CR `\r`, a
     // quote `\'`), so no raw cell starts with a formula character either.
-    let unescape = |cell: &str| {
-        let mut out = String::new();
-        let mut chars = cell.chars();
-        while let Some(c) = chars.next() {
-            if c != '\\' {
-                out.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some('t') => out.push('\t'),
-                Some('r') => out.push('\r'),
-                Some('n') => out.push('\n'),
-                Some(other) => out.push(other),
-                None => out.push('\\'),
-            }
-        }
-        out
-    };
     let (_, parts) = svc.export(ACME, &request("tsv", Some(true))).await;
     let text = String::from_utf8(parts.concat()).unwrap();
     let mut lines = text.lines();
@@ -1252,8 +1193,16 @@ async fn csv_excel_safe_neutralises_formula_cells_and_is_off_by_default() {
             "raw tsv cell {:?}",
             row[1]
         );
-        assert_eq!(unescape(&row[1]), neutral(text), "tsv text of {text:?}");
-        assert_eq!(unescape(&row[3]), neutral(text), "tsv label of {text:?}");
+        assert_eq!(
+            tsv_unescape(&row[1]).as_deref(),
+            Some(neutral(text).as_str()),
+            "tsv text of {text:?}"
+        );
+        assert_eq!(
+            tsv_unescape(&row[3]).as_deref(),
+            Some(neutral(text).as_str()),
+            "tsv label of {text:?}"
+        );
         assert_eq!(row[4], format!("-{}", i + 1));
     }
 
@@ -1336,23 +1285,11 @@ async fn delete_removes_the_files_and_expires_the_job() {
     assert_eq!(files_under(&job_dir).len(), 4, "3 parts and the manifest");
 
     // Another tenant cannot delete it.
-    let (status, _) = problem(
-        send(
-            svc.http
-                .delete(svc.url(&format!("/v1/exports/{id}")))
-                .bearer_auth(GLOBEX),
-        )
-        .await,
-    )
-    .await;
+    let (status, _) = problem(send(svc.delete(&format!("/v1/exports/{id}"), GLOBEX)).await).await;
     assert_eq!(status, 404);
     assert_eq!(files_under(&job_dir).len(), 4);
 
-    let delete = || {
-        svc.http
-            .delete(svc.url(&format!("/v1/exports/{id}")))
-            .bearer_auth(ACME)
-    };
+    let delete = || svc.delete(&format!("/v1/exports/{id}"), ACME);
     let resp = send(delete()).await;
     assert_eq!(resp.status(), 204);
     assert!(resp.bytes().await.unwrap().is_empty());
@@ -1361,22 +1298,15 @@ async fn delete_removes_the_files_and_expires_the_job() {
     assert_eq!(send(delete()).await.status(), 204);
     assert_gone(&svc, &id).await;
     // Unknown ids are 404.
-    let (status, _) = problem(
-        send(
-            svc.http
-                .delete(svc.url("/v1/exports/0123456789abcdef0123456789abcdef"))
-                .bearer_auth(ACME),
-        )
-        .await,
-    )
-    .await;
+    let (status, _) =
+        problem(send(svc.delete("/v1/exports/0123456789abcdef0123456789abcdef", ACME)).await).await;
     assert_eq!(status, 404);
     // The other export is untouched.
     let other = id_of(&keep);
     let resp = send(svc.get(&format!("/v1/exports/{other}/parts/1"), ACME)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
-        hex::encode(Sha256::digest(resp.bytes().await.unwrap())),
+        sha256_hex(&resp.bytes().await.unwrap()),
         keep["parts"][0]["sha256"].as_str().unwrap()
     );
 
@@ -1388,12 +1318,7 @@ async fn delete_removes_the_files_and_expires_the_job() {
         &svc.create_export(ACME, &clicks_request("csv", "none"))
             .await,
     );
-    let resp = send(
-        svc.http
-            .delete(svc.url(&format!("/v1/exports/{queued}")))
-            .bearer_auth(ACME),
-    )
-    .await;
+    let resp = send(svc.delete(&format!("/v1/exports/{queued}"), ACME)).await;
     assert_eq!(resp.status(), 204);
     let job: Value = send(svc.get(&format!("/v1/exports/{queued}"), ACME))
         .await

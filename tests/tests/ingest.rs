@@ -3,24 +3,11 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::io::{Read as _, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use logport_tests::*;
 
 // ---------------------------------------------------------------- helpers
-
-/// Sends a request and fails the test on any 5xx: no ingest request, however bad,
-/// may make the server fail.
-async fn send(rb: reqwest::RequestBuilder) -> reqwest::Response {
-    let resp = rb.send().await.expect("request reaches the service");
-    assert!(
-        !resp.status().is_server_error(),
-        "server error {} for {}",
-        resp.status(),
-        resp.url()
-    );
-    resp
-}
 
 /// POSTs a raw body to `/v1/ingest/{path}` (path may carry a query string).
 fn post(svc: &Service, path: &str, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
@@ -66,10 +53,6 @@ async fn refused(resp: reqwest::Response, want: u16) -> Value {
     body
 }
 
-fn ndjson(rows: &[Value]) -> String {
-    rows.iter().map(|r| format!("{r}\n")).collect()
-}
-
 fn click(id: &str) -> Value {
     json!({"click_id": id, "event_time": "2026-11-05T10:00:00Z"})
 }
@@ -88,13 +71,6 @@ fn select(svc: &Service, sql: &str) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -246,15 +222,11 @@ async fn each_request_gets_its_own_received_time_and_event_ids() {
     let line = json!({"click_id": "d", "event_time": 1, "event_id": id});
     svc.ingest(ACME, "clicks", std::slice::from_ref(&line))
         .await;
-    let again: Value = svc
-        .post("/v1/ingest/clicks", ACME)
-        .body(format!("{line}\n"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, again) = status_and_json(
+        svc.ingest_body(ACME, "clicks", format!("{line}\n"), None)
+            .await,
+    )
+    .await;
     assert_eq!(again["accepted"], 1, "{again}");
     assert_eq!(again["duplicate"], false, "{again}");
     assert_eq!(
@@ -865,10 +837,7 @@ async fn values_of_the_wrong_type_are_refused() {
         (json!({"lp_click_time": "soon"}), "lp_click_time"),
     ];
     for (extra, field) in cases {
-        let mut line = click("c");
-        for (k, v) in extra.as_object().unwrap() {
-            line[k] = v.clone();
-        }
+        let line = merged(&click("c"), extra);
         let p = expect_bad_line(&svc, "clicks", line.to_string().as_bytes(), Some(field)).await;
         assert!(
             !p["errors"][0]["detail"].as_str().unwrap().is_empty(),

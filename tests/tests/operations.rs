@@ -12,16 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use logport_tests::*;
-use sha2::Digest;
 
 const DAY_SECS: i64 = 86_400;
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// `YYYY-MM-DD` of a Unix second, as ClickHouse (UTC) prints it.
 fn date_of(svc: &Service, secs: i64) -> String {
@@ -54,19 +46,11 @@ fn column(url: &str, sql: &str) -> BTreeSet<String> {
 
 /// Every record of a JSON-lines export, through a replica.
 async fn download_jsonl(svc: &Service, token: &str, job: &Value) -> Vec<Value> {
+    let listed = job["parts"].as_array().expect("parts");
     let mut rows = Vec::new();
-    for p in job["parts"].as_array().expect("parts") {
-        let url = p["url"].as_str().unwrap();
-        let resp = svc.get(url, token).send().await.expect("download");
-        assert_eq!(resp.status(), 200, "download {url} from {}", svc.base);
-        let bytes = resp.bytes().await.unwrap();
-        assert_eq!(
-            hex::encode(sha2::Sha256::digest(&bytes)),
-            p["sha256"].as_str().unwrap(),
-            "part {url} does not match its sha256"
-        );
+    for (p, bytes) in listed.iter().zip(svc.download_parts(token, job).await) {
         let part = parse_jsonl(&bytes);
-        assert_eq!(part.len() as u64, p["rows"].as_u64().unwrap(), "{url}");
+        assert_eq!(part.len() as u64, p["rows"].as_u64().unwrap(), "{p}");
         rows.extend(part);
     }
     rows
@@ -86,15 +70,7 @@ fn strings(rows: &[Value], field: &str) -> Vec<String> {
 async fn wait_for_retention_pass(svc: &Service) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let text = svc
-            .http
-            .get(svc.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = svc.metrics_text().await;
         if text.contains("logport_retention_runs_total{outcome=\"ok\"}") {
             return;
         }
@@ -113,24 +89,6 @@ fn server_has_ttl(svc: &Service) -> bool {
     let version = svc.clickhouse("SELECT version()");
     let major: u32 = version.trim().split('.').next().unwrap().parse().unwrap();
     major >= 21
-}
-
-/// A log line without its ANSI colours (text logs colour field names).
-fn plain(line: &str) -> String {
-    let mut out = String::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Retention on both kinds of server. On 18.16 (no TTL) expired rows stay on disk
@@ -201,28 +159,16 @@ async fn retention_drops_expired_partitions_and_exports_never_return_expired_row
         .flat_map(|p| strings(&parse_jsonl(p), "request_id"))
         .collect();
     assert_eq!(exported, BTreeSet::from(["fresh".into(), "kept-3d".into()]));
-    let preview: Value = svc
-        .post("/v1/logs/api_postbacks/preview", ACME)
-        .json(
-            &json!({"date_dimension": "received", "date_since": request["date_since"],
-                      "date_until": request["date_until"], "fields": ["request_id"], "limit": 100}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let preview_request = json!({"date_dimension": "received", "date_since": request["date_since"],
+        "date_until": request["date_until"], "fields": ["request_id"], "limit": 100});
+    let (_, preview) = status_and_json(
+        svc.post_json("/v1/logs/api_postbacks/preview", ACME, &preview_request)
+            .await,
+    )
+    .await;
     assert_eq!(preview["rows"], 2, "{preview}");
-    let evaluate: Value = svc
-        .post("/v1/exports/evaluate", ACME)
-        .json(&request)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, evaluate) =
+        status_and_json(svc.post_json("/v1/exports/evaluate", ACME, &request).await).await;
     assert_eq!(evaluate["estimated_rows"], 2, "{evaluate}");
     let ids = |table: &str, col: &str| column(&ch, &format!("SELECT {col} FROM {db}.{table}"));
     let stored = ids("api_postbacks", "request_id");
@@ -263,20 +209,11 @@ async fn retention_drops_expired_partitions_and_exports_never_return_expired_row
     assert_eq!(strings(&parse_jsonl(&parts[0]), "click_id"), ["c-10d"]);
 
     // One pass of `logport retention`: whole expired partitions go, on every table.
-    let out = svc
-        .command(&["retention"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "logport retention: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, printed, stderr) = svc.logport_cli(&["retention"]);
+    assert!(ok, "logport retention: {stderr}");
     // One line per dropped partition: slice, partition, rows, server. Every expired
     // partition that still has a part is dropped; on a TTL server some may already
     // have gone with their rows.
-    let printed = String::from_utf8_lossy(&out.stdout).to_string();
     let mut dropped: Vec<(String, u64)> = printed
         .lines()
         .map(|l| {
@@ -357,7 +294,7 @@ async fn retention_drops_expired_partitions_and_exports_never_return_expired_row
         .to_string();
     let logs = svc.logs();
     assert!(
-        logs.lines().map(plain).any(|l| {
+        logs.lines().map(strip_ansi).any(|l| {
             l.contains("dropped an expired partition")
                 && l.contains("slice=api_postbacks")
                 && l.contains(&format!("partition={partition}"))
@@ -405,11 +342,6 @@ async fn scrape(svc: &Service) -> BTreeMap<String, f64> {
         "text/plain; version=0.0.4; charset=utf-8"
     );
     samples(&resp.text().await.unwrap())
-}
-
-async fn ready(svc: &Service) -> (u16, Value) {
-    let resp = svc.http.get(svc.url("/readyz")).send().await.unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
 /// Polls `/readyz` (with `token`, if any) until it answers `want`; returns the body.
@@ -538,7 +470,7 @@ async fn metrics_readiness_and_json_logs() {
             .job_store_url(&pg.url),
     )
     .await;
-    let (status, body) = ready(&svc).await;
+    let (status, body) = svc.ready().await;
     assert_eq!(status, 200, "{body}");
     for check in ["clickhouse", "job_store", "object_store"] {
         assert_eq!(body["checks"][check]["ok"], true, "{body}");
@@ -567,7 +499,7 @@ async fn metrics_readiness_and_json_logs() {
                     "fields": ["click_id"], "format": "csv"}),
         )
         .await;
-    let job_id = job["id"].as_str().unwrap().to_string();
+    let job_id = id_of(&job);
     let bytes: usize = parts.iter().map(Vec::len).sum();
 
     // Unauthenticated scrapes are refused when a metrics token is set.
@@ -680,7 +612,7 @@ async fn metrics_readiness_and_json_logs() {
     drop(pg);
     let deadline = Instant::now() + Duration::from_secs(5);
     let body = loop {
-        let (status, body) = ready(&svc).await;
+        let (status, body) = svc.ready().await;
         assert_eq!(status, 503, "{body}");
         if body["checks"]["job_store"]["ok"] == false {
             break body;
@@ -799,15 +731,8 @@ async fn a_two_shard_cluster_spreads_rows_and_exports_each_once() {
     let distinct: BTreeSet<&String> = exported.iter().collect();
     assert_eq!(exported.len(), ROWS, "every row once");
     assert_eq!(distinct.len(), ROWS, "no row twice");
-    let evaluate: Value = svc
-        .post("/v1/exports/evaluate", ACME)
-        .json(&request)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, evaluate) =
+        status_and_json(svc.post_json("/v1/exports/evaluate", ACME, &request).await).await;
     assert_eq!(evaluate["estimated_rows"], ROWS, "{evaluate}");
 
     // Retention runs on every shard's local table.
@@ -834,17 +759,8 @@ async fn a_two_shard_cluster_spreads_rows_and_exports_each_once() {
         2,
         "both back-dated rows are visible through the cluster"
     );
-    let out = svc
-        .command(&["retention"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let (ok, printed, stderr) = svc.logport_cli(&["retention"]);
+    assert!(ok, "{stderr}");
     for s in &shards {
         assert!(printed.contains(&s.url), "dropped on {}: {printed}", s.url);
     }
@@ -887,7 +803,7 @@ async fn a_two_shard_cluster_spreads_rows_and_exports_each_once() {
 
     // Readiness needs every shard, not only the one the service talks to. (A probe's
     // result answers for a second; an admin token sees which server failed.)
-    let (status, _) = ready(&svc).await;
+    let (status, _) = svc.ready().await;
     assert_eq!(status, 200);
     shards[1].kill();
     let body = ready_within(&svc, Some(ACME), 503, Duration::from_secs(5)).await;
@@ -962,7 +878,7 @@ async fn two_replicas_share_postgres_and_s3_under_concurrent_ingest_and_exports(
             let resp = rb.send().await.expect("create export");
             assert_eq!(resp.status(), 202);
             let job: Value = resp.json().await.unwrap();
-            Some((job["id"].as_str().unwrap().to_string(), false))
+            Some((id_of(&job), false))
         });
     }
     let mut jobs: Vec<(String, bool)> = Vec::new();
@@ -972,7 +888,7 @@ async fn two_replicas_share_postgres_and_s3_under_concurrent_ingest_and_exports(
     // Once every row is in, exports on either replica must return all of them.
     for n in 0..EXPORTS / 2 {
         let job = replicas[n % 2].create_export(ACME, &request).await;
-        jobs.push((job["id"].as_str().unwrap().to_string(), true));
+        jobs.push((id_of(&job), true));
     }
     assert_eq!(jobs.len(), EXPORTS);
 

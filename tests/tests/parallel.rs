@@ -34,12 +34,11 @@ async fn start() -> Service {
 }
 
 fn request(extra: Value) -> Value {
-    let mut r = json!({"slice": "clicks", "date_since": "2026-11-01", "date_until": "2026-11-01",
-                       "fields": ["click_id", "event_time", "country_code", "cost", "lp_click_time"]});
-    for (k, v) in extra.as_object().unwrap() {
-        r[k] = v.clone();
-    }
-    r
+    merged(
+        &json!({"slice": "clicks", "date_since": "2026-11-01", "date_until": "2026-11-01",
+            "fields": ["click_id", "event_time", "country_code", "cost", "lp_click_time"]}),
+        extra,
+    )
 }
 
 #[tokio::test]

@@ -14,7 +14,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use logport_tests::*;
-use sha2::Digest;
 
 const DAY: &str = "2026-11-05";
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -69,15 +68,8 @@ fn request() -> Value {
            "fields": ["click_id", "user_agent"], "format": "csv"})
 }
 
-async fn get_json(svc: &Service, token: &str, path: &str) -> (u16, Value) {
-    let resp = svc.get(path, token).send().await.expect("GET");
-    let status = resp.status().as_u16();
-    let body = resp.json().await.expect("JSON answer");
-    (status, body)
-}
-
 async fn get_job(svc: &Service, token: &str, id: &str) -> Value {
-    let (status, job) = get_json(svc, token, &format!("/v1/exports/{id}")).await;
+    let (status, job) = svc.get_json(&format!("/v1/exports/{id}"), token).await;
     assert_eq!(status, 200, "{job}");
     job
 }
@@ -128,21 +120,12 @@ async fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool
 /// lists, and returns the `(click_id, user_agent)` rows.
 async fn download(svc: &Service, token: &str, job: &Value) -> Vec<(String, String)> {
     assert_eq!(job["status"], "succeeded", "{job}");
+    let listed = job["parts"].as_array().expect("parts");
     let mut rows = Vec::new();
-    for p in job["parts"].as_array().expect("parts") {
-        let url = p["url"].as_str().expect("part url");
-        let resp = svc.get(url, token).send().await.expect("download");
-        assert_eq!(resp.status(), 200, "download {url}");
-        let bytes = resp.bytes().await.expect("part body");
-        assert_eq!(
-            hex::encode(sha2::Sha256::digest(&bytes)),
-            p["sha256"].as_str().unwrap(),
-            "part {url} does not match its sha256"
-        );
-        assert_eq!(bytes.len() as u64, p["bytes"].as_u64().unwrap(), "{url}");
+    for (p, bytes) in listed.iter().zip(svc.download_parts(token, job).await) {
         let (header, records) = parse_csv(&bytes);
         assert_eq!(header, ["click_id", "user_agent"]);
-        assert_eq!(records.len() as u64, p["rows"].as_u64().unwrap(), "{url}");
+        assert_eq!(records.len() as u64, p["rows"].as_u64().unwrap(), "{p}");
         rows.extend(records.into_iter().map(|r| (r[0].clone(), r[1].clone())));
     }
     rows
@@ -222,27 +205,9 @@ fn assert_only_published_files(store: &Path, tenant: &str, job: &Value) {
     );
 }
 
-/// The log without colour codes.
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d != '[' && ('@'..='~').contains(&d) {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Lines the worker pool logged for one job with this message.
 fn worker_lines(log: &str, id: &str, message: &str) -> Vec<String> {
-    plain(log)
+    strip_ansi(log)
         .lines()
         .filter(|l| {
             l.contains("logport_export::worker")
@@ -255,7 +220,7 @@ fn worker_lines(log: &str, id: &str, message: &str) -> Vec<String> {
 
 /// The job id of every "export started" line of a log.
 fn started_jobs(log: &str) -> Vec<String> {
-    plain(log)
+    strip_ansi(log)
         .lines()
         .filter(|l| l.contains("logport_export::worker") && l.ends_with("export started"))
         .filter_map(|l| {
@@ -290,7 +255,7 @@ async fn crash_and_recover(point: &str, n: usize, pad: usize, part_max_rows: Opt
         Ok(resp) => {
             assert_eq!(resp.status(), 202);
             let body: Value = resp.json().await.expect("export answer is JSON");
-            Some(body["id"].as_str().unwrap().to_string())
+            Some(id_of(&body))
         }
         Err(e) if point == "after_claim" => {
             eprintln!("the create answer was lost in the abort: {e}");
@@ -317,14 +282,7 @@ async fn crash_and_recover(point: &str, n: usize, pad: usize, part_max_rows: Opt
             // run: list it from a service without workers first.
             svc.restart_with(workers.clone().env("LOGPORT_WORKERS", "0"))
                 .await;
-            let list: Value = svc
-                .get("/v1/exports", ACME)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let list = svc.list_exports(ACME, "").await;
             let jobs = list["exports"].as_array().unwrap();
             assert_eq!(jobs.len(), 1, "{list}");
             jobs[0]["id"].as_str().unwrap().to_string()
@@ -355,7 +313,9 @@ async fn crash_and_recover(point: &str, n: usize, pad: usize, part_max_rows: Opt
     );
     assert_eq!(job["error"], Value::Null, "{job}");
     assert_eq!(job["progress"]["rows"], n, "{job}");
-    let (status, manifest) = get_json(&svc, ACME, &format!("/v1/exports/{id}/manifest")).await;
+    let (status, manifest) = svc
+        .get_json(&format!("/v1/exports/{id}/manifest"), ACME)
+        .await;
     assert_eq!(status, 200, "{manifest}");
     assert_eq!(manifest["attempt"], 2, "{manifest}");
     assert_eq!(manifest["totals"]["rows"], n, "{manifest}");
@@ -423,7 +383,7 @@ async fn two_replicas_share_one_postgres_queue_and_run_each_job_once() {
     while let Some(r) = posts.join_next().await {
         let (status, body, token) = r.unwrap();
         assert_eq!(status, 202, "{body}");
-        jobs.push((body["id"].as_str().unwrap().to_string(), token));
+        jobs.push((id_of(&body), token));
     }
     let ids: BTreeSet<&String> = jobs.iter().map(|(id, _)| id).collect();
     assert_eq!(ids.len(), JOBS, "every submit made its own job");
@@ -433,7 +393,7 @@ async fn two_replicas_share_one_postgres_queue_and_run_each_job_once() {
     loop {
         let mut open = 0;
         for (svc, token) in [(&a, ACME), (&b, GLOBEX)] {
-            let (_, list) = get_json(svc, token, "/v1/exports?limit=1000").await;
+            let list = svc.list_exports(token, "limit=1000").await;
             open += list["exports"]
                 .as_array()
                 .unwrap()
@@ -514,10 +474,7 @@ async fn clickhouse_crash_under_a_running_export_is_retried_until_it_is_back() {
 
     // The query is in flight on a frozen server when the server dies.
     ch.pause();
-    let id = svc.create_export(ACME, &request()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&svc.create_export(ACME, &request()).await);
     wait_running(&svc, ACME, &id, 1).await;
     ch.kill();
 
@@ -654,10 +611,7 @@ async fn a_zombie_worker_cannot_complete_or_overwrite_a_reaped_job() {
 
     // The zombie claims the export; its query hangs on the frozen ClickHouse.
     ch.pause();
-    let id = zombie.create_export(ACME, &request()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&zombie.create_export(ACME, &request()).await);
     wait_running(&zombie, ACME, &id, 1).await;
     // The whole process freezes past its lease, its query still in flight.
     zombie.pause();
@@ -686,7 +640,9 @@ async fn a_zombie_worker_cannot_complete_or_overwrite_a_reaped_job() {
         assert_eq!(now["status"], "succeeded", "{now}");
         assert_eq!(now["attempts"], 2, "{now}");
         assert_eq!(now["parts"], rescuer_parts, "{now}");
-        let (status, manifest) = get_json(svc, ACME, &format!("/v1/exports/{id}/manifest")).await;
+        let (status, manifest) = svc
+            .get_json(&format!("/v1/exports/{id}/manifest"), ACME)
+            .await;
         assert_eq!(status, 200, "{manifest}");
         assert_eq!(manifest["attempt"], 2, "{manifest}");
         assert_exact(&download(svc, ACME, &now).await, &expected);
@@ -717,10 +673,7 @@ async fn canceling_a_running_export_stops_it_for_good() {
     ingest_all(&svc, ACME, &rows).await;
 
     ch.pause();
-    let id = svc.create_export(ACME, &request()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&svc.create_export(ACME, &request()).await);
     wait_running(&svc, ACME, &id, 1).await;
 
     let resp = svc
@@ -761,7 +714,9 @@ async fn canceling_a_running_export_stops_it_for_good() {
     assert_eq!(job["attempts"], 1, "{job}");
     assert_eq!(job["parts"], json!([]), "{job}");
     assert_eq!(job["manifest_url"], Value::Null, "{job}");
-    let (status, _) = get_json(&svc, ACME, &format!("/v1/exports/{id}/manifest")).await;
+    let (status, _) = svc
+        .get_json(&format!("/v1/exports/{id}/manifest"), ACME)
+        .await;
     assert_eq!(status, 404);
     assert_eq!(
         job_files(svc.object_store_dir(), "acme", &id),
@@ -835,13 +790,8 @@ async fn concurrent_idempotent_submits(options: Options) {
         .iter()
         .all(|a| a.2.as_deref() == Some(location.as_str())));
 
-    let (_, list) = get_json(&svc, ACME, "/v1/exports").await;
-    let listed: Vec<&str> = list["exports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap())
-        .collect();
+    let list = svc.list_exports(ACME, "").await;
+    let listed = listed_ids(&list);
     assert_eq!(listed, [id]);
 
     // The same key with another body is a conflict.
@@ -868,7 +818,7 @@ async fn concurrent_idempotent_submits(options: Options) {
     assert_eq!(resp.status(), 202);
     let theirs: Value = resp.json().await.unwrap();
     assert_ne!(theirs["id"].as_str().unwrap(), id);
-    let (_, list) = get_json(&svc, ACME, "/v1/exports").await;
+    let list = svc.list_exports(ACME, "").await;
     assert_eq!(list["exports"].as_array().unwrap().len(), 1, "{list}");
 }
 
@@ -918,12 +868,7 @@ async fn queued_and_range_quotas_answer_429() {
     for _ in 0..3 {
         queued.push(svc.create_export(ACME, &request()).await["id"].clone());
     }
-    let resp = svc
-        .post("/v1/exports", ACME)
-        .json(&request())
-        .send()
-        .await
-        .unwrap();
+    let resp = svc.post_json("/v1/exports", ACME, &request()).await;
     assert_quota(resp, "max_queued_per_tenant").await;
     // The limit is per tenant …
     svc.create_export(GLOBEX, &request()).await;
@@ -936,18 +881,15 @@ async fn queued_and_range_quotas_answer_429() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     svc.create_export(ACME, &request()).await;
-    let (_, list) = get_json(&svc, ACME, "/v1/exports?status=queued").await;
+    let list = svc.list_exports(ACME, "status=queued").await;
     assert_eq!(list["exports"].as_array().unwrap().len(), 3);
 
     // 8 whole days is over a 7-day limit; 7 is not (globex has room in its queue).
     let range =
         |until: &str| json!({"slice": "clicks", "date_since": "2026-11-01", "date_until": until});
     let resp = svc
-        .post("/v1/exports", GLOBEX)
-        .json(&range("2026-11-08"))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/v1/exports", GLOBEX, &range("2026-11-08"))
+        .await;
     let body = assert_quota(resp, "max_range_days").await;
     assert_eq!(body["field"], "date_until", "{body}");
     svc.create_export(GLOBEX, &range("2026-11-07")).await;
@@ -958,18 +900,13 @@ async fn row_quota_answers_429_unless_a_limit_fits() {
     let svc = Service::start_with(fast().env("LOGPORT_MAX_ROWS_PER_EXPORT", "5")).await;
     let (rows, _) = clicks("rows", 10, 10);
     ingest_all(&svc, ACME, &rows).await;
-    let resp = svc
-        .post("/v1/exports", ACME)
-        .json(&request())
-        .send()
-        .await
-        .unwrap();
+    let resp = svc.post_json("/v1/exports", ACME, &request()).await;
     let body = assert_quota(resp, "max_rows_per_export").await;
     assert!(
         body["detail"].as_str().unwrap().contains("10 rows"),
         "{body}"
     );
-    let (_, list) = get_json(&svc, ACME, "/v1/exports").await;
+    let list = svc.list_exports(ACME, "").await;
     assert_eq!(list["exports"], json!([]), "a refused export is not stored");
 
     // `limit: 5` fits, and the export holds exactly 5 of the rows.
@@ -998,17 +935,9 @@ async fn tenants_take_turns() {
     ingest_all(&svc, GLOBEX, &rows).await;
     let mut acme = Vec::new();
     for _ in 0..10 {
-        acme.push(
-            svc.create_export(ACME, &request()).await["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        acme.push(id_of(&svc.create_export(ACME, &request()).await));
     }
-    let globex = svc.create_export(GLOBEX, &request()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let globex = id_of(&svc.create_export(GLOBEX, &request()).await);
 
     svc.restart_with(fast().env("LOGPORT_WORKERS", "1")).await;
     let globex_job = svc.wait_export(GLOBEX, &globex).await;
@@ -1050,10 +979,7 @@ async fn sigterm_releases_a_hung_export_without_spending_an_attempt() {
     ingest_all(&svc, ACME, &rows).await;
 
     ch.pause();
-    let id = svc.create_export(ACME, &request()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&svc.create_export(ACME, &request()).await);
     wait_running(&svc, ACME, &id, 1).await;
     let t0 = Instant::now();
     svc.signal("TERM");
@@ -1098,10 +1024,7 @@ async fn sigterm_lets_a_running_export_finish_within_the_grace_period() {
     ingest_all(&svc, ACME, &rows).await;
 
     ch.pause();
-    let id = svc.create_export(ACME, &request()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&svc.create_export(ACME, &request()).await);
     wait_running(&svc, ACME, &id, 1).await;
     svc.signal("TERM");
     wait_until(
@@ -1132,9 +1055,7 @@ async fn sigterm_lets_a_running_export_finish_within_the_grace_period() {
 /// Sends `DELETE /v1/exports/{id}` and expects 204.
 async fn delete_export(svc: &Service, id: &str) {
     let resp = svc
-        .http
-        .delete(svc.url(&format!("/v1/exports/{id}")))
-        .bearer_auth(ACME)
+        .delete(&format!("/v1/exports/{id}"), ACME)
         .send()
         .await
         .unwrap();
@@ -1200,17 +1121,14 @@ async fn delete_racing_completion_never_leaves_a_succeeded_job_without_files() {
     let mut req = request();
     req["part_max_rows"] = json!(15);
     let paused = |svc: &Service, point: &str| {
-        plain(&svc.logs())
+        strip_ansi(&svc.logs())
             .lines()
             .filter(|l| l.contains(&format!("failpoint=\"{point}\"")) && l.contains("pausing"))
             .count()
     };
 
     // (1) The worker waits at before_commit with 3 parts and the manifest written.
-    let id = svc.create_export(ACME, &req).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&svc.create_export(ACME, &req).await);
     wait_until(
         Duration::from_secs(20),
         "the worker reaches before_commit",
@@ -1241,10 +1159,7 @@ async fn delete_racing_completion_never_leaves_a_succeeded_job_without_files() {
     ))
     .await;
     let seen = paused(&svc, "before_commit");
-    let id = svc.create_export(ACME, &req).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&svc.create_export(ACME, &req).await);
     wait_until(
         Duration::from_secs(20),
         "the worker reaches before_commit",
@@ -1272,10 +1187,7 @@ async fn delete_racing_completion_never_leaves_a_succeeded_job_without_files() {
     svc.restart_with(opts("")).await;
     let mut outcomes = BTreeMap::<String, usize>::new();
     for i in 0..24u64 {
-        let id = svc.create_export(ACME, &req).await["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let id = id_of(&svc.create_export(ACME, &req).await);
         tokio::time::sleep(Duration::from_millis((i * 7) % 60)).await;
         delete_export(&svc, &id).await;
         let job = assert_deleted(&svc, &id).await;
@@ -1385,18 +1297,7 @@ async fn a_worker_that_lost_its_lease_removes_no_files() {
     assert_eq!(now["status"], "succeeded", "{now}");
     assert_eq!(now["attempts"], 2, "{now}");
     let mut rows = 0;
-    for p in now["parts"].as_array().unwrap() {
-        let resp = rescuer
-            .get(p["url"].as_str().unwrap(), ACME)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let bytes = resp.bytes().await.unwrap();
-        assert_eq!(
-            hex::encode(sha2::Sha256::digest(&bytes)),
-            p["sha256"].as_str().unwrap()
-        );
+    for bytes in rescuer.download_parts(ACME, &now).await {
         rows += parse_csv(&bytes).1.len();
     }
     assert_eq!(rows, 30);

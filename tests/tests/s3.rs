@@ -8,25 +8,8 @@
 use std::time::Duration;
 
 use logport_tests::*;
-use sha2::{Digest, Sha256};
 
 const PREFIX: &str = "some/prefix";
-
-fn id_of(job: &Value) -> String {
-    job["id"].as_str().expect("job id").to_string()
-}
-
-fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .map(|v| v.to_str().expect("ASCII header").to_string())
-}
-
-async fn ready(svc: &Service) -> (u16, Value) {
-    let resp = svc.http.get(svc.url("/readyz")).send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
-}
 
 /// A user agent of about 230 bytes, different per row.
 fn user_agent(i: usize) -> String {
@@ -47,7 +30,7 @@ fn user_agent(i: usize) -> String {
 async fn a_big_part_is_a_multipart_upload_that_downloads_exactly() {
     let bucket = S3Bucket::create().await;
     let svc = Service::start_with(bucket.options(PREFIX)).await;
-    let (status, body) = ready(&svc).await;
+    let (status, body) = svc.ready().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["checks"]["object_store"]["ok"], true, "{body}");
 
@@ -87,7 +70,7 @@ async fn a_big_part_is_a_multipart_upload_that_downloads_exactly() {
     assert_eq!(header(&resp, "etag"), Some(format!("\"{sha}\"")));
     let body = resp.bytes().await.unwrap();
     assert_eq!(body.len() as u64, size);
-    assert_eq!(hex::encode(Sha256::digest(&body)), sha);
+    assert_eq!(sha256_hex(&body), sha);
     assert_eq!(
         body.iter().filter(|b| **b == b'\n').count(),
         ROWS + 1,
@@ -132,41 +115,27 @@ async fn a_big_part_is_a_multipart_upload_that_downloads_exactly() {
         .unwrap_or_else(|| panic!("not a multipart upload: ETag {}", part.etag));
     assert!(pieces >= 2, "ETag {}", part.etag);
     let stored = bucket.get(&part.key).await.unwrap();
-    assert_eq!(hex::encode(Sha256::digest(&stored)), sha);
+    assert_eq!(sha256_hex(&stored), sha);
     let manifest: Value =
         serde_json::from_slice(&bucket.get(&objects[0].key).await.unwrap()).unwrap();
     assert_eq!(manifest["parts"][0]["sha256"], sha.as_str(), "{manifest}");
     assert_eq!(manifest["parts"][0]["bytes"], size);
     assert_eq!(manifest["parts"][0]["file"], "part-00001.csv");
-    let api_manifest: Value = svc
-        .get(&format!("/v1/exports/{id}/manifest"), ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, api_manifest) = svc
+        .get_json(&format!("/v1/exports/{id}/manifest"), ACME)
+        .await;
     assert_eq!(api_manifest, manifest);
 
     // DELETE removes the objects; the job is expired.
     let resp = svc
-        .http
-        .delete(svc.url(&format!("/v1/exports/{id}")))
-        .bearer_auth(ACME)
+        .delete(&format!("/v1/exports/{id}"), ACME)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(bucket.list(PREFIX).await, []);
     assert!(bucket.get(&part.key).await.is_none());
-    let job: Value = svc
-        .get(&format!("/v1/exports/{id}"), ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, job) = svc.get_json(&format!("/v1/exports/{id}"), ACME).await;
     assert_eq!(job["status"], "expired");
     let (status, _) = problem(
         svc.get(&format!("/v1/exports/{id}/parts/1"), ACME)
@@ -227,13 +196,10 @@ async fn presigned_downloads_redirect_to_a_url_any_client_can_fetch() {
         assert_eq!(job["status"], "succeeded", "{job}");
         let part = &job["parts"][0];
         let url = part["url"].as_str().unwrap();
+        // The part through the API, without following its redirect.
+        let api_get = |token: &str| no_redirects.get(svc.url(url)).bearer_auth(token);
 
-        let resp = no_redirects
-            .get(svc.url(url))
-            .bearer_auth(ACME)
-            .send()
-            .await
-            .unwrap();
+        let resp = api_get(ACME).send().await.unwrap();
         assert_eq!(resp.status(), 302, "{format}");
         assert_eq!(header(&resp, "cache-control").as_deref(), Some("no-store"));
         let location = header(&resp, "location").unwrap();
@@ -253,27 +219,13 @@ async fn presigned_downloads_redirect_to_a_url_any_client_can_fetch() {
 
         let resp = plain.get(&location).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{location}");
-        assert_eq!(
-            header(&resp, "content-disposition"),
-            Some(format!("attachment; filename=\"{id}-{file}\"")),
-            "{format}"
-        );
-        assert_eq!(
-            header(&resp, "content-type").as_deref(),
-            Some(content_type),
-            "{format}"
-        );
+        assert_file_headers(&resp, content_type, &format!("{id}-{file}"));
         let body = resp.bytes().await.unwrap();
         assert_eq!(body.len() as u64, part["bytes"].as_u64().unwrap());
-        assert_eq!(
-            hex::encode(Sha256::digest(&body)),
-            part["sha256"].as_str().unwrap()
-        );
+        assert_eq!(sha256_hex(&body), part["sha256"].as_str().unwrap());
 
         // Conditionals are still answered by the API itself.
-        let resp = no_redirects
-            .get(svc.url(url))
-            .bearer_auth(ACME)
+        let resp = api_get(ACME)
             .header(
                 "if-none-match",
                 format!("\"{}\"", part["sha256"].as_str().unwrap()),
@@ -283,20 +235,13 @@ async fn presigned_downloads_redirect_to_a_url_any_client_can_fetch() {
             .unwrap();
         assert_eq!(resp.status(), 304);
         // Not another tenant's.
-        let resp = no_redirects
-            .get(svc.url(url))
-            .bearer_auth(GLOBEX)
-            .send()
-            .await
-            .unwrap();
+        let resp = api_get(GLOBEX).send().await.unwrap();
         assert_eq!(resp.status(), 404);
         assert_eq!(header(&resp, "location"), None);
 
         // Deleted files are gone, not redirected to.
         let resp = svc
-            .http
-            .delete(svc.url(&format!("/v1/exports/{id}")))
-            .bearer_auth(ACME)
+            .delete(&format!("/v1/exports/{id}"), ACME)
             .send()
             .await
             .unwrap();
@@ -305,12 +250,7 @@ async fn presigned_downloads_redirect_to_a_url_any_client_can_fetch() {
             bucket.list(&format!("{PREFIX}/exports/acme/{id}/")).await,
             []
         );
-        let resp = no_redirects
-            .get(svc.url(url))
-            .bearer_auth(ACME)
-            .send()
-            .await
-            .unwrap();
+        let resp = api_get(ACME).send().await.unwrap();
         assert_eq!(resp.status(), 410);
         assert_eq!(header(&resp, "location"), None);
     }
@@ -322,7 +262,7 @@ async fn presigned_downloads_redirect_to_a_url_any_client_can_fetch() {
 async fn readiness_reflects_the_bucket() {
     let bucket = S3Bucket::create().await;
     let svc = Service::start_with(bucket.options(PREFIX)).await;
-    let (status, body) = ready(&svc).await;
+    let (status, body) = svc.ready().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ready");
     for check in ["clickhouse", "job_store", "object_store"] {
@@ -336,7 +276,7 @@ async fn readiness_reflects_the_bucket() {
         &format!("s3://{}-missing/{PREFIX}", bucket.name),
     );
     let svc = Service::start_with(missing).await;
-    let (status, body) = ready(&svc).await;
+    let (status, body) = svc.ready().await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "unavailable", "{body}");
     // Anonymous callers learn which check failed, not why.
@@ -345,13 +285,7 @@ async fn readiness_reflects_the_bucket() {
         json!({"ok": false}),
         "{body}"
     );
-    let resp = svc
-        .http
-        .get(svc.url("/readyz"))
-        .bearer_auth(ACME)
-        .send()
-        .await
-        .unwrap();
+    let resp = svc.get("/readyz", ACME).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.unwrap();
     assert!(

@@ -15,17 +15,11 @@ fn click(id: &str, app: u64) -> Value {
            "country_code": "US", "cost": 0.5})
 }
 
-fn ndjson(rows: &[Value]) -> String {
-    rows.iter().map(|r| format!("{r}\n")).collect()
-}
-
 fn request(extra: Value) -> Value {
-    let mut r = json!({"slice": "clicks", "date_since": DAY, "date_until": DAY,
-                       "fields": ["click_id"]});
-    for (k, v) in extra.as_object().unwrap() {
-        r[k] = v.clone();
-    }
-    r
+    merged(
+        &json!({"slice": "clicks", "date_since": DAY, "date_until": DAY, "fields": ["click_id"]}),
+        extra,
+    )
 }
 
 async fn json_of(resp: reqwest::Response) -> (u16, Value) {
@@ -44,11 +38,8 @@ async fn preview_ids(
     extra: Value,
 ) -> Result<Vec<String>, (u16, Value)> {
     let resp = svc
-        .post("/v1/logs/clicks/preview", token)
-        .json(&request(extra))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/v1/logs/clicks/preview", token, &request(extra))
+        .await;
     let (status, body) = json_of(resp).await;
     if status != 200 {
         return Err((status, body));
@@ -61,10 +52,6 @@ async fn preview_ids(
         .collect();
     ids.sort();
     Ok(ids)
-}
-
-fn id_of(job: &Value) -> String {
-    job["id"].as_str().unwrap().to_string()
 }
 
 // ---------------------------------------------------------------------------------
@@ -350,12 +337,7 @@ async fn tokens_limited_to_apps_read_and_write_only_those_apps() {
 
     // Jobs: only app 1's exist for it.
     let (_, list) = json_of(svc.get("/v1/exports", &t.secret).send().await.unwrap()).await;
-    let listed: Vec<&str> = list["exports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap())
-        .collect();
+    let listed = listed_ids(&list);
     assert_eq!(listed, [app1.as_str()]);
     assert_eq!(
         svc.get(&format!("/v1/exports/{app1}"), &t.secret)
@@ -598,11 +580,12 @@ async fn sql_injection_in_every_filter_op_value_type_and_field_name_is_inert() {
             assert_eq!(err.1["field"], field, "{extra}");
         }
         let resp = svc
-            .post("/v1/exports", ACME)
-            .json(&json!({"slice": p, "date_since": DAY, "date_until": DAY}))
-            .send()
-            .await
-            .unwrap();
+            .post_json(
+                "/v1/exports",
+                ACME,
+                &json!({"slice": p, "date_since": DAY, "date_until": DAY}),
+            )
+            .await;
         assert_eq!(problem(resp).await.0, 404);
     }
     // The protocols' filters and fields.
@@ -1409,9 +1392,7 @@ async fn the_job_store_password_never_appears_in_a_message() {
 
     // The running server: its answers and its log.
     let ready = svc
-        .http
-        .get(svc.url("/readyz"))
-        .bearer_auth(ACME)
+        .get("/readyz", ACME)
         .send()
         .await
         .unwrap()
@@ -1419,15 +1400,7 @@ async fn the_job_store_password_never_appears_in_a_message() {
         .await
         .unwrap();
     assert!(ready.contains("\"ready\""), "{ready}");
-    let metrics = svc
-        .http
-        .get(svc.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = svc.metrics_text().await;
     for text in [&ready, &metrics, &svc.logs()] {
         assert!(!text.contains(SECRET), "{text}");
     }

@@ -13,10 +13,6 @@ fn click(id: &str, app: u64) -> Value {
     json!({"click_id": id, "app_id": app, "event_time": "2026-11-05T10:00:00Z", "country_code": "US"})
 }
 
-fn ndjson(rows: &[Value]) -> String {
-    rows.iter().map(|r| format!("{r}\n")).collect()
-}
-
 async fn status_of(resp: reqwest::Response) -> (u16, String) {
     let status = resp.status().as_u16();
     (status, resp.text().await.unwrap())
@@ -55,6 +51,11 @@ async fn cli_tokens_are_stored_only_as_digests_and_authenticate_bearer_and_oauth
     assert_eq!(t.info["status"], "active");
 
     // Both schemes, on the API and on the compatibility protocols.
+    let oauth_get = |path: &str| {
+        svc.http
+            .get(svc.url(path))
+            .header("authorization", format!("OAuth {}", t.secret))
+    };
     assert_eq!(
         svc.get("/v1/slices", &t.secret)
             .send()
@@ -63,18 +64,9 @@ async fn cli_tokens_are_stored_only_as_digests_and_authenticate_bearer_and_oauth
             .status(),
         200
     );
-    let oauth = svc
-        .http
-        .get(svc.url("/v1/slices"))
-        .header("authorization", format!("OAuth {}", t.secret))
-        .send()
-        .await
-        .unwrap();
+    let oauth = oauth_get("/v1/slices").send().await.unwrap();
     assert_eq!(oauth.status(), 200);
-    let status = svc
-        .http
-        .get(svc.url("/management/v1/logsapi/status"))
-        .header("authorization", format!("OAuth {}", t.secret))
+    let status = oauth_get("/management/v1/logsapi/status")
         .send()
         .await
         .unwrap();
@@ -107,10 +99,7 @@ async fn cli_tokens_are_stored_only_as_digests_and_authenticate_bearer_and_oauth
     );
 
     // The job store holds the SHA-256 of the secret and never the secret itself.
-    let digest = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(t.secret.as_bytes()))
-    };
+    let digest = sha256_hex(t.secret.as_bytes());
     let mut stored = Vec::new();
     for name in ["jobs.db", "jobs.db-wal"] {
         if let Ok(bytes) = std::fs::read(svc.dir.path().join(name)) {
@@ -355,24 +344,16 @@ async fn every_mutating_action_is_in_the_activity_log_and_exportable() {
     assert_eq!(resp.status(), 200);
     // Exports: one canceled, one deleted.
     let request = json!({"slice": "clicks", "app_id": 7, "date_since": DAY, "date_until": DAY});
-    let canceled = svc.create_export(&writer.secret, &request).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let canceled = id_of(&svc.create_export(&writer.secret, &request).await);
     let resp = svc
         .post(&format!("/v1/exports/{canceled}/cancel"), &writer.secret)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let deleted = svc.create_export(&writer.secret, &request).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let deleted = id_of(&svc.create_export(&writer.secret, &request).await);
     let resp = svc
-        .http
-        .delete(svc.url(&format!("/v1/exports/{deleted}")))
-        .bearer_auth(&writer.secret)
+        .delete(&format!("/v1/exports/{deleted}"), &writer.secret)
         .send()
         .await
         .unwrap();
@@ -595,15 +576,7 @@ async fn a_malformed_outbox_row_is_set_aside_and_the_others_move() {
     );
     // Counted and logged, once each: a row set aside is not tried again.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let metrics = svc
-        .http
-        .get(svc.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = svc.metrics_text().await;
     assert!(
         metrics
             .lines()

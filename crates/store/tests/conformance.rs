@@ -542,37 +542,11 @@ fn csv_cells(text: &str) -> Vec<Vec<Option<String>>> {
     rows
 }
 
-/// The cells of TabSeparated: escaped values, NULL `\N`.
+/// The cells of TabSeparated (no header row): escaped values, NULL `\N`, decoded
+/// by the end-to-end harness's reader.
 fn tsv_cells(text: &str) -> Vec<Vec<Option<String>>> {
     text.lines()
-        .map(|line| {
-            line.split('\t')
-                .map(|cell| {
-                    if cell == "\\N" {
-                        return None;
-                    }
-                    let mut out = String::new();
-                    let mut chars = cell.chars();
-                    while let Some(c) = chars.next() {
-                        if c != '\\' {
-                            out.push(c);
-                            continue;
-                        }
-                        match chars.next() {
-                            Some('n') => out.push('\n'),
-                            Some('t') => out.push('\t'),
-                            Some('r') => out.push('\r'),
-                            Some('0') => out.push('\0'),
-                            Some('b') => out.push('\u{8}'),
-                            Some('f') => out.push('\u{c}'),
-                            Some(other) => out.push(other),
-                            None => out.push('\\'),
-                        }
-                    }
-                    Some(out)
-                })
-                .collect()
-        })
+        .map(|line| line.split('\t').map(logport_tests::tsv_unescape).collect())
         .collect()
 }
 
