@@ -88,7 +88,11 @@ impl Quota {
 }
 
 /// Days an export covers, a started day counting whole (the range is `[since,
-/// until)` and never empty once validated).
+/// until)` and never empty once validated). The one formula of every front: `/v1`'s
+/// quota used to count whole days plus one for a remainder, its evaluate and the
+/// compat fronts rounded up — the same number for every non-empty range — and
+/// Metrica counted `date2 - date1 + 1` whole UTC days, which is this for its
+/// requests.
 pub fn days_covered(spec: &ExportSpec) -> i64 {
     (spec.until - spec.since + DAY_SECS - 1).div_euclid(DAY_SECS)
 }

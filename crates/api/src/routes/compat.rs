@@ -235,6 +235,42 @@ pub(super) async fn stream_parts(
 mod tests {
     use super::*;
 
+    /// Failures of the backends answer the same status on every protocol (`/v1`'s
+    /// classification, each protocol's words), and never with the backend's details.
+    #[test]
+    fn backend_failures_have_one_status_on_every_protocol() {
+        use super::super::appmetrica::TextError;
+        use super::super::metrica::MetricaError;
+        let errors = || {
+            vec![
+                ApiError::from(FilesError::Io {
+                    path: "/secret/dir".into(),
+                    source: std::io::Error::other("disk gone"),
+                }),
+                ApiError::Gone("the files of this export are gone".into()),
+                ApiError::Internal("secret detail".into()),
+                ApiError::from(QueueError::Backend("secret host".into())),
+                ApiError::from(QueueError::Request("secret bug".into())),
+            ]
+        };
+        let want = [503, 410, 500, 503, 500];
+        let texts = errors().into_iter().map(TextError::from);
+        let metricas = errors().into_iter().map(MetricaError::from);
+        for (((api, text), metrica), want) in
+            errors().into_iter().zip(texts).zip(metricas).zip(want)
+        {
+            assert_eq!(api.status_code().as_u16(), want, "{api:?}");
+            assert_eq!(text.status.as_u16(), want, "{text:?}");
+            assert_eq!(metrica.status.as_u16(), want, "{metrica:?}");
+            for shown in [api.to_string(), text.message, metrica.message] {
+                assert!(
+                    !shown.contains("secret") && !shown.contains("disk"),
+                    "{shown}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn lists_come_comma_separated_or_repeated() {
         let p = Params(vec![
