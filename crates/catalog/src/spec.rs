@@ -737,31 +737,22 @@ fn validate_filter(slice: &Slice, i: usize, f: &FilterRequest) -> Result<Filter,
             ),
         ));
     }
-    let typed = |k: String, v: &Json| -> Result<Value, SpecError> {
-        if v.is_null() {
-            return Err(SpecError::invalid(
-                k,
-                "null is not a filter value; use is_null or not_null",
-            ));
-        }
-        let value = Value::from_json(&field.ty, v).map_err(|d| SpecError::invalid(&k, d))?;
-        // ClickHouse 18.16 cannot parse a subnormal literal (5e-324 is a syntax error,
-        // and '5e-324' reads as 0), so such a value could only fail or mislead.
-        if let Value::Float(x) = value {
-            if x != 0.0 && !x.is_normal() {
-                return Err(SpecError::invalid(
-                    k,
-                    format!(
-                        "{x:e} is too close to zero to compare with; use 0 or a number \
-                         of magnitude at least {:e}",
-                        f64::MIN_POSITIVE
-                    ),
-                ));
-            }
-        }
-        Ok(value)
-    };
-    let values = match op {
+    Ok(Filter {
+        field: field.name.clone(),
+        op,
+        values: filter_values(i, f, &field.ty)?,
+    })
+}
+
+/// The values of filter `i`, as many as its operator takes, typed as its field.
+fn filter_values(
+    i: usize,
+    f: &FilterRequest,
+    ty: &crate::types::ColumnType,
+) -> Result<Vec<Value>, SpecError> {
+    let at = |k: &str| format!("filters[{i}].{k}");
+    let op = f.op;
+    match op {
         FilterOp::IsNull | FilterOp::NotNull => {
             if f.value.is_some() || f.values.is_some() {
                 return Err(SpecError::invalid(
@@ -769,7 +760,7 @@ fn validate_filter(slice: &Slice, i: usize, f: &FilterRequest) -> Result<Filter,
                     format!("`{}` takes no value", op.name()),
                 ));
             }
-            Vec::new()
+            Ok(Vec::new())
         }
         FilterOp::In | FilterOp::NotIn | FilterOp::Between => {
             if f.value.is_some() {
@@ -798,8 +789,8 @@ fn validate_filter(slice: &Slice, i: usize, f: &FilterRequest) -> Result<Filter,
             }
             list.iter()
                 .enumerate()
-                .map(|(j, v)| typed(format!("filters[{i}].values[{j}]"), v))
-                .collect::<Result<Vec<_>, _>>()?
+                .map(|(j, v)| typed_value(format!("filters[{i}].values[{j}]"), ty, v))
+                .collect()
         }
         _ => {
             if f.values.is_some() {
@@ -811,14 +802,35 @@ fn validate_filter(slice: &Slice, i: usize, f: &FilterRequest) -> Result<Filter,
             let v = f.value.as_ref().ok_or_else(|| {
                 SpecError::invalid(at("value"), format!("`{}` needs a `value`", op.name()))
             })?;
-            vec![typed(at("value"), v)?]
+            Ok(vec![typed_value(at("value"), ty, v)?])
         }
-    };
-    Ok(Filter {
-        field: field.name.clone(),
-        op,
-        values,
-    })
+    }
+}
+
+/// One filter value (at member `k`) as a value of type `ty`.
+fn typed_value(k: String, ty: &crate::types::ColumnType, v: &Json) -> Result<Value, SpecError> {
+    if v.is_null() {
+        return Err(SpecError::invalid(
+            k,
+            "null is not a filter value; use is_null or not_null",
+        ));
+    }
+    let value = Value::from_json(ty, v).map_err(|d| SpecError::invalid(&k, d))?;
+    // ClickHouse 18.16 cannot parse a subnormal literal (5e-324 is a syntax error,
+    // and '5e-324' reads as 0), so such a value could only fail or mislead.
+    if let Value::Float(x) = value {
+        if x != 0.0 && !x.is_normal() {
+            return Err(SpecError::invalid(
+                k,
+                format!(
+                    "{x:e} is too close to zero to compare with; use 0 or a number of \
+                     magnitude at least {:e}",
+                    f64::MIN_POSITIVE
+                ),
+            ));
+        }
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
