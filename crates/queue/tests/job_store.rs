@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use logport_queue::tokens::token_digest;
 use logport_queue::{
-    AuditRecord, ClaimOptions, Created, Heartbeat, IngestKey, IngestKeys, JobError, JobStatus,
-    JobStore, KeyedIngest, ListQuery, NewJob, NewToken, Part, PostgresJobStore, Progress,
-    QueueError, Revoked, Scope, SqliteJobStore, TokenStore,
+    AuditRecord, ClaimOptions, CompatJobs, Created, Heartbeat, IngestKey, IngestKeys, JobError,
+    JobStatus, JobStore, KeyedIngest, ListQuery, NewJob, NewToken, Part, PostgresJobStore,
+    Progress, QueueError, Revoked, Scope, SqliteJobStore, TokenStore,
 };
 use serde_json::json;
 
@@ -58,9 +58,9 @@ impl Drop for Guard {
     }
 }
 
-/// A backend is both stores, on one database.
-trait Backend: JobStore + TokenStore + IngestKeys {}
-impl<T: JobStore + TokenStore + IngestKeys> Backend for T {}
+/// A backend is every store, on one database.
+trait Backend: JobStore + CompatJobs + TokenStore + IngestKeys {}
+impl<T: JobStore + CompatJobs + TokenStore + IngestKeys> Backend for T {}
 
 async fn sqlite() -> (Arc<dyn Backend>, Guard) {
     let dir = tempfile::tempdir().unwrap();
@@ -181,7 +181,7 @@ async fn create_get_and_tenant_walls(s: &dyn JobStore) {
     let job = c.job().clone();
     assert!(matches!(c, Created::New(_)));
     assert_eq!(job.status, JobStatus::Queued);
-    assert_eq!(job.watermark, T0 / 1000);
+    assert_eq!(job.created_at, T0);
     assert_eq!(job.id.len(), 32);
     assert_eq!(s.get("acme", &job.id).await.unwrap().unwrap(), job);
     assert!(s.get("globex", &job.id).await.unwrap().is_none());
@@ -713,7 +713,7 @@ async fn concurrent_claims_take_each_job_once(s: &dyn JobStore) {
     assert_eq!(unique.len(), 40, "a job was claimed twice");
 }
 
-async fn fingerprints_find_the_newest_job(s: &dyn JobStore) {
+async fn fingerprints_find_the_newest_job(s: &dyn Backend) {
     assert!(s.find_by_fingerprint("acme", "fp").await.unwrap().is_none());
     let old = s
         .create(compat_job("acme", 7, Some("fp"), 1), T0)
@@ -759,7 +759,7 @@ async fn fingerprints_find_the_newest_job(s: &dyn JobStore) {
     );
 }
 
-async fn pending_jobs_per_app(s: &dyn JobStore) {
+async fn pending_jobs_per_app(s: &dyn Backend) {
     for i in 0..3 {
         s.create(compat_job("acme", 7, None, i), T0 + i)
             .await
@@ -797,7 +797,7 @@ async fn pending_jobs_per_app(s: &dyn JobStore) {
     assert_eq!(s.count_pending_for_app("acme", u64::MAX).await.unwrap(), 1);
 }
 
-async fn numbers_count_per_tenant(s: &dyn JobStore) {
+async fn numbers_count_per_tenant(s: &dyn Backend) {
     let a = s.create(compat_job("acme", 7, None, 1), T0).await.unwrap();
     let b = s
         .create(compat_job("acme", 8, None, 2), T0 + 1)
@@ -830,7 +830,7 @@ async fn numbers_count_per_tenant(s: &dyn JobStore) {
     assert!(s.numbered("acme", 3).await.unwrap().is_none());
 }
 
-async fn numbered_jobs_list_clean_and_quota(s: &dyn JobStore) {
+async fn numbered_jobs_list_clean_and_quota(s: &dyn Backend) {
     let mut ids = Vec::new();
     for (i, app) in [7u64, 8, 7].into_iter().enumerate() {
         let c = s
@@ -911,7 +911,7 @@ async fn numbered_jobs_list_clean_and_quota(s: &dyn JobStore) {
     assert_eq!(s.prepared_bytes("acme", 7).await.unwrap(), 50);
 }
 
-async fn concurrent_numbering_gives_distinct_numbers(s: &dyn JobStore) {
+async fn concurrent_numbering_gives_distinct_numbers(s: &dyn Backend) {
     let mut ids = Vec::new();
     for i in 0..20 {
         let c = s
