@@ -303,7 +303,7 @@ async fn quota_room(
     counter: u64,
     spec: &ExportSpec,
 ) -> Result<(u64, u64, u64), MetricaError> {
-    let prepared = state.jobs.prepared_bytes(tenant, counter).await?;
+    let prepared = state.compat_jobs.prepared_bytes(tenant, counter).await?;
     let (_, estimate) = compat::estimate(state, tenant, spec).await?;
     Ok((
         prepared,
@@ -455,10 +455,11 @@ pub async fn create(
         .await?;
     state.wake.notify_one();
     let job_id = created.job().id.clone();
-    let number =
-        state.jobs.number(&tenant, &job_id).await?.ok_or_else(|| {
-            ApiError::Internal(format!("job {job_id} vanished before its number"))
-        })?;
+    let number = state
+        .compat_jobs
+        .number(&tenant, &job_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("job {job_id} vanished before its number")))?;
     tracing::info!(%tenant, job_id = %job_id, request_id = number, counter, "metrica log request queued");
     if let Created::New(job) = &created {
         activity::record(
@@ -497,7 +498,7 @@ pub async fn list(
 ) -> Result<HttpResponse, MetricaError> {
     let (caller, counter, _) = caller(&req, &state).await?;
     let mut all = state
-        .jobs
+        .compat_jobs
         .list_numbered(&caller.tenant, Some(counter), LIST_LIMIT)
         .await?;
     all.retain(|n| caller.sees_job(&n.job));
@@ -514,7 +515,7 @@ async fn load(
     number: u64,
 ) -> Result<NumberedJob, MetricaError> {
     state
-        .jobs
+        .compat_jobs
         .numbered(&caller.tenant, number)
         .await?
         .filter(|n| n.job.request["app_id"].as_u64() == Some(counter))
@@ -649,7 +650,7 @@ pub async fn clean(
             state.jobs.mark_expired(&job.id, now).await?;
             let removed = compat::delete_files(&state.files, tenant, &job.id).await?;
             state
-                .jobs
+                .compat_jobs
                 .mark_cleaned(tenant, numbered.number, now)
                 .await?;
             tracing::info!(%tenant, job_id = %job.id, request_id = numbered.number, files = removed, "metrica log request cleaned");
@@ -787,7 +788,6 @@ mod tests {
                 started_at: None,
                 finished_at: None,
                 expires_at: None,
-                watermark: 0,
                 attempts,
                 max_attempts: 5,
                 progress: Progress::default(),
