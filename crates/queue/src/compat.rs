@@ -1,30 +1,22 @@
 //! The compatibility protocols' part of the job store, on both backends.
 
 use async_trait::async_trait;
-use sqlx::{Decode, Encode, Executor, IntoArguments, Row, Type};
+use sqlx::Executor;
 
-use crate::sql::{query, Dialect, SqlStore};
+use crate::sql::{query, Args, Columns, Dialect, SqlStore};
 use crate::{CompatJobs, FingerprintedJob, NumberedJob, QueueError};
 
 impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB>,
-    for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
 {
     async fn numbered_jobs(&self, rows: &[DB::Row]) -> Result<Vec<NumberedJob>, QueueError> {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             out.push(NumberedJob {
-                number: r.try_get::<i64, _>("number")? as u64,
-                cleaned_at: r.try_get("cleaned_at")?,
+                number: r.col::<i64>("number")? as u64,
+                cleaned_at: r.col("cleaned_at")?,
                 job: self.with_parts(r).await?,
             });
         }
@@ -33,7 +25,7 @@ where
 
     /// A count or sum named `n`.
     async fn count(&self, q: crate::sql::Query<DB>) -> Result<u64, QueueError> {
-        Ok(q.fetch_one(&self.pool).await?.try_get::<i64, _>("n")? as u64)
+        Ok(q.fetch_one(&self.pool).await?.col::<i64>("n")? as u64)
     }
 }
 
@@ -42,14 +34,6 @@ impl<DB> CompatJobs for SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB>,
-    for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
 {
     async fn find_by_fingerprint(
         &self,
@@ -61,13 +45,13 @@ where
              ORDER BY created_at DESC, id DESC LIMIT 1"
                 .into(),
         )
-        .bind(tenant)
-        .bind(fingerprint)
+        .arg(tenant)
+        .arg(fingerprint)
         .fetch_optional(&self.pool)
         .await?;
         match row {
             Some(r) => Ok(Some(FingerprintedJob {
-                served_at: r.try_get("served_at")?,
+                served_at: r.col("served_at")?,
                 job: self.with_parts(&r).await?,
             })),
             None => Ok(None),
@@ -79,9 +63,9 @@ where
             "UPDATE jobs SET served_at = $1 WHERE tenant = $2 AND id = $3 AND served_at IS NULL"
                 .into(),
         )
-        .bind(now)
-        .bind(tenant)
-        .bind(id);
+        .arg(now)
+        .arg(tenant)
+        .arg(id);
         self.changed_one(q).await
     }
 
@@ -91,8 +75,8 @@ where
                AND status IN ('queued', 'running')"
                 .into(),
         )
-        .bind(tenant)
-        .bind(app_id as i64);
+        .arg(tenant)
+        .arg(app_id as i64);
         self.count(q).await
     }
 
@@ -101,19 +85,19 @@ where
             let row = query::<DB>(
                 "SELECT number FROM numbered_jobs WHERE tenant = $1 AND job_id = $2".into(),
             )
-            .bind(tenant)
-            .bind(id)
+            .arg(tenant)
+            .arg(id)
             .fetch_optional(&self.pool)
             .await?;
-            row.map(|r| r.try_get::<i64, _>("number").map(|n| n as u64))
+            row.map(|r| r.col::<i64>("number").map(|n| n as u64))
                 .transpose()
         };
         if let Some(n) = existing().await? {
             return Ok(Some(n));
         }
         let known = query::<DB>("SELECT id FROM jobs WHERE tenant = $1 AND id = $2".into())
-            .bind(tenant)
-            .bind(id)
+            .arg(tenant)
+            .arg(id)
             .fetch_optional(&self.pool)
             .await?;
         if known.is_none() {
@@ -129,18 +113,18 @@ where
              RETURNING last"
                 .into(),
         )
-        .bind(tenant)
+        .arg(tenant)
         .fetch_one(&mut *tx)
         .await?
-        .try_get::<i64, _>("last")?;
+        .col::<i64>("last")?;
         query::<DB>(
             "INSERT INTO numbered_jobs (tenant, number, job_id) VALUES ($1, $2, $3)
              ON CONFLICT (job_id) DO NOTHING"
                 .into(),
         )
-        .bind(tenant)
-        .bind(next)
-        .bind(id)
+        .arg(tenant)
+        .arg(next)
+        .arg(id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -154,8 +138,8 @@ where
              WHERE n.tenant = $1 AND n.number = $2"
                 .into(),
         )
-        .bind(tenant)
-        .bind(number as i64)
+        .arg(tenant)
+        .arg(number as i64)
         .fetch_all(&self.pool)
         .await?;
         Ok(self.numbered_jobs(&rows).await?.pop())
@@ -174,9 +158,9 @@ where
              ORDER BY n.number DESC LIMIT $3"
                 .into(),
         )
-        .bind(tenant)
-        .bind(app_id.map(|a| a as i64))
-        .bind(i64::from(limit))
+        .arg(tenant)
+        .arg(app_id.map(|a| a as i64))
+        .arg(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         self.numbered_jobs(&rows).await
@@ -188,9 +172,9 @@ where
              WHERE tenant = $2 AND number = $3 AND cleaned_at IS NULL"
                 .into(),
         )
-        .bind(now)
-        .bind(tenant)
-        .bind(number as i64);
+        .arg(now)
+        .arg(tenant)
+        .arg(number as i64);
         self.changed_one(q).await
     }
 
@@ -201,8 +185,8 @@ where
              WHERE n.tenant = $1 AND j.app_id = $2 AND j.status = 'succeeded'"
                 .into(),
         )
-        .bind(tenant)
-        .bind(app_id as i64);
+        .arg(tenant)
+        .arg(app_id as i64);
         self.count(q).await
     }
 }

@@ -9,9 +9,9 @@
 
 use async_trait::async_trait;
 
-use sqlx::{Decode, Encode, Executor, IntoArguments, Row, Type};
+use sqlx::Executor;
 
-use crate::sql::{query, Dialect, SqlStore};
+use crate::sql::{query, Args, Columns, Dialect, SqlStore};
 use crate::QueueError;
 
 /// One keyed request: whose, which key, and a digest of what it carried.
@@ -66,12 +66,6 @@ impl<DB> IngestKeys for SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB>,
-    for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
 {
     async fn begin_keyed_ingest(
         &self,
@@ -89,12 +83,12 @@ where
              WHERE ingest_keys.expires_at <= excluded.created_at"
                 .into(),
         )
-        .bind(key.tenant.as_str())
-        .bind(key.slice.as_str())
-        .bind(key.key.as_str())
-        .bind(key.digest.as_str())
-        .bind(now)
-        .bind(expires_at);
+        .arg(key.tenant.as_str())
+        .arg(key.slice.as_str())
+        .arg(key.key.as_str())
+        .arg(key.digest.as_str())
+        .arg(now)
+        .arg(expires_at);
         if DB::rows_affected(q.execute(&self.pool).await?) > 0 {
             return Ok(KeyedIngest::New);
         }
@@ -103,13 +97,13 @@ where
              WHERE tenant = $1 AND slice = $2 AND key = $3"
                 .into(),
         )
-        .bind(key.tenant.as_str())
-        .bind(key.slice.as_str())
-        .bind(key.key.as_str())
+        .arg(key.tenant.as_str())
+        .arg(key.slice.as_str())
+        .arg(key.key.as_str())
         .fetch_optional(&self.pool)
         .await?;
         Ok(match row {
-            Some(r) => verdict(key, r.try_get("digest")?, r.try_get("answer")?),
+            Some(r) => verdict(key, r.col("digest")?, r.col("answer")?),
             // Purged in between: the key is free again.
             None => KeyedIngest::New,
         })
@@ -121,18 +115,18 @@ where
              WHERE tenant = $2 AND slice = $3 AND key = $4 AND digest = $5"
                 .into(),
         )
-        .bind(answer)
-        .bind(key.tenant.as_str())
-        .bind(key.slice.as_str())
-        .bind(key.key.as_str())
-        .bind(key.digest.as_str())
+        .arg(answer)
+        .arg(key.tenant.as_str())
+        .arg(key.slice.as_str())
+        .arg(key.key.as_str())
+        .arg(key.digest.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn purge_ingest_keys(&self, now: i64) -> Result<u64, QueueError> {
-        let q = query::<DB>("DELETE FROM ingest_keys WHERE expires_at <= $1".into()).bind(now);
+        let q = query::<DB>("DELETE FROM ingest_keys WHERE expires_at <= $1".into()).arg(now);
         Ok(DB::rows_affected(q.execute(&self.pool).await?))
     }
 }

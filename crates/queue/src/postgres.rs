@@ -30,8 +30,6 @@ impl SqlStore<Postgres> {
 
 /// Lists travel as arrays.
 impl Dialect for Postgres {
-    type Int = i32;
-
     /// The advisory lock's key is "logport" in ASCII (0x6c_6f67_706f_7274).
     const SERIALIZE_CLAIMS: Option<&'static str> =
         Some("SELECT pg_advisory_xact_lock(30521787543417460)");

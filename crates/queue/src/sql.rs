@@ -8,7 +8,9 @@
 //! attempt must match and the job must still be running.
 
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type,
+};
 
 use crate::{
     ClaimOptions, Created, Heartbeat, Job, JobError, JobStatus, JobStore, Lease, ListQuery, NewJob,
@@ -18,11 +20,78 @@ use crate::{
 /// A query with the backend's arguments.
 pub type Query<DB> = sqlx::query::Query<'static, DB, <DB as Database>::Arguments>;
 
-/// What a backend's SQL does its own way.
-pub trait Dialect: Database {
-    /// How an `INTEGER` column (attempts, part numbers) reads: 32 bits on PostgreSQL.
-    type Int: Into<i64> + for<'r> Decode<'r, Self> + Type<Self> + Send;
+/// Binding a `T` to a statement.
+pub trait Binds<T>: Database {
+    fn bind_value(q: Query<Self>, value: T) -> Query<Self>;
+}
 
+impl<DB: Database, T: for<'q> Encode<'q, DB> + Type<DB>> Binds<T> for DB {
+    fn bind_value(q: Query<DB>, value: T) -> Query<DB> {
+        q.bind(value)
+    }
+}
+
+/// Reading a `T` from a column of a row.
+pub trait Reads<T>: Row {
+    fn read(&self, column: &str) -> Result<T, sqlx::Error>;
+}
+
+impl<R: Row, T> Reads<T> for R
+where
+    T: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    fn read(&self, column: &str) -> Result<T, sqlx::Error> {
+        self.try_get(column)
+    }
+}
+
+/// `.arg(value)`: binds any value the backend [`Binds`].
+pub(crate) trait Args<DB: Database> {
+    fn arg<T>(self, value: T) -> Self
+    where
+        DB: Binds<T>;
+}
+
+impl<DB: Database> Args<DB> for Query<DB> {
+    fn arg<T>(self, value: T) -> Self
+    where
+        DB: Binds<T>,
+    {
+        DB::bind_value(self, value)
+    }
+}
+
+/// `.col(name)`: reads any column type the row [`Reads`].
+pub(crate) trait Columns: Row {
+    fn col<T>(&self, column: &str) -> Result<T, sqlx::Error>
+    where
+        Self: Reads<T>,
+    {
+        self.read(column)
+    }
+}
+
+impl<R: Row> Columns for R {}
+
+/// What a backend's SQL does its own way, and the value types every statement here
+/// binds and reads. Those are supertraits, not where clauses, so that they hold
+/// wherever `DB: Dialect` does (a where clause would have to be repeated on every
+/// impl). PostgreSQL's attempts and part numbers are `INTEGER` (read as `i32`).
+pub trait Dialect:
+    Database<
+        Arguments: IntoArguments<Self>,
+        Row: Reads<i32>
+                 + Reads<Option<i32>>
+                 + Reads<i64>
+                 + Reads<Option<i64>>
+                 + Reads<String>
+                 + Reads<Option<String>>,
+    > + Binds<i64>
+    + Binds<Option<i64>>
+    + for<'a> Binds<&'a str>
+    + Binds<Option<String>>
+{
     /// Runs first in a claim's transaction, to serialise claimers.
     const SERIALIZE_CLAIMS: Option<&'static str>;
 
@@ -76,78 +145,66 @@ fn states(list: &[JobStatus]) -> String {
 /// The lease's fence; its job, owner and attempt are bound first (`$1` to `$3`).
 const FENCE: &str = "id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'";
 
-fn fenced<DB: Dialect>(sql: String, lease: &Lease) -> Query<DB>
-where
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-{
+fn fenced<DB: Dialect>(sql: String, lease: &Lease) -> Query<DB> {
     query(sql)
-        .bind(lease.job_id.as_str())
-        .bind(lease.owner.as_str())
-        .bind(i64::from(lease.attempt))
+        .arg(lease.job_id.as_str())
+        .arg(lease.owner.as_str())
+        .arg(i64::from(lease.attempt))
 }
 
 impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB>,
-    for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
 {
     /// A job row with the parts of its published attempt (of its current one before).
     pub(crate) async fn with_parts(&self, r: &DB::Row) -> Result<Job, QueueError> {
-        let status: String = r.try_get("status")?;
+        let status: String = r.col("status")?;
         let status = JobStatus::parse(&status).ok_or_else(|| {
             QueueError::Backend(format!("unknown job status `{status}` in store"))
         })?;
-        let request: String = r.try_get("request")?;
-        let code: Option<String> = r.try_get("error_code")?;
-        let message: Option<String> = r.try_get("error_message")?;
-        let attempts = int(r.try_get::<DB::Int, _>("attempts")?);
-        let published: Option<DB::Int> = r.try_get("published_attempt")?;
-        let id: String = r.try_get("id")?;
+        let request: String = r.col("request")?;
+        let code: Option<String> = r.col("error_code")?;
+        let message: Option<String> = r.col("error_message")?;
+        let attempts = int(r.col::<i32>("attempts")?);
+        let published: Option<i32> = r.col("published_attempt")?;
+        let id: String = r.col("id")?;
         let parts = query::<DB>(
             "SELECT n, key, rows, bytes, sha256 FROM parts WHERE job_id = $1 AND attempt = $2
              ORDER BY n"
                 .into(),
         )
-        .bind(id.as_str())
-        .bind(published.map_or(i64::from(attempts), Into::into))
+        .arg(id.as_str())
+        .arg(published.map_or(i64::from(attempts), Into::into))
         .fetch_all(&self.pool)
         .await?
         .iter()
         .map(|p| {
             Ok(Part {
-                n: int(p.try_get::<DB::Int, _>("n")?),
-                key: p.try_get("key")?,
-                rows: p.try_get::<i64, _>("rows")? as u64,
-                bytes: p.try_get::<i64, _>("bytes")? as u64,
-                sha256: p.try_get("sha256")?,
+                n: int(p.col::<i32>("n")?),
+                key: p.col("key")?,
+                rows: p.col::<i64>("rows")? as u64,
+                bytes: p.col::<i64>("bytes")? as u64,
+                sha256: p.col("sha256")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()?;
         Ok(Job {
             id,
-            tenant: r.try_get("tenant")?,
-            slice: r.try_get("slice")?,
+            tenant: r.col("tenant")?,
+            slice: r.col("slice")?,
             status,
             request: parse_request(&request)?,
-            idempotency_key: r.try_get("idempotency_key")?,
-            created_at: r.try_get("created_at")?,
-            started_at: r.try_get("started_at")?,
-            finished_at: r.try_get("finished_at")?,
-            expires_at: r.try_get("expires_at")?,
+            idempotency_key: r.col("idempotency_key")?,
+            created_at: r.col("created_at")?,
+            started_at: r.col("started_at")?,
+            finished_at: r.col("finished_at")?,
+            expires_at: r.col("expires_at")?,
             attempts,
-            max_attempts: int(r.try_get::<DB::Int, _>("max_attempts")?),
+            max_attempts: int(r.col::<i32>("max_attempts")?),
             progress: Progress {
-                rows: r.try_get::<i64, _>("progress_rows")? as u64,
-                bytes: r.try_get::<i64, _>("progress_bytes")? as u64,
+                rows: r.col::<i64>("progress_rows")? as u64,
+                bytes: r.col::<i64>("progress_bytes")? as u64,
                 parts: 0,
             },
             error: code.map(|code| JobError {
@@ -155,9 +212,9 @@ where
                 message: message.unwrap_or_default(),
             }),
             parts,
-            manifest_key: r.try_get("manifest_key")?,
-            lease_owner: r.try_get("lease_owner")?,
-            lease_until: r.try_get("lease_until")?,
+            manifest_key: r.col("manifest_key")?,
+            lease_owner: r.col("lease_owner")?,
+            lease_until: r.col("lease_until")?,
         })
     }
 
@@ -194,14 +251,6 @@ impl<DB> JobStore for SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB>,
-    for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
 {
     async fn create(&self, new: NewJob, now: i64) -> Result<Created, QueueError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -218,18 +267,18 @@ where
              RETURNING *"
                 .into(),
         )
-        .bind(id.as_str())
-        .bind(new.tenant.as_str())
-        .bind(new.slice.as_str())
-        .bind(request_text(&new).as_str())
-        .bind(hash.as_str())
-        .bind(new.idempotency_key.as_deref())
-        .bind(now)
-        .bind(now.div_euclid(1000))
-        .bind(i64::from(new.max_attempts))
+        .arg(id.as_str())
+        .arg(new.tenant.as_str())
+        .arg(new.slice.as_str())
+        .arg(request_text(&new).as_str())
+        .arg(hash.as_str())
+        .arg(new.idempotency_key.clone())
+        .arg(now)
+        .arg(now.div_euclid(1000))
+        .arg(i64::from(new.max_attempts))
         // App ids are UInt64: stored bit for bit in the signed column.
-        .bind(new.app_id.map(|a| a as i64))
-        .bind(new.fingerprint.as_deref())
+        .arg(new.app_id.map(|a| a as i64))
+        .arg(new.fingerprint.clone())
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = row {
@@ -241,11 +290,11 @@ where
             .ok_or_else(|| QueueError::Backend("job id collision".into()))?;
         let row =
             query::<DB>("SELECT * FROM jobs WHERE tenant = $1 AND idempotency_key = $2".into())
-                .bind(new.tenant.as_str())
-                .bind(key)
+                .arg(new.tenant.as_str())
+                .arg(key)
                 .fetch_one(&self.pool)
                 .await?;
-        let existing: String = row.try_get("request_hash")?;
+        let existing: String = row.col("request_hash")?;
         if existing != hash {
             return Err(QueueError::IdempotencyConflict);
         }
@@ -254,8 +303,8 @@ where
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<Job>, QueueError> {
         let row = query::<DB>("SELECT * FROM jobs WHERE tenant = $1 AND id = $2".into())
-            .bind(tenant)
-            .bind(id)
+            .arg(tenant)
+            .arg(id)
             .fetch_optional(&self.pool)
             .await?;
         self.one(row).await
@@ -263,7 +312,7 @@ where
 
     async fn list(&self, tenant: &str, q: &ListQuery) -> Result<Vec<Job>, QueueError> {
         let (before_at, before_id) = match &q.before {
-            Some((at, id)) => (Some(*at), Some(id.as_str())),
+            Some((at, id)) => (Some(*at), Some(id.clone())),
             None => (None, None),
         };
         let sql = format!(
@@ -278,21 +327,18 @@ where
             DB::in_list("slice", "$7"),
         );
         let select = query::<DB>(sql)
-            .bind(tenant)
-            .bind(q.status.map(|s| s.as_str()))
-            .bind(q.slice.as_deref())
-            .bind(before_at)
-            .bind(before_id);
+            .arg(tenant)
+            .arg(q.status.map(|s| s.as_str().to_owned()))
+            .arg(q.slice.clone())
+            .arg(before_at)
+            .arg(before_id);
         // App ids as stored: bit for bit in the signed column.
         let apps = q
             .apps
             .as_ref()
             .map(|a| a.iter().map(|&x| x as i64).collect());
         let select = DB::bind_texts(DB::bind_ints(select, apps), &q.hidden_slices);
-        let rows = select
-            .bind(i64::from(q.limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = select.arg(i64::from(q.limit)).fetch_all(&self.pool).await?;
         // With their parts, as a single job shows them.
         self.jobs(&rows).await
     }
@@ -328,24 +374,24 @@ where
             DB::skip_locked("j"),
         );
         let row = query::<DB>(sql)
-            .bind(owner)
-            .bind(now + opts.lease_ms)
-            .bind(now)
-            .bind(i64::from(opts.max_running_per_tenant))
+            .arg(owner)
+            .arg(now + opts.lease_ms)
+            .arg(now)
+            .arg(i64::from(opts.max_running_per_tenant))
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {
             tx.rollback().await?;
             return Ok(None);
         };
-        let tenant: String = row.try_get("tenant")?;
+        let tenant: String = row.col("tenant")?;
         query::<DB>(
             "INSERT INTO tenant_turns (tenant, last_claim_at) VALUES ($1, $2)
              ON CONFLICT (tenant) DO UPDATE SET last_claim_at = excluded.last_claim_at"
                 .into(),
         )
-        .bind(tenant.as_str())
-        .bind(now)
+        .arg(tenant.as_str())
+        .arg(now)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -356,10 +402,10 @@ where
         let row = query::<DB>(
             "SELECT count(*) AS n FROM jobs WHERE tenant = $1 AND status = 'queued'".into(),
         )
-        .bind(tenant)
+        .arg(tenant)
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.try_get::<i64, _>("n")? as u64)
+        Ok(row.col::<i64>("n")? as u64)
     }
 
     async fn heartbeat(
@@ -375,16 +421,16 @@ where
              WHERE {FENCE}"
         );
         let q = fenced(sql, lease)
-            .bind(now + lease_ms)
-            .bind(progress.rows as i64)
-            .bind(progress.bytes as i64)
-            .bind(now);
+            .arg(now + lease_ms)
+            .arg(progress.rows as i64)
+            .arg(progress.bytes as i64)
+            .arg(now);
         if self.changed_one(q).await? {
             return Ok(Heartbeat::Held);
         }
         let sql = "SELECT status FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempts = $3";
         let row = fenced(sql.into(), lease).fetch_optional(&self.pool).await?;
-        let status: Option<String> = row.map(|r| r.try_get("status")).transpose()?;
+        let status: Option<String> = row.map(|r| r.col("status")).transpose()?;
         Ok(match status.as_deref() {
             Some("canceled") => Heartbeat::Canceled,
             _ => Heartbeat::Lost,
@@ -396,7 +442,7 @@ where
         // Takes the write lock (SQLite) or locks the job row (PostgreSQL) until commit,
         // so completion cannot slip in between.
         let sql = format!("UPDATE jobs SET updated_at = $4 WHERE {FENCE}");
-        let held = fenced(sql, lease).bind(now).execute(&mut *tx).await?;
+        let held = fenced(sql, lease).arg(now).execute(&mut *tx).await?;
         if DB::rows_affected(held) != 1 {
             return Ok(false);
         }
@@ -407,13 +453,13 @@ where
                  rows = excluded.rows, bytes = excluded.bytes, sha256 = excluded.sha256"
                 .into(),
         )
-        .bind(lease.job_id.as_str())
-        .bind(i64::from(lease.attempt))
-        .bind(i64::from(part.n))
-        .bind(part.key.as_str())
-        .bind(part.rows as i64)
-        .bind(part.bytes as i64)
-        .bind(part.sha256.as_str())
+        .arg(lease.job_id.as_str())
+        .arg(i64::from(lease.attempt))
+        .arg(i64::from(part.n))
+        .arg(part.key.as_str())
+        .arg(part.rows as i64)
+        .arg(part.bytes as i64)
+        .arg(part.sha256.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -435,11 +481,11 @@ where
              WHERE {FENCE}"
         );
         let q = fenced(sql, lease)
-            .bind(manifest_key)
-            .bind(progress.rows as i64)
-            .bind(progress.bytes as i64)
-            .bind(expires_at)
-            .bind(now);
+            .arg(manifest_key)
+            .arg(progress.rows as i64)
+            .arg(progress.bytes as i64)
+            .arg(expires_at)
+            .arg(now);
         self.changed_one(q).await
     }
 
@@ -450,9 +496,9 @@ where
              WHERE {FENCE}"
         );
         let q = fenced(sql, lease)
-            .bind(error.code.as_str())
-            .bind(error.message.as_str())
-            .bind(now);
+            .arg(error.code.as_str())
+            .arg(error.message.as_str())
+            .arg(now);
         self.changed_one(q).await
     }
 
@@ -473,12 +519,12 @@ where
              RETURNING status"
         );
         let q = fenced(sql, lease)
-            .bind(run_after)
-            .bind(error.code.as_str())
-            .bind(error.message.as_str())
-            .bind(now);
+            .arg(run_after)
+            .arg(error.code.as_str())
+            .arg(error.message.as_str())
+            .arg(now);
         let row = q.fetch_optional(&self.pool).await?;
-        let status: Option<String> = row.map(|r| r.try_get("status")).transpose()?;
+        let status: Option<String> = row.map(|r| r.col("status")).transpose()?;
         Ok(status
             .as_deref()
             .and_then(JobStatus::parse)
@@ -491,7 +537,7 @@ where
                  lease_owner = NULL, lease_until = NULL, updated_at = $4
              WHERE {FENCE}"
         );
-        self.changed_one(fenced(sql, lease).bind(now)).await
+        self.changed_one(fenced(sql, lease).arg(now)).await
     }
 
     async fn reap_expired_leases(&self, now: i64) -> Result<u64, QueueError> {
@@ -505,7 +551,7 @@ where
              WHERE status = 'running' AND lease_until < $1"
                 .into(),
         )
-        .bind(now)
+        .arg(now)
         .execute(&self.pool)
         .await?;
         Ok(DB::rows_affected(done))
@@ -517,8 +563,8 @@ where
              ORDER BY expires_at LIMIT $2"
                 .into(),
         )
-        .bind(now)
-        .bind(i64::from(limit))
+        .arg(now)
+        .arg(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         self.jobs(&rows).await
@@ -530,8 +576,8 @@ where
              WHERE id = $2 AND status = 'succeeded'"
                 .into(),
         )
-        .bind(now)
-        .bind(id);
+        .arg(now)
+        .arg(id);
         self.changed_one(q).await
     }
 
@@ -543,9 +589,9 @@ where
             states(&JobStatus::predecessors(JobStatus::Canceled))
         );
         query::<DB>(sql)
-            .bind(now)
-            .bind(tenant)
-            .bind(id)
+            .arg(now)
+            .arg(tenant)
+            .arg(id)
             .execute(&self.pool)
             .await?;
         self.get(tenant, id).await
@@ -562,9 +608,9 @@ where
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let status: String = r.try_get("status")?;
+            let status: String = r.col("status")?;
             if let Some(status) = JobStatus::parse(&status) {
-                out.push((status, r.try_get::<i64, _>("n")? as u64));
+                out.push((status, r.col::<i64>("n")? as u64));
             }
         }
         Ok(out)

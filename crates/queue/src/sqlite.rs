@@ -45,8 +45,6 @@ impl SqlStore<Sqlite> {
 
 /// Lists travel as JSON arrays, read by `json_each`.
 impl Dialect for Sqlite {
-    type Int = i64;
-
     const SERIALIZE_CLAIMS: Option<&'static str> = None;
 
     fn skip_locked(_table: &str) -> String {

@@ -16,9 +16,9 @@
 
 use async_trait::async_trait;
 use serde::Serialize;
-use sqlx::{Decode, Encode, Executor, IntoArguments, Row, Type};
+use sqlx::Executor;
 
-use crate::sql::{query, Dialect, SqlStore};
+use crate::sql::{query, Args, Columns, Dialect, SqlStore};
 use crate::QueueError;
 
 /// What a token may do.
@@ -270,25 +270,18 @@ fn apps_from_text(text: Option<String>) -> Result<Option<Vec<u64>>, QueueError> 
     .transpose()
 }
 
-fn token_from_row<R: Row>(r: &R) -> Result<TokenInfo, QueueError>
-where
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<String>: Decode<'r, R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<i64>: Decode<'r, R::Database>,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-{
-    let scopes: String = r.try_get("scopes")?;
+fn token_from_row<DB: Dialect>(r: &DB::Row) -> Result<TokenInfo, QueueError> {
+    let scopes: String = r.col("scopes")?;
     Ok(TokenInfo {
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        name: r.try_get("name")?,
+        id: r.col("id")?,
+        tenant: r.col("tenant")?,
+        name: r.col("name")?,
         scopes: Scope::parse_list(&scopes)
             .map_err(|e| QueueError::Backend(format!("stored scopes: {e}")))?,
-        apps: apps_from_text(r.try_get("apps")?)?,
-        created_at: r.try_get("created_at")?,
-        expires_at: r.try_get("expires_at")?,
-        revoked_at: r.try_get("revoked_at")?,
+        apps: apps_from_text(r.col("apps")?)?,
+        created_at: r.col("created_at")?,
+        expires_at: r.col("expires_at")?,
+        revoked_at: r.col("revoked_at")?,
     })
 }
 
@@ -302,14 +295,6 @@ impl<DB> TokenStore for SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB>,
-    for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
 {
     async fn create_token(
         &self,
@@ -323,21 +308,21 @@ where
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                 .into(),
         )
-        .bind(token.id.as_str())
-        .bind(token.digest.as_str())
-        .bind(token.tenant.as_str())
-        .bind(token.name.as_str())
-        .bind(Scope::join(&token.scopes).as_str())
-        .bind(apps_to_text(&token.apps).as_deref())
-        .bind(now)
-        .bind(token.expires_at)
+        .arg(token.id.as_str())
+        .arg(token.digest.as_str())
+        .arg(token.tenant.as_str())
+        .arg(token.name.as_str())
+        .arg(Scope::join(&token.scopes).as_str())
+        .arg(apps_to_text(&token.apps))
+        .arg(now)
+        .arg(token.expires_at)
         .execute(&mut *tx)
         .await?;
         query::<DB>(RECORD_AUDIT.into())
-            .bind(audit.id.as_str())
-            .bind(token.tenant.as_str())
-            .bind(audit.row.to_string().as_str())
-            .bind(now)
+            .arg(audit.id.as_str())
+            .arg(token.tenant.as_str())
+            .arg(audit.row.to_string().as_str())
+            .arg(now)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -355,10 +340,10 @@ where
 
     async fn token_by_digest(&self, digest: &str) -> Result<Option<TokenInfo>, QueueError> {
         let row = query::<DB>(format!("SELECT {COLUMNS} FROM tokens WHERE digest = $1"))
-            .bind(digest)
+            .arg(digest)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(token_from_row).transpose()
+        row.as_ref().map(token_from_row::<DB>).transpose()
     }
 
     async fn list_tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>, QueueError> {
@@ -366,10 +351,10 @@ where
             "SELECT {COLUMNS} FROM tokens WHERE ($1 IS NULL OR tenant = $1)
              ORDER BY created_at, id"
         ))
-        .bind(tenant)
+        .arg(tenant.map(str::to_owned))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(token_from_row).collect()
+        rows.iter().map(token_from_row::<DB>).collect()
     }
 
     async fn revoke_token(
@@ -386,27 +371,27 @@ where
              RETURNING tenant"
                 .into(),
         )
-        .bind(now)
-        .bind(id)
+        .arg(now)
+        .arg(id)
         .fetch_optional(&mut *tx)
         .await?;
-        let tenant: Option<String> = revoked.map(|r| r.try_get("tenant")).transpose()?;
+        let tenant: Option<String> = revoked.map(|r| r.col("tenant")).transpose()?;
         if let Some(tenant) = &tenant {
             query::<DB>(RECORD_AUDIT.into())
-                .bind(audit.id.as_str())
-                .bind(tenant.as_str())
-                .bind(audit.row.to_string().as_str())
-                .bind(now)
+                .arg(audit.id.as_str())
+                .arg(tenant.as_str())
+                .arg(audit.row.to_string().as_str())
+                .arg(now)
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
         let row = query::<DB>(format!("SELECT {COLUMNS} FROM tokens WHERE id = $1"))
-            .bind(id)
+            .arg(id)
             .fetch_optional(&self.pool)
             .await?;
         Ok(
-            match (row.as_ref().map(token_from_row).transpose()?, tenant) {
+            match (row.as_ref().map(token_from_row::<DB>).transpose()?, tenant) {
                 (None, _) => Revoked::NotFound,
                 (Some(t), Some(_)) => Revoked::Now(t),
                 (Some(t), None) => Revoked::Already(t),
@@ -430,21 +415,21 @@ where
              RETURNING id, tenant, row, created_at",
             DB::skip_locked("activity_outbox"),
         ))
-        .bind(owner)
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(i64::from(limit))
+        .arg(owner)
+        .arg(now + lease_ms)
+        .arg(now)
+        .arg(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         let mut out = rows
             .iter()
             .map(|r| {
-                let row: String = r.try_get("row")?;
+                let row: String = r.col("row")?;
                 Ok(PendingAudit {
-                    id: r.try_get("id")?,
-                    tenant: r.try_get("tenant")?,
+                    id: r.col("id")?,
+                    tenant: r.col("tenant")?,
                     row: audit_row(&row),
-                    created_at: r.try_get("created_at")?,
+                    created_at: r.col("created_at")?,
                 })
             })
             .collect::<Result<Vec<_>, QueueError>>()?;
@@ -460,7 +445,7 @@ where
             "DELETE FROM activity_outbox WHERE lease_owner = $1 AND {}",
             DB::in_list("id", "$2")
         ))
-        .bind(owner);
+        .arg(owner);
         Ok(DB::rows_affected(
             DB::bind_texts(q, ids).execute(&self.pool).await?,
         ))
@@ -479,10 +464,10 @@ where
              WHERE id = $3 AND lease_owner = $4"
                 .into(),
         )
-        .bind(now)
-        .bind(reason)
-        .bind(id)
-        .bind(owner);
+        .arg(now)
+        .arg(reason)
+        .arg(id)
+        .arg(owner);
         self.changed_one(q).await
     }
 }
