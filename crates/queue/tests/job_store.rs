@@ -93,8 +93,13 @@ async fn postgres() -> (Arc<dyn Backend>, Guard) {
     (Arc::new(store), Guard::Database(name))
 }
 
+/// Every case, on each backend.
 macro_rules! suite {
-    ($backend:ident, $($case:ident),* $(,)?) => {
+    ($($case:ident),* $(,)?) => {
+        suite!(@on sqlite, $($case),*);
+        suite!(@on postgres, $($case),*);
+    };
+    (@on $backend:ident, $($case:ident),*) => {
         mod $backend {
             $(
                 #[tokio::test]
@@ -108,7 +113,6 @@ macro_rules! suite {
 }
 
 suite!(
-    sqlite,
     create_get_and_tenant_walls,
     counts_by_status,
     claim_runs_each_job_once,
@@ -119,39 +123,7 @@ suite!(
     idempotency_keys,
     list_pages_newest_first,
     parts_of_the_published_attempt,
-    tenants_take_turns,
-    a_freed_worker_goes_to_the_tenant_running_fewest,
-    running_limit_per_tenant,
-    release_gives_the_job_back,
-    expiry,
-    concurrent_idempotent_creates_make_one_job,
-    concurrent_claims_take_each_job_once,
-    fingerprints_find_the_newest_job,
-    pending_jobs_per_app,
-    numbers_count_per_tenant,
-    numbered_jobs_list_clean_and_quota,
-    concurrent_numbering_gives_distinct_numbers,
-    job_lists_by_app_and_hidden_slices,
-    tokens_are_stored_as_digests_and_revoked,
-    tokens_list_per_tenant,
-    activity_outbox_is_claimed_under_a_lease,
-    ingest_keys_replay_refuse_and_expire,
-    concurrent_keyed_ingests_record_one_entry,
-    activity_rows_set_aside_are_kept_and_never_claimed_again,
-);
-
-suite!(
-    postgres,
-    create_get_and_tenant_walls,
-    counts_by_status,
-    claim_runs_each_job_once,
-    fencing_rejects_a_stale_lease,
-    cancel_queued_and_running,
-    retry_then_fail_after_max_attempts,
-    expired_leases_are_requeued,
-    idempotency_keys,
-    list_pages_newest_first,
-    parts_of_the_published_attempt,
+    a_part_written_again_replaces_the_first,
     tenants_take_turns,
     a_freed_worker_goes_to_the_tenant_running_fewest,
     running_limit_per_tenant,
@@ -520,6 +492,36 @@ async fn parts_of_the_published_attempt(s: &dyn JobStore) {
         ["a2/p1", "a2/p2"]
     );
     assert_eq!(done.manifest_key.as_deref(), Some("a2/manifest.json"));
+}
+
+/// A worker that writes part n again (a retried upload) leaves one part n: the last.
+async fn a_part_written_again_replaces_the_first(s: &dyn JobStore) {
+    s.create(new_job("acme", None, json!({})), T0)
+        .await
+        .unwrap();
+    let job = s.claim("w", &OPTS, T0).await.unwrap().unwrap();
+    let lease = job.lease().unwrap();
+    for (key, rows) in [("p1-first", 1), ("p1-again", 5)] {
+        let part = Part {
+            n: 1,
+            key: key.into(),
+            rows,
+            bytes: 10 * rows,
+            sha256: key.into(),
+        };
+        assert!(s.add_part(&lease, &part, T0).await.unwrap());
+    }
+    let running = s.get("acme", &job.id).await.unwrap().unwrap();
+    assert_eq!(
+        running.parts,
+        [Part {
+            n: 1,
+            key: "p1-again".into(),
+            rows: 5,
+            bytes: 50,
+            sha256: "p1-again".into(),
+        }]
+    );
 }
 
 async fn tenants_take_turns(s: &dyn JobStore) {
