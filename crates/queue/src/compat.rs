@@ -42,8 +42,7 @@ where
     ) -> Result<Option<FingerprintedJob>, QueueError> {
         let row = query::<DB>(
             "SELECT * FROM jobs WHERE tenant = $1 AND fingerprint = $2
-             ORDER BY created_at DESC, id DESC LIMIT 1"
-                .into(),
+             ORDER BY created_at DESC, id DESC LIMIT 1",
         )
         .arg(tenant)
         .arg(fingerprint)
@@ -60,8 +59,7 @@ where
 
     async fn mark_served(&self, tenant: &str, id: &str, now: i64) -> Result<bool, QueueError> {
         let q = query::<DB>(
-            "UPDATE jobs SET served_at = $1 WHERE tenant = $2 AND id = $3 AND served_at IS NULL"
-                .into(),
+            "UPDATE jobs SET served_at = $1 WHERE tenant = $2 AND id = $3 AND served_at IS NULL",
         )
         .arg(now)
         .arg(tenant)
@@ -72,8 +70,7 @@ where
     async fn count_pending_for_app(&self, tenant: &str, app_id: u64) -> Result<u64, QueueError> {
         let q = query::<DB>(
             "SELECT count(*) AS n FROM jobs WHERE tenant = $1 AND app_id = $2
-               AND status IN ('queued', 'running')"
-                .into(),
+               AND status IN ('queued', 'running')",
         )
         .arg(tenant)
         .arg(app_id as i64);
@@ -82,20 +79,19 @@ where
 
     async fn number(&self, tenant: &str, id: &str) -> Result<Option<u64>, QueueError> {
         let existing = || async {
-            let row = query::<DB>(
-                "SELECT number FROM numbered_jobs WHERE tenant = $1 AND job_id = $2".into(),
-            )
-            .arg(tenant)
-            .arg(id)
-            .fetch_optional(&self.pool)
-            .await?;
+            let row =
+                query::<DB>("SELECT number FROM numbered_jobs WHERE tenant = $1 AND job_id = $2")
+                    .arg(tenant)
+                    .arg(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
             row.map(|r| r.col::<i64>("number").map(|n| n as u64))
                 .transpose()
         };
         if let Some(n) = existing().await? {
             return Ok(Some(n));
         }
-        let known = query::<DB>("SELECT id FROM jobs WHERE tenant = $1 AND id = $2".into())
+        let known = query::<DB>("SELECT id FROM jobs WHERE tenant = $1 AND id = $2")
             .arg(tenant)
             .arg(id)
             .fetch_optional(&self.pool)
@@ -110,8 +106,7 @@ where
         let next = query::<DB>(
             "INSERT INTO request_numbers (tenant, last) VALUES ($1, 1)
              ON CONFLICT (tenant) DO UPDATE SET last = request_numbers.last + 1
-             RETURNING last"
-                .into(),
+             RETURNING last",
         )
         .arg(tenant)
         .fetch_one(&mut *tx)
@@ -119,8 +114,7 @@ where
         .col::<i64>("last")?;
         query::<DB>(
             "INSERT INTO numbered_jobs (tenant, number, job_id) VALUES ($1, $2, $3)
-             ON CONFLICT (job_id) DO NOTHING"
-                .into(),
+             ON CONFLICT (job_id) DO NOTHING",
         )
         .arg(tenant)
         .arg(next)
@@ -135,8 +129,7 @@ where
         let rows = query::<DB>(
             "SELECT n.number, n.cleaned_at, j.* FROM numbered_jobs n
              JOIN jobs j ON j.id = n.job_id
-             WHERE n.tenant = $1 AND n.number = $2"
-                .into(),
+             WHERE n.tenant = $1 AND n.number = $2",
         )
         .arg(tenant)
         .arg(number as i64)
@@ -155,8 +148,7 @@ where
             "SELECT n.number, n.cleaned_at, j.* FROM numbered_jobs n
              JOIN jobs j ON j.id = n.job_id
              WHERE n.tenant = $1 AND ($2 IS NULL OR j.app_id = $2)
-             ORDER BY n.number DESC LIMIT $3"
-                .into(),
+             ORDER BY n.number DESC LIMIT $3",
         )
         .arg(tenant)
         .arg(app_id.map(|a| a as i64))
@@ -169,8 +161,7 @@ where
     async fn mark_cleaned(&self, tenant: &str, number: u64, now: i64) -> Result<bool, QueueError> {
         let q = query::<DB>(
             "UPDATE numbered_jobs SET cleaned_at = $1
-             WHERE tenant = $2 AND number = $3 AND cleaned_at IS NULL"
-                .into(),
+             WHERE tenant = $2 AND number = $3 AND cleaned_at IS NULL",
         )
         .arg(now)
         .arg(tenant)
@@ -182,8 +173,7 @@ where
         let q = query::<DB>(
             "SELECT CAST(COALESCE(SUM(j.progress_bytes), 0) AS BIGINT) AS n FROM numbered_jobs n
              JOIN jobs j ON j.id = n.job_id
-             WHERE n.tenant = $1 AND j.app_id = $2 AND j.status = 'succeeded'"
-                .into(),
+             WHERE n.tenant = $1 AND j.app_id = $2 AND j.status = 'succeeded'",
         )
         .arg(tenant)
         .arg(app_id as i64);

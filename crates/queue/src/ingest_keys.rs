@@ -80,8 +80,7 @@ where
              ON CONFLICT (tenant, slice, key) DO UPDATE
              SET digest = excluded.digest, answer = NULL,
                  created_at = excluded.created_at, expires_at = excluded.expires_at
-             WHERE ingest_keys.expires_at <= excluded.created_at"
-                .into(),
+             WHERE ingest_keys.expires_at <= excluded.created_at",
         )
         .arg(key.tenant.as_str())
         .arg(key.slice.as_str())
@@ -94,8 +93,7 @@ where
         }
         let row = query::<DB>(
             "SELECT digest, answer FROM ingest_keys
-             WHERE tenant = $1 AND slice = $2 AND key = $3"
-                .into(),
+             WHERE tenant = $1 AND slice = $2 AND key = $3",
         )
         .arg(key.tenant.as_str())
         .arg(key.slice.as_str())
@@ -112,8 +110,7 @@ where
     async fn finish_keyed_ingest(&self, key: &IngestKey, answer: &str) -> Result<(), QueueError> {
         query::<DB>(
             "UPDATE ingest_keys SET answer = $1
-             WHERE tenant = $2 AND slice = $3 AND key = $4 AND digest = $5"
-                .into(),
+             WHERE tenant = $2 AND slice = $3 AND key = $4 AND digest = $5",
         )
         .arg(answer)
         .arg(key.tenant.as_str())
@@ -126,7 +123,7 @@ where
     }
 
     async fn purge_ingest_keys(&self, now: i64) -> Result<u64, QueueError> {
-        let q = query::<DB>("DELETE FROM ingest_keys WHERE expires_at <= $1".into()).arg(now);
+        let q = query::<DB>("DELETE FROM ingest_keys WHERE expires_at <= $1").arg(now);
         Ok(DB::rows_affected(q.execute(&self.pool).await?))
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Statements use `$N` placeholders (sqlx's SQLite driver binds `$N` to the N-th
 //! argument, as PostgreSQL does) and SQL both dialects read: upserts, `RETURNING`,
-//! `CAST`. What differs — how a claim locks, how a list is bound, the width of the
-//! integer columns — is a [`Dialect`], in sqlite.rs and postgres.rs. Every write a
+//! `CAST`. What differs — how a claim locks, how a list is bound — is a [`Dialect`],
+//! in sqlite.rs and postgres.rs. Every write a
 //! worker makes after claiming is fenced by its lease: the job, the owner and the
 //! attempt must match and the job must still be running.
 
@@ -119,8 +119,8 @@ pub struct SqlStore<DB: Database> {
 }
 
 /// A statement whose text is built from constants (never from input).
-pub(crate) fn query<DB: Database>(sql: String) -> Query<DB> {
-    sqlx::query(AssertSqlSafe(sql))
+pub(crate) fn query<DB: Database>(sql: impl Into<String>) -> Query<DB> {
+    sqlx::query(AssertSqlSafe(sql.into()))
 }
 
 /// The stored text of a job's request.
@@ -145,7 +145,7 @@ fn states(list: &[JobStatus]) -> String {
 /// The lease's fence; its job, owner and attempt are bound first (`$1` to `$3`).
 const FENCE: &str = "id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'";
 
-fn fenced<DB: Dialect>(sql: String, lease: &Lease) -> Query<DB> {
+fn fenced<DB: Dialect>(sql: impl Into<String>, lease: &Lease) -> Query<DB> {
     query(sql)
         .arg(lease.job_id.as_str())
         .arg(lease.owner.as_str())
@@ -166,13 +166,12 @@ where
         let request: String = r.col("request")?;
         let code: Option<String> = r.col("error_code")?;
         let message: Option<String> = r.col("error_message")?;
-        let attempts = int(r.col::<i32>("attempts")?);
+        let attempts = r.col::<i32>("attempts")? as u32;
         let published: Option<i32> = r.col("published_attempt")?;
         let id: String = r.col("id")?;
         let parts = query::<DB>(
             "SELECT n, key, rows, bytes, sha256 FROM parts WHERE job_id = $1 AND attempt = $2
-             ORDER BY n"
-                .into(),
+             ORDER BY n",
         )
         .arg(id.as_str())
         .arg(published.map_or(i64::from(attempts), Into::into))
@@ -181,7 +180,7 @@ where
         .iter()
         .map(|p| {
             Ok(Part {
-                n: int(p.col::<i32>("n")?),
+                n: p.col::<i32>("n")? as u32,
                 key: p.col("key")?,
                 rows: p.col::<i64>("rows")? as u64,
                 bytes: p.col::<i64>("bytes")? as u64,
@@ -201,7 +200,7 @@ where
             finished_at: r.col("finished_at")?,
             expires_at: r.col("expires_at")?,
             attempts,
-            max_attempts: int(r.col::<i32>("max_attempts")?),
+            max_attempts: r.col::<i32>("max_attempts")? as u32,
             progress: Progress {
                 rows: r.col::<i64>("progress_rows")? as u64,
                 bytes: r.col::<i64>("progress_bytes")? as u64,
@@ -241,11 +240,6 @@ where
     }
 }
 
-/// A stored attempt or part number.
-fn int<I: Into<i64>>(value: I) -> u32 {
-    value.into() as u32
-}
-
 #[async_trait]
 impl<DB> JobStore for SqlStore<DB>
 where
@@ -264,8 +258,7 @@ where
                  app_id, fingerprint)
              VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $7, $8, 0, $9, $10, $11)
              ON CONFLICT DO NOTHING
-             RETURNING *"
-                .into(),
+             RETURNING *",
         )
         .arg(id.as_str())
         .arg(new.tenant.as_str())
@@ -288,12 +281,11 @@ where
             .idempotency_key
             .as_deref()
             .ok_or_else(|| QueueError::Backend("job id collision".into()))?;
-        let row =
-            query::<DB>("SELECT * FROM jobs WHERE tenant = $1 AND idempotency_key = $2".into())
-                .arg(new.tenant.as_str())
-                .arg(key)
-                .fetch_one(&self.pool)
-                .await?;
+        let row = query::<DB>("SELECT * FROM jobs WHERE tenant = $1 AND idempotency_key = $2")
+            .arg(new.tenant.as_str())
+            .arg(key)
+            .fetch_one(&self.pool)
+            .await?;
         let existing: String = row.col("request_hash")?;
         if existing != hash {
             return Err(QueueError::IdempotencyConflict);
@@ -302,7 +294,7 @@ where
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<Job>, QueueError> {
-        let row = query::<DB>("SELECT * FROM jobs WHERE tenant = $1 AND id = $2".into())
+        let row = query::<DB>("SELECT * FROM jobs WHERE tenant = $1 AND id = $2")
             .arg(tenant)
             .arg(id)
             .fetch_optional(&self.pool)
@@ -354,7 +346,7 @@ where
         // running limit and the turn order are exact across replicas.
         let mut tx = self.pool.begin().await?;
         if let Some(lock) = DB::SERIALIZE_CLAIMS {
-            query::<DB>(lock.into()).execute(&mut *tx).await?;
+            query::<DB>(lock).execute(&mut *tx).await?;
         }
         let sql = format!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $1,
@@ -387,8 +379,7 @@ where
         let tenant: String = row.col("tenant")?;
         query::<DB>(
             "INSERT INTO tenant_turns (tenant, last_claim_at) VALUES ($1, $2)
-             ON CONFLICT (tenant) DO UPDATE SET last_claim_at = excluded.last_claim_at"
-                .into(),
+             ON CONFLICT (tenant) DO UPDATE SET last_claim_at = excluded.last_claim_at",
         )
         .arg(tenant.as_str())
         .arg(now)
@@ -399,12 +390,11 @@ where
     }
 
     async fn count_queued(&self, tenant: &str) -> Result<u64, QueueError> {
-        let row = query::<DB>(
-            "SELECT count(*) AS n FROM jobs WHERE tenant = $1 AND status = 'queued'".into(),
-        )
-        .arg(tenant)
-        .fetch_one(&self.pool)
-        .await?;
+        let row =
+            query::<DB>("SELECT count(*) AS n FROM jobs WHERE tenant = $1 AND status = 'queued'")
+                .arg(tenant)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(row.col::<i64>("n")? as u64)
     }
 
@@ -429,7 +419,7 @@ where
             return Ok(Heartbeat::Held);
         }
         let sql = "SELECT status FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempts = $3";
-        let row = fenced(sql.into(), lease).fetch_optional(&self.pool).await?;
+        let row = fenced(sql, lease).fetch_optional(&self.pool).await?;
         let status: Option<String> = row.map(|r| r.col("status")).transpose()?;
         Ok(match status.as_deref() {
             Some("canceled") => Heartbeat::Canceled,
@@ -450,8 +440,7 @@ where
             "INSERT INTO parts (job_id, attempt, n, key, rows, bytes, sha256)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (job_id, attempt, n) DO UPDATE SET key = excluded.key,
-                 rows = excluded.rows, bytes = excluded.bytes, sha256 = excluded.sha256"
-                .into(),
+                 rows = excluded.rows, bytes = excluded.bytes, sha256 = excluded.sha256",
         )
         .arg(lease.job_id.as_str())
         .arg(i64::from(lease.attempt))
@@ -548,8 +537,7 @@ where
                  error_code = 'lease_expired',
                  error_message = 'the worker running this job stopped answering',
                  lease_owner = NULL, lease_until = NULL, updated_at = $1
-             WHERE status = 'running' AND lease_until < $1"
-                .into(),
+             WHERE status = 'running' AND lease_until < $1",
         )
         .arg(now)
         .execute(&self.pool)
@@ -560,8 +548,7 @@ where
     async fn due_for_expiry(&self, now: i64, limit: u32) -> Result<Vec<Job>, QueueError> {
         let rows = query::<DB>(
             "SELECT * FROM jobs WHERE status = 'succeeded' AND expires_at <= $1
-             ORDER BY expires_at LIMIT $2"
-                .into(),
+             ORDER BY expires_at LIMIT $2",
         )
         .arg(now)
         .arg(i64::from(limit))
@@ -573,8 +560,7 @@ where
     async fn mark_expired(&self, id: &str, now: i64) -> Result<bool, QueueError> {
         let q = query::<DB>(
             "UPDATE jobs SET status = 'expired', updated_at = $1
-             WHERE id = $2 AND status = 'succeeded'"
-                .into(),
+             WHERE id = $2 AND status = 'succeeded'",
         )
         .arg(now)
         .arg(id);
@@ -598,12 +584,12 @@ where
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
-        query::<DB>("SELECT 1".into()).execute(&self.pool).await?;
+        query::<DB>("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, QueueError> {
-        let rows = query::<DB>("SELECT status, count(*) AS n FROM jobs GROUP BY status".into())
+        let rows = query::<DB>("SELECT status, count(*) AS n FROM jobs GROUP BY status")
             .fetch_all(&self.pool)
             .await?;
         let mut out = Vec::with_capacity(rows.len());

@@ -305,8 +305,7 @@ where
         let mut tx = self.pool.begin().await?;
         query::<DB>(
             "INSERT INTO tokens (id, digest, tenant, name, scopes, apps, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                .into(),
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .arg(token.id.as_str())
         .arg(token.digest.as_str())
@@ -318,7 +317,7 @@ where
         .arg(token.expires_at)
         .execute(&mut *tx)
         .await?;
-        query::<DB>(RECORD_AUDIT.into())
+        query::<DB>(RECORD_AUDIT)
             .arg(audit.id.as_str())
             .arg(token.tenant.as_str())
             .arg(audit.row.to_string().as_str())
@@ -368,8 +367,7 @@ where
         let mut tx = self.pool.begin().await?;
         let revoked = query::<DB>(
             "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL
-             RETURNING tenant"
-                .into(),
+             RETURNING tenant",
         )
         .arg(now)
         .arg(id)
@@ -377,7 +375,7 @@ where
         .await?;
         let tenant: Option<String> = revoked.map(|r| r.col("tenant")).transpose()?;
         if let Some(tenant) = &tenant {
-            query::<DB>(RECORD_AUDIT.into())
+            query::<DB>(RECORD_AUDIT)
                 .arg(audit.id.as_str())
                 .arg(tenant.as_str())
                 .arg(audit.row.to_string().as_str())
@@ -461,8 +459,7 @@ where
         let q = query::<DB>(
             "UPDATE activity_outbox SET set_aside_at = $1, set_aside_reason = $2,
                  lease_owner = NULL, lease_until = NULL
-             WHERE id = $3 AND lease_owner = $4"
-                .into(),
+             WHERE id = $3 AND lease_owner = $4",
         )
         .arg(now)
         .arg(reason)
