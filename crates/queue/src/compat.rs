@@ -6,29 +6,6 @@ use sqlx::Executor;
 use crate::sql::{query, Args, Columns, Dialect, SqlStore};
 use crate::{CompatJobs, FingerprintedJob, NumberedJob, QueueError};
 
-impl<DB> SqlStore<DB>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    async fn numbered_jobs(&self, rows: &[DB::Row]) -> Result<Vec<NumberedJob>, QueueError> {
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            out.push(NumberedJob {
-                number: r.col::<i64>("number")? as u64,
-                cleaned_at: r.col("cleaned_at")?,
-                job: self.with_parts(r).await?,
-            });
-        }
-        Ok(out)
-    }
-
-    /// A count or sum named `n`.
-    async fn count(&self, q: crate::sql::Query<DB>) -> Result<u64, QueueError> {
-        Ok(q.fetch_one(&self.pool).await?.col::<i64>("n")? as u64)
-    }
-}
-
 #[async_trait]
 impl<DB> CompatJobs for SqlStore<DB>
 where

@@ -14,7 +14,7 @@ use sqlx::{
 
 use crate::{
     ClaimOptions, Created, Heartbeat, Job, JobError, JobStatus, JobStore, Lease, ListQuery, NewJob,
-    Part, Progress, QueueError,
+    NumberedJob, Part, Progress, QueueError,
 };
 
 /// A query with the backend's arguments.
@@ -226,6 +226,27 @@ where
         Ok(jobs)
     }
 
+    /// Every row (of `numbered_jobs` joined with `jobs`) as a numbered job.
+    pub(crate) async fn numbered_jobs(
+        &self,
+        rows: &[DB::Row],
+    ) -> Result<Vec<NumberedJob>, QueueError> {
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(NumberedJob {
+                number: r.col::<i64>("number")? as u64,
+                cleaned_at: r.col("cleaned_at")?,
+                job: self.with_parts(r).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A count or sum named `n`.
+    pub(crate) async fn count(&self, q: Query<DB>) -> Result<u64, QueueError> {
+        Ok(q.fetch_one(&self.pool).await?.col::<i64>("n")? as u64)
+    }
+
     async fn one(&self, row: Option<DB::Row>) -> Result<Option<Job>, QueueError> {
         match row {
             Some(r) => Ok(Some(self.with_parts(&r).await?)),
@@ -390,12 +411,9 @@ where
     }
 
     async fn count_queued(&self, tenant: &str) -> Result<u64, QueueError> {
-        let row =
-            query::<DB>("SELECT count(*) AS n FROM jobs WHERE tenant = $1 AND status = 'queued'")
-                .arg(tenant)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(row.col::<i64>("n")? as u64)
+        let q =
+            query::<DB>("SELECT count(*) AS n FROM jobs WHERE tenant = $1 AND status = 'queued'");
+        self.count(q.arg(tenant)).await
     }
 
     async fn heartbeat(
