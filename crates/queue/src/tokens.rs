@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use sqlx::Executor;
 
-use crate::sql::{query, Args, Columns, Dialect, SqlStore};
+use crate::sql::{query, Args, Columns, Dialect, Query, SqlStore};
 use crate::QueueError;
 
 /// What a token may do.
@@ -287,8 +287,14 @@ fn token_from_row<DB: Dialect>(r: &DB::Row) -> Result<TokenInfo, QueueError> {
 
 const COLUMNS: &str = "id, tenant, name, scopes, apps, created_at, expires_at, revoked_at";
 
-const RECORD_AUDIT: &str =
-    "INSERT INTO activity_outbox (id, tenant, row, created_at) VALUES ($1, $2, $3, $4)";
+/// Records a change's activity row (in the change's transaction).
+fn record_audit<DB: Dialect>(audit: &AuditRecord, tenant: &str, now: i64) -> Query<DB> {
+    query("INSERT INTO activity_outbox (id, tenant, row, created_at) VALUES ($1, $2, $3, $4)")
+        .arg(audit.id.as_str())
+        .arg(tenant)
+        .arg(audit.row.to_string().as_str())
+        .arg(now)
+}
 
 #[async_trait]
 impl<DB> TokenStore for SqlStore<DB>
@@ -317,11 +323,7 @@ where
         .arg(token.expires_at)
         .execute(&mut *tx)
         .await?;
-        query::<DB>(RECORD_AUDIT)
-            .arg(audit.id.as_str())
-            .arg(token.tenant.as_str())
-            .arg(audit.row.to_string().as_str())
-            .arg(now)
+        record_audit::<DB>(audit, &token.tenant, now)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -375,11 +377,7 @@ where
         .await?;
         let tenant: Option<String> = revoked.map(|r| r.col("tenant")).transpose()?;
         if let Some(tenant) = &tenant {
-            query::<DB>(RECORD_AUDIT)
-                .arg(audit.id.as_str())
-                .arg(tenant.as_str())
-                .arg(audit.row.to_string().as_str())
-                .arg(now)
+            record_audit::<DB>(audit, tenant, now)
                 .execute(&mut *tx)
                 .await?;
         }
