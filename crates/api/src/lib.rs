@@ -19,7 +19,7 @@ use std::sync::Arc;
 use actix_web::web;
 use logport_catalog::Catalog;
 use logport_export::Files;
-use logport_queue::{Clock, IngestKeys, JobStore};
+use logport_queue::{Clock, CompatJobs, IngestKeys, JobStore};
 use logport_store::Store;
 use tokio::sync::Notify;
 
@@ -151,6 +151,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub store: Store,
     pub jobs: Arc<dyn JobStore>,
+    /// What only the AppMetrica and Metrica protocols ask of the job store.
+    pub compat_jobs: Arc<dyn CompatJobs>,
     pub files: Files,
     pub tokens: Tokens,
     pub limits: ApiLimits,

@@ -257,6 +257,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     run_migrations(&store, &catalog).await?;
     let logport_queue::Stores {
         jobs,
+        compat: compat_jobs,
         tokens: token_store,
         ingest_keys,
     } = logport_queue::open_stores(&raw.job_store_url)
@@ -380,6 +381,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         catalog,
         store,
         jobs,
+        compat_jobs,
         files,
         tokens,
         limits: ApiLimits {

@@ -9,7 +9,10 @@
 
 use async_trait::async_trait;
 
-use crate::{PostgresJobStore, QueueError, SqliteJobStore};
+use sqlx::Executor;
+
+use crate::sql::{query, Args, Columns, Dialect, SqlStore};
+use crate::QueueError;
 
 /// One keyed request: whose, which key, and a digest of what it carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,87 +61,69 @@ fn verdict(key: &IngestKey, digest: String, answer: Option<String>) -> KeyedInge
     }
 }
 
-/// Both backends run the same statements: `$n` placeholders (which SQLite reads as
-/// named parameters numbered in order of appearance, so they appear in order) and
-/// upserts both dialects share.
-macro_rules! ingest_keys_impl {
-    ($store:ty) => {
-        #[async_trait]
-        impl IngestKeys for $store {
-            async fn begin_keyed_ingest(
-                &self,
-                key: &IngestKey,
-                now: i64,
-                expires_at: i64,
-            ) -> Result<KeyedIngest, QueueError> {
-                // A new key, or one whose entry expired, is (re)recorded; else nothing.
-                let recorded = sqlx::query(
-                    "INSERT INTO ingest_keys (tenant, slice, key, digest, created_at, expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (tenant, slice, key) DO UPDATE
-                     SET digest = excluded.digest, answer = NULL,
-                         created_at = excluded.created_at, expires_at = excluded.expires_at
-                     WHERE ingest_keys.expires_at <= excluded.created_at",
-                )
-                .bind(&key.tenant)
-                .bind(&key.slice)
-                .bind(&key.key)
-                .bind(&key.digest)
-                .bind(now)
-                .bind(expires_at)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                if recorded > 0 {
-                    return Ok(KeyedIngest::New);
-                }
-                let row: Option<(String, Option<String>)> = sqlx::query_as(
-                    "SELECT digest, answer FROM ingest_keys
-                     WHERE tenant = $1 AND slice = $2 AND key = $3",
-                )
-                .bind(&key.tenant)
-                .bind(&key.slice)
-                .bind(&key.key)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(match row {
-                    Some((digest, answer)) => verdict(key, digest, answer),
-                    // Purged in between: the key is free again.
-                    None => KeyedIngest::New,
-                })
-            }
-
-            async fn finish_keyed_ingest(
-                &self,
-                key: &IngestKey,
-                answer: &str,
-            ) -> Result<(), QueueError> {
-                sqlx::query(
-                    "UPDATE ingest_keys SET answer = $1
-                     WHERE tenant = $2 AND slice = $3 AND key = $4 AND digest = $5",
-                )
-                .bind(answer)
-                .bind(&key.tenant)
-                .bind(&key.slice)
-                .bind(&key.key)
-                .bind(&key.digest)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            async fn purge_ingest_keys(&self, now: i64) -> Result<u64, QueueError> {
-                Ok(
-                    sqlx::query("DELETE FROM ingest_keys WHERE expires_at <= $1")
-                        .bind(now)
-                        .execute(&self.pool)
-                        .await?
-                        .rows_affected(),
-                )
-            }
+#[async_trait]
+impl<DB> IngestKeys for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    async fn begin_keyed_ingest(
+        &self,
+        key: &IngestKey,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<KeyedIngest, QueueError> {
+        // A new key, or one whose entry expired, is (re)recorded; else nothing.
+        let q = query::<DB>(
+            "INSERT INTO ingest_keys (tenant, slice, key, digest, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (tenant, slice, key) DO UPDATE
+             SET digest = excluded.digest, answer = NULL,
+                 created_at = excluded.created_at, expires_at = excluded.expires_at
+             WHERE ingest_keys.expires_at <= excluded.created_at",
+        )
+        .arg(key.tenant.as_str())
+        .arg(key.slice.as_str())
+        .arg(key.key.as_str())
+        .arg(key.digest.as_str())
+        .arg(now)
+        .arg(expires_at);
+        if DB::rows_affected(q.execute(&self.pool).await?) > 0 {
+            return Ok(KeyedIngest::New);
         }
-    };
-}
+        let row = query::<DB>(
+            "SELECT digest, answer FROM ingest_keys
+             WHERE tenant = $1 AND slice = $2 AND key = $3",
+        )
+        .arg(key.tenant.as_str())
+        .arg(key.slice.as_str())
+        .arg(key.key.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => verdict(key, r.col("digest")?, r.col("answer")?),
+            // Purged in between: the key is free again.
+            None => KeyedIngest::New,
+        })
+    }
 
-ingest_keys_impl!(PostgresJobStore);
-ingest_keys_impl!(SqliteJobStore);
+    async fn finish_keyed_ingest(&self, key: &IngestKey, answer: &str) -> Result<(), QueueError> {
+        query::<DB>(
+            "UPDATE ingest_keys SET answer = $1
+             WHERE tenant = $2 AND slice = $3 AND key = $4 AND digest = $5",
+        )
+        .arg(answer)
+        .arg(key.tenant.as_str())
+        .arg(key.slice.as_str())
+        .arg(key.key.as_str())
+        .arg(key.digest.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_ingest_keys(&self, now: i64) -> Result<u64, QueueError> {
+        let q = query::<DB>("DELETE FROM ingest_keys WHERE expires_at <= $1").arg(now);
+        Ok(DB::rows_affected(q.execute(&self.pool).await?))
+    }
+}

@@ -7,8 +7,10 @@
 //! Time is passed in (`now`, Unix milliseconds) so tests move a clock instead of
 //! sleeping. Backends: SQLite (embedded, the default) and PostgreSQL.
 
+mod compat;
 pub mod ingest_keys;
 mod postgres;
+mod sql;
 mod sqlite;
 pub mod tokens;
 
@@ -20,6 +22,7 @@ use serde::Serialize;
 
 pub use ingest_keys::{IngestKey, IngestKeys, KeyedIngest};
 pub use postgres::PostgresJobStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteJobStore;
 pub use tokens::{AuditRecord, NewToken, PendingAudit, Revoked, Scope, TokenInfo, TokenStore};
 
@@ -133,8 +136,6 @@ pub struct Job {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub expires_at: Option<i64>,
-    /// Rows received after this Unix second are not exported (the ingest watermark).
-    pub watermark: i64,
     pub attempts: u32,
     pub max_attempts: u32,
     pub progress: Progress,
@@ -176,7 +177,7 @@ pub struct NewJob {
     /// The app the export reads (`None`: every app), so quotas can count per app.
     pub app_id: Option<u64>,
     /// Requests with the same fingerprint share one result (AppMetrica's "identical
-    /// request"): see [`JobStore::find_by_fingerprint`].
+    /// request"): see [`CompatJobs::find_by_fingerprint`].
     pub fingerprint: Option<String>,
 }
 
@@ -352,7 +353,14 @@ pub trait JobStore: Send + Sync + 'static {
     /// How many jobs of every tenant are in each state (for metrics); states
     /// without jobs are absent.
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, QueueError>;
+}
 
+/// What only the compatibility protocols (AppMetrica, Metrica) ask of the job store:
+/// identical requests by fingerprint, per-app counts and the integer numbers
+/// Metrica-style clients address requests by. Every backend passes the same
+/// conformance suite.
+#[async_trait]
+pub trait CompatJobs: Send + Sync + 'static {
     /// The tenant's newest job created with this fingerprint.
     async fn find_by_fingerprint(
         &self,
@@ -398,31 +406,23 @@ pub struct ClaimOptions {
     pub max_running_per_tenant: u32,
 }
 
-/// Opens the job store a URL names: `sqlite://PATH` (created when missing) or
-/// `postgres://…` (the database must exist; tables are created).
-pub async fn open(url: &str) -> Result<Arc<dyn JobStore>, QueueError> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(Arc::new(SqliteJobStore::open(path).await?));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(PostgresJobStore::open(url).await?));
-    }
-    Err(QueueError::BadUrl(redact_urls(url)))
-}
-
-/// One job-store database in its three roles.
+/// One job-store database in its four roles.
 pub struct Stores {
     pub jobs: Arc<dyn JobStore>,
+    pub compat: Arc<dyn CompatJobs>,
     pub tokens: Arc<dyn TokenStore>,
     pub ingest_keys: Arc<dyn IngestKeys>,
 }
 
-/// Opens the store a URL names once, in every role (one database, one pool).
+/// Opens the store a URL names once, in every role (one database, one pool):
+/// `sqlite://PATH` (created when missing) or `postgres://…` (the database must exist;
+/// tables are created).
 pub async fn open_stores(url: &str) -> Result<Stores, QueueError> {
-    fn all<T: JobStore + TokenStore + IngestKeys>(store: T) -> Stores {
+    fn all<T: JobStore + CompatJobs + TokenStore + IngestKeys>(store: T) -> Stores {
         let store = Arc::new(store);
         Stores {
             jobs: store.clone(),
+            compat: store.clone(),
             tokens: store.clone(),
             ingest_keys: store,
         }

@@ -14,12 +14,11 @@
 //! (claim under a lease, insert, acknowledge: at least once, each row with a stable
 //! `event_id`).
 
-mod postgres;
-mod sqlite;
-
 use async_trait::async_trait;
 use serde::Serialize;
+use sqlx::Executor;
 
+use crate::sql::{query, Args, Columns, Dialect, Query, SqlStore};
 use crate::QueueError;
 
 /// What a token may do.
@@ -248,17 +247,17 @@ pub trait TokenStore: Send + Sync + 'static {
 }
 
 /// A stored outbox row's text as JSON, or why it is not.
-pub(crate) fn audit_row(text: &str) -> Result<serde_json::Value, String> {
+fn audit_row(text: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(text).map_err(|e| format!("the stored activity row is not JSON: {e}"))
 }
 
 /// `1,2,3` ⇄ app ids.
-pub(crate) fn apps_to_text(apps: &Option<Vec<u64>>) -> Option<String> {
+fn apps_to_text(apps: &Option<Vec<u64>>) -> Option<String> {
     apps.as_ref()
         .map(|a| a.iter().map(u64::to_string).collect::<Vec<_>>().join(","))
 }
 
-pub(crate) fn apps_from_text(text: Option<String>) -> Result<Option<Vec<u64>>, QueueError> {
+fn apps_from_text(text: Option<String>) -> Result<Option<Vec<u64>>, QueueError> {
     text.map(|t| {
         t.split(',')
             .filter(|s| !s.is_empty())
@@ -271,8 +270,201 @@ pub(crate) fn apps_from_text(text: Option<String>) -> Result<Option<Vec<u64>>, Q
     .transpose()
 }
 
-pub(crate) fn scopes_from_text(text: &str) -> Result<Vec<Scope>, QueueError> {
-    Scope::parse_list(text).map_err(|e| QueueError::Backend(format!("stored scopes: {e}")))
+fn token_from_row<DB: Dialect>(r: &DB::Row) -> Result<TokenInfo, QueueError> {
+    let scopes: String = r.col("scopes")?;
+    Ok(TokenInfo {
+        id: r.col("id")?,
+        tenant: r.col("tenant")?,
+        name: r.col("name")?,
+        scopes: Scope::parse_list(&scopes)
+            .map_err(|e| QueueError::Backend(format!("stored scopes: {e}")))?,
+        apps: apps_from_text(r.col("apps")?)?,
+        created_at: r.col("created_at")?,
+        expires_at: r.col("expires_at")?,
+        revoked_at: r.col("revoked_at")?,
+    })
+}
+
+const COLUMNS: &str = "id, tenant, name, scopes, apps, created_at, expires_at, revoked_at";
+
+/// Records a change's activity row (in the change's transaction).
+fn record_audit<DB: Dialect>(audit: &AuditRecord, tenant: &str, now: i64) -> Query<DB> {
+    query("INSERT INTO activity_outbox (id, tenant, row, created_at) VALUES ($1, $2, $3, $4)")
+        .arg(audit.id.as_str())
+        .arg(tenant)
+        .arg(audit.row.to_string().as_str())
+        .arg(now)
+}
+
+#[async_trait]
+impl<DB> TokenStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    async fn create_token(
+        &self,
+        token: &NewToken,
+        audit: &AuditRecord,
+        now: i64,
+    ) -> Result<TokenInfo, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        query::<DB>(
+            "INSERT INTO tokens (id, digest, tenant, name, scopes, apps, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .arg(token.id.as_str())
+        .arg(token.digest.as_str())
+        .arg(token.tenant.as_str())
+        .arg(token.name.as_str())
+        .arg(Scope::join(&token.scopes).as_str())
+        .arg(apps_to_text(&token.apps))
+        .arg(now)
+        .arg(token.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        record_audit::<DB>(audit, &token.tenant, now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(TokenInfo {
+            id: token.id.clone(),
+            tenant: token.tenant.clone(),
+            name: token.name.clone(),
+            scopes: token.scopes.clone(),
+            apps: token.apps.clone(),
+            created_at: now,
+            expires_at: token.expires_at,
+            revoked_at: None,
+        })
+    }
+
+    async fn token_by_digest(&self, digest: &str) -> Result<Option<TokenInfo>, QueueError> {
+        let row = query::<DB>(format!("SELECT {COLUMNS} FROM tokens WHERE digest = $1"))
+            .arg(digest)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_from_row::<DB>).transpose()
+    }
+
+    async fn list_tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>, QueueError> {
+        let rows = query::<DB>(format!(
+            "SELECT {COLUMNS} FROM tokens WHERE ($1 IS NULL OR tenant = $1)
+             ORDER BY created_at, id"
+        ))
+        .arg(tenant.map(str::to_owned))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row::<DB>).collect()
+    }
+
+    async fn revoke_token(
+        &self,
+        id: &str,
+        audit: &AuditRecord,
+        now: i64,
+    ) -> Result<Revoked, QueueError> {
+        // The UPDATE comes first so that on SQLite the transaction takes the write lock
+        // at once.
+        let mut tx = self.pool.begin().await?;
+        let revoked = query::<DB>(
+            "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL
+             RETURNING tenant",
+        )
+        .arg(now)
+        .arg(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let tenant: Option<String> = revoked.map(|r| r.col("tenant")).transpose()?;
+        if let Some(tenant) = &tenant {
+            record_audit::<DB>(audit, tenant, now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let row = query::<DB>(format!("SELECT {COLUMNS} FROM tokens WHERE id = $1"))
+            .arg(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(
+            match (row.as_ref().map(token_from_row::<DB>).transpose()?, tenant) {
+                (None, _) => Revoked::NotFound,
+                (Some(t), Some(_)) => Revoked::Now(t),
+                (Some(t), None) => Revoked::Already(t),
+            },
+        )
+    }
+
+    async fn claim_audit(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Vec<PendingAudit>, QueueError> {
+        let rows = query::<DB>(format!(
+            "UPDATE activity_outbox SET lease_owner = $1, lease_until = $2
+             WHERE id IN (
+                 SELECT id FROM activity_outbox
+                 WHERE (lease_until IS NULL OR lease_until < $3) AND set_aside_at IS NULL
+                 ORDER BY created_at, id LIMIT $4 {})
+             RETURNING id, tenant, row, created_at",
+            DB::skip_locked("activity_outbox"),
+        ))
+        .arg(owner)
+        .arg(now + lease_ms)
+        .arg(now)
+        .arg(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                let row: String = r.col("row")?;
+                Ok(PendingAudit {
+                    id: r.col("id")?,
+                    tenant: r.col("tenant")?,
+                    row: audit_row(&row),
+                    created_at: r.col("created_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, QueueError>>()?;
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    async fn ack_audit(&self, owner: &str, ids: &[String]) -> Result<u64, QueueError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let q = query::<DB>(format!(
+            "DELETE FROM activity_outbox WHERE lease_owner = $1 AND {}",
+            DB::in_list("id", "$2")
+        ))
+        .arg(owner);
+        Ok(DB::rows_affected(
+            DB::bind_texts(q, ids).execute(&self.pool).await?,
+        ))
+    }
+
+    async fn set_aside_audit(
+        &self,
+        owner: &str,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, QueueError> {
+        let q = query::<DB>(
+            "UPDATE activity_outbox SET set_aside_at = $1, set_aside_reason = $2,
+                 lease_owner = NULL, lease_until = NULL
+             WHERE id = $3 AND lease_owner = $4",
+        )
+        .arg(now)
+        .arg(reason)
+        .arg(id)
+        .arg(owner);
+        self.changed_one(q).await
+    }
 }
 
 #[cfg(test)]

@@ -246,7 +246,7 @@ pub async fn export(
     let now = state.clock.now_ms();
 
     let found = state
-        .jobs
+        .compat_jobs
         .find_by_fingerprint(&tenant, &fingerprint)
         .await?;
     let cc = CacheControl::parse(&req);
@@ -271,7 +271,7 @@ pub async fn export(
             let job = found.map(|f| f.job).ok_or_else(|| {
                 TextError::from(ApiError::Internal("a failed job vanished".into()))
             })?;
-            state.jobs.mark_served(&tenant, &job.id, now).await?;
+            state.compat_jobs.mark_served(&tenant, &job.id, now).await?;
             let why = job
                 .error
                 .as_ref()
@@ -374,7 +374,7 @@ async fn serve(
     let resp = compat::stream_parts(&state.files, &parts, content_type).await?;
     // A HEAD carries no file: the file still waits for its GET.
     if !head {
-        state.jobs.mark_served(tenant, &job.id, now).await?;
+        state.compat_jobs.mark_served(tenant, &job.id, now).await?;
     }
     Ok(resp)
 }
@@ -395,7 +395,12 @@ async fn check_quotas(
             )));
         }
     }
-    if state.jobs.count_pending_for_app(tenant, app_id).await? >= MAX_PENDING_PER_APP {
+    if state
+        .compat_jobs
+        .count_pending_for_app(tenant, app_id)
+        .await?
+        >= MAX_PENDING_PER_APP
+    {
         return Err(TextError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -617,7 +622,6 @@ mod tests {
             started_at: None,
             finished_at,
             expires_at: None,
-            watermark: 0,
             attempts: 1,
             max_attempts: 5,
             progress: Progress::default(),

@@ -226,7 +226,7 @@ async fn quota_room(
     counter: u64,
     spec: &ExportSpec,
 ) -> Result<(u64, u64, u64), MetricaError> {
-    let prepared = state.jobs.prepared_bytes(tenant, counter).await?;
+    let prepared = state.compat_jobs.prepared_bytes(tenant, counter).await?;
     let (_, estimate) = service::estimate(state, tenant, spec).await?;
     Ok((
         prepared,
@@ -357,10 +357,11 @@ pub async fn create(
     }
     let created = service::submit(&state, &caller, &request, &spec, Dedup::default()).await?;
     let job_id = created.job().id.clone();
-    let number =
-        state.jobs.number(&tenant, &job_id).await?.ok_or_else(|| {
-            ApiError::Internal(format!("job {job_id} vanished before its number"))
-        })?;
+    let number = state
+        .compat_jobs
+        .number(&tenant, &job_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("job {job_id} vanished before its number")))?;
     tracing::info!(%tenant, job_id = %job_id, request_id = number, counter, "metrica log request numbered");
     let numbered = load(&state, &caller, counter, number).await?;
     Ok(HttpResponse::Ok().json(json!({ "log_request": log_request(&numbered, counter) })))
@@ -392,7 +393,7 @@ pub async fn list(
 ) -> Result<HttpResponse, MetricaError> {
     let (caller, counter, _) = caller(&req, &state).await?;
     let mut all = state
-        .jobs
+        .compat_jobs
         .list_numbered(&caller.tenant, Some(counter), LIST_LIMIT)
         .await?;
     all.retain(|n| caller.sees_job(&n.job));
@@ -409,7 +410,7 @@ async fn load(
     number: u64,
 ) -> Result<NumberedJob, MetricaError> {
     state
-        .jobs
+        .compat_jobs
         .numbered(&caller.tenant, number)
         .await?
         .filter(|n| n.job.request.app_id == Some(counter))
@@ -544,7 +545,7 @@ pub async fn clean(
             state.jobs.mark_expired(&job.id, now).await?;
             let removed = service::delete_files(&state, job).await?;
             state
-                .jobs
+                .compat_jobs
                 .mark_cleaned(tenant, numbered.number, now)
                 .await?;
             tracing::info!(%tenant, job_id = %job.id, request_id = numbered.number, files = removed, "metrica log request cleaned");
@@ -679,7 +680,6 @@ mod tests {
                 started_at: None,
                 finished_at: None,
                 expires_at: None,
-                watermark: 0,
                 attempts,
                 max_attempts: 5,
                 progress: Progress::default(),
