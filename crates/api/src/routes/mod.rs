@@ -206,18 +206,18 @@ fn method_not_allowed(req: HttpRequest, allow: &'static str) -> Result<HttpRespo
     })
 }
 
-/// Whether `If-None-Match` names `etag` (or is `*`), by the weak comparison of RFC 9110
-/// §13.1.2: `W/"x"` matches a strong `"x"`.
+/// Whether `If-None-Match` names `etag` (a quoted entity tag) or is `*`, by the weak
+/// comparison of RFC 9110 §13.1.2: `W/"x"` matches a strong `"x"`.
 pub(crate) fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
-    req.headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',').map(str::trim).any(|t| {
-                let t = t.strip_prefix("W/").unwrap_or(t);
-                t == etag || t == "*"
-            })
-        })
+    use header::{EntityTag, Header, IfNoneMatch};
+    let Ok(ours) = etag.parse::<EntityTag>() else {
+        return false;
+    };
+    match IfNoneMatch::parse(req) {
+        Ok(IfNoneMatch::Any) => true,
+        Ok(IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&ours)),
+        Err(_) => false,
+    }
 }
 
 /// Longest accepted `Idempotency-Key`.
@@ -596,4 +596,54 @@ fn zstd_is_complete(raw: &[u8]) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::appmetrica::CacheControl;
+    use super::if_none_match;
+
+    #[test]
+    fn if_none_match_compares_weakly_and_takes_lists_and_any() {
+        let etag = "\"abc\"";
+        for (sent, fresh) in [
+            ("\"abc\"", true),
+            ("W/\"abc\"", true),
+            ("\"x\", \"abc\"", true),
+            ("*", true),
+            ("\"stale\"", false),
+            ("abc", false),
+        ] {
+            let req = TestRequest::default()
+                .insert_header(("if-none-match", sent))
+                .to_http_request();
+            assert_eq!(if_none_match(&req, etag), fresh, "{sent}");
+        }
+        assert!(!if_none_match(
+            &TestRequest::default().to_http_request(),
+            etag
+        ));
+    }
+
+    #[test]
+    fn cache_control_reads_no_cache_and_the_smallest_max_age() {
+        let cc = |values: &[&str]| {
+            let mut req = TestRequest::default();
+            for v in values {
+                req = req.append_header(("cache-control", *v));
+            }
+            CacheControl::parse(&req.to_http_request())
+        };
+        let age = |no_cache, max_age| CacheControl { no_cache, max_age };
+        assert_eq!(cc(&[]), age(false, None));
+        assert_eq!(cc(&["no-cache"]), age(true, None));
+        assert_eq!(cc(&["no-store"]), age(true, None));
+        assert_eq!(cc(&["No-Cache"]), age(true, None));
+        assert_eq!(cc(&["max-age=60"]), age(false, Some(60)));
+        assert_eq!(cc(&["max-age=\"60\", max-age=5"]), age(false, Some(5)));
+        assert_eq!(cc(&["Max-Age = 7", "private"]), age(false, Some(7)));
+        assert_eq!(cc(&["max-age=soon"]), age(false, None));
+    }
 }
