@@ -19,119 +19,147 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 
+/// The paths that handlers' `#[utoipa::path(path = …)]` declare (through the
+/// `__path_*` types utoipa generates beside each handler): each path is written once,
+/// there, and both the router and /openapi.json read it.
+macro_rules! documented {
+    ($($module:ident :: $doc:ident),+ $(,)?) => {
+        &[$(<$module::$doc as utoipa::Path>::path()),+]
+    };
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Every resource answers other methods with a 405 that lists the allowed ones; GET
     // routes answer HEAD too.
-    let resource = |path: &str, allow: &'static str| {
+    let resource = |paths: &[String], allow: &'static str| {
+        let path = paths.first().map_or("", String::as_str);
+        assert!(
+            paths.iter().all(|p| p == path),
+            "the handlers of one resource declare different paths: {paths:?}"
+        );
         web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
             method_not_allowed(req, allow)
         }))
     };
     // The web UI (ui.rs): the page and its assets need no token; the API they call does.
     cfg.service(
-        resource("/", "GET, HEAD")
+        resource(documented!(docs::__path_ui_index_doc), "GET, HEAD")
             .route(web::get().to(crate::ui::index))
             .route(web::head().to(crate::ui::index)),
     )
     .service(
-        resource("/ui/{file}", "GET, HEAD")
+        resource(documented!(docs::__path_ui_asset_doc), "GET, HEAD")
             .route(web::get().to(crate::ui::asset))
             .route(web::head().to(crate::ui::asset)),
     );
     cfg.service(
-        resource("/healthz", "GET, HEAD")
+        resource(documented!(health::__path_healthz), "GET, HEAD")
             .route(web::get().to(health::healthz))
             .route(web::head().to(health::healthz)),
     )
     .service(
-        resource("/readyz", "GET, HEAD")
+        resource(documented!(health::__path_readyz), "GET, HEAD")
             .route(web::get().to(health::readyz))
             .route(web::head().to(health::readyz)),
     )
     .service(
-        resource("/metrics", "GET, HEAD")
+        resource(documented!(docs::__path_metrics_doc), "GET, HEAD")
             .route(web::get().to(health::metrics))
             .route(web::head().to(health::metrics)),
     )
     .service(
-        resource("/openapi.json", "GET, HEAD")
+        resource(documented!(docs::__path_openapi_json), "GET, HEAD")
             .route(web::get().to(docs::openapi_json))
             .route(web::head().to(docs::openapi_json)),
     )
     .service(
-        resource("/docs", "GET, HEAD")
+        resource(documented!(docs::__path_docs_page), "GET, HEAD")
             .route(web::get().to(docs::docs_page))
             .route(web::head().to(docs::docs_page)),
     )
     .service(
-        resource("/v1/slices", "GET, HEAD")
+        resource(documented!(slices::__path_list), "GET, HEAD")
             .route(web::get().to(slices::list))
             .route(web::head().to(slices::list)),
     )
     .service(
-        resource("/v1/slices/{slice}", "GET, HEAD")
+        resource(documented!(slices::__path_get), "GET, HEAD")
             .route(web::get().to(slices::get))
             .route(web::head().to(slices::get)),
     )
-    .service(resource("/v1/ingest/{slice}", "POST").route(web::post().to(
-        |req: HttpRequest, caller: Caller, state: web::Data<AppState>, body: web::Payload| {
-            to_the_end(ingest::ingest(req, caller, state, body))
-        },
-    )))
     .service(
-        resource("/v1/exports", "GET, HEAD, POST")
-            .route(web::post().to(exports::create))
-            .route(web::get().to(exports::list))
-            .route(web::head().to(exports::list)),
+        resource(documented!(ingest::__path_ingest), "POST").route(web::post().to(
+            |req: HttpRequest, caller: Caller, state: web::Data<AppState>, body: web::Payload| {
+                to_the_end(ingest::ingest(req, caller, state, body))
+            },
+        )),
     )
-    .service(resource("/v1/exports/evaluate", "POST").route(web::post().to(exports::evaluate)))
     .service(
-        resource("/v1/exports/{id}", "GET, HEAD, DELETE")
-            .route(web::get().to(exports::get))
-            .route(web::head().to(exports::get))
-            .route(web::delete().to(
-                |req: HttpRequest, caller: Caller, state: web::Data<AppState>| {
-                    to_the_end(exports::delete(req, caller, state))
-                },
-            )),
+        resource(
+            documented!(exports::__path_create, exports::__path_list),
+            "GET, HEAD, POST",
+        )
+        .route(web::post().to(exports::create))
+        .route(web::get().to(exports::list))
+        .route(web::head().to(exports::list)),
     )
-    .service(resource("/v1/exports/{id}/cancel", "POST").route(web::post().to(exports::cancel)))
     .service(
-        resource("/v1/exports/{id}/manifest", "GET, HEAD")
+        resource(documented!(exports::__path_evaluate), "POST")
+            .route(web::post().to(exports::evaluate)),
+    )
+    .service(
+        resource(
+            documented!(exports::__path_get, exports::__path_delete),
+            "GET, HEAD, DELETE",
+        )
+        .route(web::get().to(exports::get))
+        .route(web::head().to(exports::get))
+        .route(web::delete().to(
+            |req: HttpRequest, caller: Caller, state: web::Data<AppState>| {
+                to_the_end(exports::delete(req, caller, state))
+            },
+        )),
+    )
+    .service(
+        resource(documented!(exports::__path_cancel), "POST")
+            .route(web::post().to(exports::cancel)),
+    )
+    .service(
+        resource(documented!(exports::__path_manifest), "GET, HEAD")
             .route(web::get().to(exports::manifest))
             .route(web::head().to(exports::manifest)),
     )
     .service(
-        resource("/v1/exports/{id}/parts/{n}", "GET, HEAD")
+        resource(documented!(exports::__path_part), "GET, HEAD")
             .route(web::get().to(exports::part))
             .route(web::head().to(exports::part)),
     )
-    .service(resource("/v1/logs/{slice}/preview", "POST").route(web::post().to(exports::preview)));
+    .service(
+        resource(documented!(exports::__path_preview), "POST")
+            .route(web::post().to(exports::preview)),
+    );
     // The public Logs API protocols (routes/appmetrica.rs, routes/metrica.rs); bodies
     // are gzip-compressed when the client accepts it.
     let compress = actix_web::middleware::Compress::default;
     cfg.service(
-        resource("/logs/v1/export/{file}", "GET, HEAD")
+        resource(documented!(appmetrica::__path_export), "GET, HEAD")
             .route(web::get().to(appmetrica::export))
             .route(web::head().to(appmetrica::export))
             .wrap(compress()),
     )
     .service(
-        resource("/management/v1/logsapi/status", "GET, HEAD")
+        resource(documented!(appmetrica::__path_status), "GET, HEAD")
             .route(web::get().to(appmetrica::status))
             .route(web::head().to(appmetrica::status)),
     )
     .service(
-        resource(
-            "/management/v1/counter/{counter_id}/logrequests/evaluate",
-            "GET, HEAD",
-        )
-        .route(web::get().to(metrica::evaluate))
-        .route(web::head().to(metrica::evaluate)),
+        resource(documented!(metrica::__path_evaluate), "GET, HEAD")
+            .route(web::get().to(metrica::evaluate))
+            .route(web::head().to(metrica::evaluate)),
     )
     .service(
         resource(
-            "/management/v1/counter/{counter_id}/logrequests",
+            documented!(metrica::__path_create, metrica::__path_list),
             "GET, HEAD, POST",
         )
         .route(web::post().to(metrica::create))
@@ -139,37 +167,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(web::head().to(metrica::list)),
     )
     .service(
-        resource(
-            "/management/v1/counter/{counter_id}/logrequest/{request_id}",
-            "GET, HEAD",
-        )
-        .route(web::get().to(metrica::info))
-        .route(web::head().to(metrica::info)),
+        resource(documented!(metrica::__path_info), "GET, HEAD")
+            .route(web::get().to(metrica::info))
+            .route(web::head().to(metrica::info)),
     )
     .service(
-        resource(
-            "/management/v1/counter/{counter_id}/logrequest/{request_id}/part/{part_number}/download",
-            "GET, HEAD",
-        )
-        .route(web::get().to(metrica::download))
-        .route(web::head().to(metrica::download))
-        .wrap(compress()),
+        resource(documented!(metrica::__path_download), "GET, HEAD")
+            .route(web::get().to(metrica::download))
+            .route(web::head().to(metrica::download))
+            .wrap(compress()),
     )
-    .service(
-        resource(
-            "/management/v1/counter/{counter_id}/logrequest/{request_id}/clean",
-            "POST",
-        )
-        .route(web::post().to(|req: HttpRequest, state: web::Data<AppState>| {
+    .service(resource(documented!(metrica::__path_clean), "POST").route(
+        web::post().to(|req: HttpRequest, state: web::Data<AppState>| {
             to_the_end(metrica::clean(req, state))
-        })),
-    )
+        }),
+    ))
     .service(
-        resource(
-            "/management/v1/counter/{counter_id}/logrequest/{request_id}/cancel",
-            "POST",
-        )
-        .route(web::post().to(metrica::cancel)),
+        resource(documented!(metrica::__path_cancel), "POST")
+            .route(web::post().to(metrica::cancel)),
     );
 }
 
