@@ -8,7 +8,7 @@ use anyhow::Context;
 use logport_api::{ApiLimits, AppState, Downloads, Quotas, Tokens};
 use logport_catalog::{Catalog, SpecLimits};
 use logport_export::{Exporter, Files, WorkerConfig, Workers};
-use logport_queue::{Clock, SystemClock};
+use logport_queue::{Clock, IngestKeys, SystemClock, TokenStore};
 use logport_store::{
     ClusterConfig, Inserter, InserterConfig, RetentionPolicy, RetentionReport, Store, StoreConfig,
 };
@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{Config, Settings};
 
 pub fn load_catalog(settings: &Settings) -> anyhow::Result<Catalog> {
     let catalog = match &settings.raw.schema_dir {
@@ -250,215 +250,45 @@ pub fn print_catalog(settings: &Settings) -> anyhow::Result<()> {
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let raw = settings.raw.clone();
+    let raw = &settings.raw;
     let metrics = install_metrics()?;
-    let catalog = Arc::new(load_catalog(&settings)?);
-    let store = connect(&settings, &catalog).await?;
-    run_migrations(&store, &catalog).await?;
-    let logport_queue::Stores {
-        jobs,
-        tokens: token_store,
-        ingest_keys,
-    } = logport_queue::open_stores(&raw.job_store_url)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the job store {}",
-                logport_queue::redact_urls(&raw.job_store_url)
-            )
-        })?;
-    let files = Files::from_url(&settings.object_store_url)
-        .with_context(|| format!("cannot open the object store {}", settings.object_store_url))?;
-    let tokens = match &raw.static_tokens {
-        Some(spec) => Tokens::parse_static(spec).map_err(anyhow::Error::msg)?,
-        None => Tokens::default(),
-    }
-    .with_store(Arc::clone(&token_store))
-    .with_rate_limit(logport_api::RateLimit {
-        per_second: raw.rate_limit_per_second,
-        burst: raw.rate_limit_burst,
-    })
-    .with_failure_limit(logport_api::RateLimit {
-        per_second: f64::from(raw.auth_failures_per_minute) / 60.0,
-        burst: raw.auth_failure_burst,
-    });
-    let spec_limits = SpecLimits { parquet: true };
-
+    let backends = open_backends(&settings).await?;
+    let tokens = tokens(raw, Arc::clone(&backends.stores.tokens))?;
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
-    let exporter = Arc::new(Exporter {
-        store: store.clone(),
-        files: files.clone(),
-        catalog: Arc::clone(&catalog),
-        limits: spec_limits,
-        parallelism: raw.export_parallelism,
-        parallel_min_rows: raw.export_parallel_min_rows,
-        max_parts: raw.export_max_parts,
-    });
-    let owner = format!(
-        "logport-{}-{}",
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let workers = Workers::spawn(
-        Arc::clone(&jobs),
-        exporter,
+    let workers = spawn_workers(
+        &settings,
+        &backends,
         Arc::clone(&clock),
-        WorkerConfig {
-            workers: raw.workers,
-            lease: settings.lease,
-            heartbeat: settings.heartbeat,
-            poll: Duration::from_millis(500),
-            ttl: settings.export_ttl,
-            backoff_base: settings.retry_backoff,
-            backoff_max: settings.retry_backoff_max,
-            max_running_per_tenant: raw.max_running_per_tenant,
-            grace: settings.shutdown_grace,
-            janitor_every: settings.janitor_interval,
-            orphan_sweep_every: settings.orphan_sweep_interval,
-            owner,
-        },
         Arc::clone(&wake),
         shutdown.clone(),
     );
-
     let retention = tokio::spawn(retention_schedule(
-        store.clone(),
-        Arc::clone(&catalog),
+        backends.store.clone(),
+        Arc::clone(&backends.catalog),
         settings.retention_interval,
         shutdown.clone(),
     ));
-    // Answers kept for Idempotency-Key retries are forgotten once they expire.
-    let purge_keys = {
-        let (keys, clock, shutdown) = (
-            Arc::clone(&ingest_keys),
-            Arc::clone(&clock),
-            shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-                }
-                match keys.purge_ingest_keys(clock.now_ms()).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(keys = n, "expired ingest keys purged"),
-                    Err(e) => tracing::warn!(error = %e, "cannot purge expired ingest keys"),
-                }
-            }
-        })
-    };
-    // Histograms are kept in buckets that need draining now and then.
-    let upkeep = {
-        let metrics = metrics.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => metrics.run_upkeep(),
-                }
-            }
-        })
-    };
-
-    let inserter = Inserter::new(
-        store.clone(),
-        InserterConfig {
-            max_wait: settings.ingest_batch_wait,
-            ..InserterConfig::default()
-        },
+    let purge_keys = spawn_key_purge(
+        Arc::clone(&backends.stores.ingest_keys),
+        Arc::clone(&clock),
+        shutdown.clone(),
     );
-    let state = web::Data::new(AppState {
-        inserter,
-        ingest_budget: Arc::new(logport_api::admission::IngestBudget::new(
-            raw.ingest_max_inflight_bytes,
-            raw.ingest_tenant_share,
-        )),
-        ingest_keys: Arc::clone(&ingest_keys),
-        ingest_key_ttl: settings.ingest_key_ttl,
-        catalog,
-        store,
-        jobs,
-        files,
-        tokens,
-        limits: ApiLimits {
-            ingest_max_bytes: raw.ingest_max_bytes,
-            ingest_max_line_bytes: raw.ingest_max_line_bytes,
-            ingest_max_rows: raw.ingest_max_rows,
-            json_max_bytes: raw.json_max_bytes,
-            preview_timeout: settings.preview_timeout,
-            max_header_bytes: raw.max_header_bytes,
-            request_timeout: settings.request_timeout,
-            ingest_pace: logport_api::admission::BodyPace {
-                grace: settings.ingest_body_grace,
-                min_rate: raw.ingest_min_body_rate,
-            },
-            query_timeout: settings.query_timeout,
-            preview_max_bytes: raw.preview_max_bytes,
-            export_max_parts: raw.export_max_parts,
-        },
-        spec_limits,
-        quotas: Quotas {
-            max_queued_per_tenant: raw.max_queued_per_tenant,
-            max_range_days: raw.max_range_days,
-            max_rows_per_export: (raw.max_rows_per_export > 0).then_some(raw.max_rows_per_export),
-        },
-        downloads: Downloads {
-            presigned: raw.presigned_downloads,
-            presign_ttl: settings.presign_ttl,
-        },
-        max_attempts: raw.max_attempts,
-        compat: logport_api::CompatLimits {
-            max_response_bytes: raw.compat_max_response_bytes,
-            counter_quota_bytes: raw.compat_counter_quota_bytes,
-            part_max_bytes: raw.compat_part_max_bytes,
-        },
-        wake,
-        clock,
-        metrics: Some(logport_api::MetricsEndpoint {
-            render: Arc::new({
-                let metrics = metrics.clone();
-                move || metrics.render()
-            }),
-            token: raw.metrics_token.clone(),
-        }),
-        readiness: Default::default(),
-    });
+    let upkeep = spawn_metrics_upkeep(metrics.clone(), shutdown.clone());
+    let token_store = Arc::clone(&backends.stores.tokens);
+    let state = web::Data::new(app_state(
+        &settings, backends, tokens, wake, clock, &metrics,
+    ));
     // Activity rows recorded by `logport token …` wait in the job store until moved.
     logport_api::activity::spawn_outbox_mover(
         token_store,
         Arc::clone(&state.catalog),
         Arc::clone(&state.inserter),
         Arc::clone(&state.clock),
-        format!(
-            "outbox-{}-{}",
-            std::process::id(),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ),
+        format!("outbox-{}", instance_id()),
     );
-    let server = HttpServer::new(move || {
-        App::new()
-            .wrap(actix_web::middleware::from_fn(logport_api::limits::guard))
-            .app_data(state.clone())
-            .configure(logport_api::configure)
-            .default_service(web::to(logport_api::not_found))
-    })
-    .bind(&raw.listen)
-    .with_context(|| format!("cannot listen on {}", raw.listen))?
-    .disable_signals()
-    // Longer than common clients' pool idle timeouts, so a client never sends a
-    // request on a connection the server is closing.
-    .keep_alive(Duration::from_secs(120))
-    .client_request_timeout(settings.request_header_timeout)
-    // A client that closes its connection has given up on the answer: stop its
-    // handler (which kills the ClickHouse query it waits for) instead of finishing
-    // work nobody will read. HTTP/1 half-closing clients are not supported.
-    .h1_allow_half_closed(false)
-    .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
-    .run();
+    let server = http_server(&settings, state)?;
     tracing::info!(listen = %raw.listen, workers = raw.workers, "logport serving");
 
     // SIGTERM or Ctrl-C: stop accepting requests and claiming jobs at once; running
@@ -484,6 +314,252 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     tracing::info!("logport stopped");
     result.context("the HTTP server failed")
+}
+
+/// What `serve` reads and writes: the catalog, ClickHouse (migrated), the job store's
+/// roles and the object store.
+struct Backends {
+    catalog: Arc<Catalog>,
+    store: Store,
+    stores: logport_queue::Stores,
+    files: Files,
+}
+
+async fn open_backends(settings: &Settings) -> anyhow::Result<Backends> {
+    let raw = &settings.raw;
+    let catalog = Arc::new(load_catalog(settings)?);
+    let store = connect(settings, &catalog).await?;
+    run_migrations(&store, &catalog).await?;
+    let stores = logport_queue::open_stores(&raw.job_store_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the job store {}",
+                logport_queue::redact_urls(&raw.job_store_url)
+            )
+        })?;
+    let files = Files::from_url(&settings.object_store_url)
+        .with_context(|| format!("cannot open the object store {}", settings.object_store_url))?;
+    Ok(Backends {
+        catalog,
+        store,
+        stores,
+        files,
+    })
+}
+
+/// The static tokens and the token store, with the request and failure rate limits.
+fn tokens(raw: &Config, store: Arc<dyn TokenStore>) -> anyhow::Result<Tokens> {
+    Ok(match &raw.static_tokens {
+        Some(spec) => Tokens::parse_static(spec).map_err(anyhow::Error::msg)?,
+        None => Tokens::default(),
+    }
+    .with_store(store)
+    .with_rate_limit(logport_api::RateLimit {
+        per_second: raw.rate_limit_per_second,
+        burst: raw.rate_limit_burst,
+    })
+    .with_failure_limit(logport_api::RateLimit {
+        per_second: f64::from(raw.auth_failures_per_minute) / 60.0,
+        burst: raw.auth_failure_burst,
+    }))
+}
+
+/// This process among the replicas: its pid and a random suffix.
+fn instance_id() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+const SPEC_LIMITS: SpecLimits = SpecLimits { parquet: true };
+
+/// The export workers, claiming jobs from the queue until `shutdown`.
+fn spawn_workers(
+    settings: &Settings,
+    backends: &Backends,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> Workers {
+    let raw = &settings.raw;
+    let exporter = Arc::new(Exporter {
+        store: backends.store.clone(),
+        files: backends.files.clone(),
+        catalog: Arc::clone(&backends.catalog),
+        limits: SPEC_LIMITS,
+        parallelism: raw.export_parallelism,
+        parallel_min_rows: raw.export_parallel_min_rows,
+        max_parts: raw.export_max_parts,
+    });
+    Workers::spawn(
+        Arc::clone(&backends.stores.jobs),
+        exporter,
+        clock,
+        WorkerConfig {
+            workers: raw.workers,
+            lease: settings.lease,
+            heartbeat: settings.heartbeat,
+            poll: Duration::from_millis(500),
+            ttl: settings.export_ttl,
+            backoff_base: settings.retry_backoff,
+            backoff_max: settings.retry_backoff_max,
+            max_running_per_tenant: raw.max_running_per_tenant,
+            grace: settings.shutdown_grace,
+            janitor_every: settings.janitor_interval,
+            orphan_sweep_every: settings.orphan_sweep_interval,
+            owner: format!("logport-{}", instance_id()),
+        },
+        wake,
+        shutdown,
+    )
+}
+
+/// Answers kept for Idempotency-Key retries are forgotten once they expire.
+fn spawn_key_purge(
+    keys: Arc<dyn IngestKeys>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            }
+            match keys.purge_ingest_keys(clock.now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(keys = n, "expired ingest keys purged"),
+                Err(e) => tracing::warn!(error = %e, "cannot purge expired ingest keys"),
+            }
+        }
+    })
+}
+
+/// Histograms are kept in buckets that need draining now and then.
+fn spawn_metrics_upkeep(
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => metrics.run_upkeep(),
+            }
+        }
+    })
+}
+
+/// What every request handler shares.
+fn app_state(
+    settings: &Settings,
+    backends: Backends,
+    tokens: Tokens,
+    wake: Arc<Notify>,
+    clock: Arc<dyn Clock>,
+    metrics: &PrometheusHandle,
+) -> AppState {
+    let raw = &settings.raw;
+    let Backends {
+        catalog,
+        store,
+        stores,
+        files,
+    } = backends;
+    let inserter = Inserter::new(
+        store.clone(),
+        InserterConfig {
+            max_wait: settings.ingest_batch_wait,
+            ..InserterConfig::default()
+        },
+    );
+    AppState {
+        inserter,
+        ingest_budget: Arc::new(logport_api::admission::IngestBudget::new(
+            raw.ingest_max_inflight_bytes,
+            raw.ingest_tenant_share,
+        )),
+        ingest_keys: stores.ingest_keys,
+        ingest_key_ttl: settings.ingest_key_ttl,
+        catalog,
+        store,
+        jobs: stores.jobs,
+        files,
+        tokens,
+        limits: ApiLimits {
+            ingest_max_bytes: raw.ingest_max_bytes,
+            ingest_max_line_bytes: raw.ingest_max_line_bytes,
+            ingest_max_rows: raw.ingest_max_rows,
+            json_max_bytes: raw.json_max_bytes,
+            preview_timeout: settings.preview_timeout,
+            max_header_bytes: raw.max_header_bytes,
+            request_timeout: settings.request_timeout,
+            ingest_pace: logport_api::admission::BodyPace {
+                grace: settings.ingest_body_grace,
+                min_rate: raw.ingest_min_body_rate,
+            },
+            query_timeout: settings.query_timeout,
+            preview_max_bytes: raw.preview_max_bytes,
+            export_max_parts: raw.export_max_parts,
+        },
+        spec_limits: SPEC_LIMITS,
+        quotas: Quotas {
+            max_queued_per_tenant: raw.max_queued_per_tenant,
+            max_range_days: raw.max_range_days,
+            max_rows_per_export: (raw.max_rows_per_export > 0).then_some(raw.max_rows_per_export),
+        },
+        downloads: Downloads {
+            presigned: raw.presigned_downloads,
+            presign_ttl: settings.presign_ttl,
+        },
+        max_attempts: raw.max_attempts,
+        compat: logport_api::CompatLimits {
+            max_response_bytes: raw.compat_max_response_bytes,
+            counter_quota_bytes: raw.compat_counter_quota_bytes,
+            part_max_bytes: raw.compat_part_max_bytes,
+        },
+        wake,
+        clock,
+        metrics: Some(logport_api::MetricsEndpoint {
+            render: Arc::new({
+                let metrics = metrics.clone();
+                move || metrics.render()
+            }),
+            token: raw.metrics_token.clone(),
+        }),
+        readiness: Default::default(),
+    }
+}
+
+/// The HTTP server, bound and running (it answers once awaited).
+fn http_server(
+    settings: &Settings,
+    state: web::Data<AppState>,
+) -> anyhow::Result<actix_web::dev::Server> {
+    let raw = &settings.raw;
+    Ok(HttpServer::new(move || {
+        App::new()
+            .wrap(actix_web::middleware::from_fn(logport_api::limits::guard))
+            .app_data(state.clone())
+            .configure(logport_api::configure)
+            .default_service(web::to(logport_api::not_found))
+    })
+    .bind(&raw.listen)
+    .with_context(|| format!("cannot listen on {}", raw.listen))?
+    .disable_signals()
+    // Longer than common clients' pool idle timeouts, so a client never sends a
+    // request on a connection the server is closing.
+    .keep_alive(Duration::from_secs(120))
+    .client_request_timeout(settings.request_header_timeout)
+    // A client that closes its connection has given up on the answer: stop its
+    // handler (which kills the ClickHouse query it waits for) instead of finishing
+    // work nobody will read. HTTP/1 half-closing clients are not supported.
+    .h1_allow_half_closed(false)
+    .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
+    .run())
 }
 
 async fn wait_for_signal() {
