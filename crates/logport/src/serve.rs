@@ -417,19 +417,36 @@ fn spawn_workers(
     )
 }
 
+/// Runs `tick` every `period`, the first time one period from now, until `shutdown`.
+fn spawn_every<F, Fut>(
+    period: Duration,
+    shutdown: CancellationToken,
+    mut tick: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(period) => tick().await,
+            }
+        }
+    })
+}
+
 /// Answers kept for Idempotency-Key retries are forgotten once they expire.
 fn spawn_key_purge(
     keys: Arc<dyn IngestKeys>,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-            }
-            match keys.purge_ingest_keys(clock.now_ms()).await {
+    spawn_every(Duration::from_secs(60), shutdown, move || {
+        let (keys, now) = (Arc::clone(&keys), clock.now_ms());
+        async move {
+            match keys.purge_ingest_keys(now).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(keys = n, "expired ingest keys purged"),
                 Err(e) => tracing::warn!(error = %e, "cannot purge expired ingest keys"),
@@ -443,13 +460,9 @@ fn spawn_metrics_upkeep(
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(5)) => metrics.run_upkeep(),
-            }
-        }
+    spawn_every(Duration::from_secs(5), shutdown, move || {
+        metrics.run_upkeep();
+        std::future::ready(())
     })
 }
 
