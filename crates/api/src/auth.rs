@@ -258,7 +258,17 @@ struct Bucket {
     at: Instant,
 }
 
-/// One token bucket per API token.
+/// One token bucket per key (an API token's id, or a peer address for failed
+/// authentications).
+///
+/// Kept rather than the `governor` crate (issue 15 asked for a reason): the failure
+/// limiter must ask whether a peer's bucket has a request left *without taking one*
+/// (`check`, before a lookup; only a failed authentication is charged, by `take`), and
+/// governor's keyed limiter has no such peek — `check_key` and `check_key_n` consume
+/// when they conform. Its keyed state also grows with every key until the caller
+/// runs `retain_recent`, where this map is bounded by [`CACHE_MAX`] on its own (a
+/// flood of random tokens or addresses cannot grow it). Both needs would take as
+/// much code around governor as the bucket below is.
 #[derive(Default)]
 struct Limiter {
     limit: RateLimit,

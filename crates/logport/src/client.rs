@@ -429,17 +429,14 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<()> {
 }
 
 /// Percent-encodes a path segment or query value (slice names are identifiers, but a
-/// typo need not be).
+/// typo need not be): everything but RFC 3986's unreserved characters.
 fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, RESERVED).to_string()
 }
 
 /// Adds which `--filter` a `filters[i]…` problem is about.

@@ -147,7 +147,7 @@ fn main() -> std::process::ExitCode {
 
 fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
     let mut cfg = Config::from_file(cli.config.as_deref())?;
-    cfg.apply_env(|k| std::env::var(k).ok())?;
+    cfg.apply_env()?;
     if let Command::Serve {
         listen: Some(listen),
     } = &cli.command

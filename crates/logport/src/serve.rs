@@ -8,7 +8,7 @@ use anyhow::Context;
 use logport_api::{ApiLimits, AppState, Downloads, Quotas, Tokens};
 use logport_catalog::Catalog;
 use logport_export::{Exporter, Files, WorkerConfig, Workers};
-use logport_queue::{Clock, SystemClock};
+use logport_queue::{Clock, IngestKeys, SystemClock, TokenStore};
 use logport_store::{
     ClusterConfig, Inserter, InserterConfig, RetentionPolicy, RetentionReport, Store, StoreConfig,
 };
@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{Config, Settings};
 
 pub fn load_catalog(settings: &Settings) -> anyhow::Result<Catalog> {
     let catalog = match &settings.raw.schema_dir {
@@ -250,17 +250,87 @@ pub fn print_catalog(settings: &Settings) -> anyhow::Result<()> {
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let raw = settings.raw.clone();
+    let raw = &settings.raw;
     let metrics = install_metrics()?;
-    let catalog = Arc::new(load_catalog(&settings)?);
-    let store = connect(&settings, &catalog).await?;
+    let backends = open_backends(&settings).await?;
+    let tokens = tokens(raw, Arc::clone(&backends.stores.tokens))?;
+    let wake = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let workers = spawn_workers(
+        &settings,
+        &backends,
+        Arc::clone(&clock),
+        Arc::clone(&wake),
+        shutdown.clone(),
+    );
+    let retention = tokio::spawn(retention_schedule(
+        backends.store.clone(),
+        Arc::clone(&backends.catalog),
+        settings.retention_interval,
+        shutdown.clone(),
+    ));
+    let purge_keys = spawn_key_purge(
+        Arc::clone(&backends.stores.ingest_keys),
+        Arc::clone(&clock),
+        shutdown.clone(),
+    );
+    let upkeep = spawn_metrics_upkeep(metrics.clone(), shutdown.clone());
+    let token_store = Arc::clone(&backends.stores.tokens);
+    let state = web::Data::new(app_state(
+        &settings, backends, tokens, wake, clock, &metrics,
+    ));
+    // Activity rows recorded by `logport token …` wait in the job store until moved.
+    logport_api::activity::spawn_outbox_mover(
+        token_store,
+        Arc::clone(&state.catalog),
+        Arc::clone(&state.inserter),
+        Arc::clone(&state.clock),
+        format!("outbox-{}", instance_id()),
+    );
+    let server = http_server(&settings, state)?;
+    tracing::info!(listen = %raw.listen, workers = raw.workers, "logport serving");
+
+    // SIGTERM or Ctrl-C: stop accepting requests and claiming jobs at once; running
+    // exports get the grace period, then go back to the queue.
+    let handle = server.handle();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: no new requests or jobs; finishing running exports");
+        on_signal.cancel();
+        handle.stop(true).await;
+    });
+    let result = server.await;
+    shutdown.cancel();
+    let _ = upkeep.await;
+    let _ = purge_keys.await;
+    retention.abort();
+    let bound = settings.shutdown_grace + Duration::from_secs(10);
+    if tokio::time::timeout(bound, workers.join()).await.is_err() {
+        tracing::warn!(
+            "exports still running after the grace period; their leases will expire and they will be retried"
+        );
+    }
+    tracing::info!("logport stopped");
+    result.context("the HTTP server failed")
+}
+
+/// What `serve` reads and writes: the catalog, ClickHouse (migrated), the job store's
+/// roles and the object store.
+struct Backends {
+    catalog: Arc<Catalog>,
+    store: Store,
+    stores: logport_queue::Stores,
+    files: Files,
+}
+
+async fn open_backends(settings: &Settings) -> anyhow::Result<Backends> {
+    let raw = &settings.raw;
+    let catalog = Arc::new(load_catalog(settings)?);
+    let store = connect(settings, &catalog).await?;
     run_migrations(&store, &catalog).await?;
-    let logport_queue::Stores {
-        jobs,
-        compat: compat_jobs,
-        tokens: token_store,
-        ingest_keys,
-    } = logport_queue::open_stores(&raw.job_store_url)
+    let stores = logport_queue::open_stores(&raw.job_store_url)
         .await
         .with_context(|| {
             format!(
@@ -270,11 +340,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         })?;
     let files = Files::from_url(&settings.object_store_url)
         .with_context(|| format!("cannot open the object store {}", settings.object_store_url))?;
-    let tokens = match &raw.static_tokens {
+    Ok(Backends {
+        catalog,
+        store,
+        stores,
+        files,
+    })
+}
+
+/// The static tokens and the token store, with the request and failure rate limits.
+fn tokens(raw: &Config, store: Arc<dyn TokenStore>) -> anyhow::Result<Tokens> {
+    Ok(match &raw.static_tokens {
         Some(spec) => Tokens::parse_static(spec).map_err(anyhow::Error::msg)?,
         None => Tokens::default(),
     }
-    .with_store(Arc::clone(&token_store))
+    .with_store(store)
     .with_rate_limit(logport_api::RateLimit {
         per_second: raw.rate_limit_per_second,
         burst: raw.rate_limit_burst,
@@ -282,28 +362,39 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     .with_failure_limit(logport_api::RateLimit {
         per_second: f64::from(raw.auth_failures_per_minute) / 60.0,
         burst: raw.auth_failure_burst,
-    });
+    }))
+}
 
-    let wake = Arc::new(Notify::new());
-    let shutdown = CancellationToken::new();
+/// This process among the replicas: its pid and a random suffix.
+fn instance_id() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// The export workers, claiming jobs from the queue until `shutdown`.
+fn spawn_workers(
+    settings: &Settings,
+    backends: &Backends,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> Workers {
+    let raw = &settings.raw;
     let exporter = Arc::new(Exporter {
-        store: store.clone(),
-        files: files.clone(),
-        catalog: Arc::clone(&catalog),
+        store: backends.store.clone(),
+        files: backends.files.clone(),
+        catalog: Arc::clone(&backends.catalog),
         parallelism: raw.export_parallelism,
         parallel_min_rows: raw.export_parallel_min_rows,
         max_parts: raw.export_max_parts,
     });
-    let owner = format!(
-        "logport-{}-{}",
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let workers = Workers::spawn(
-        Arc::clone(&jobs),
+    Workers::spawn(
+        Arc::clone(&backends.stores.jobs),
         exporter,
-        Arc::clone(&clock),
+        clock,
         WorkerConfig {
             workers: raw.workers,
             lease: settings.lease,
@@ -316,53 +407,78 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             grace: settings.shutdown_grace,
             janitor_every: settings.janitor_interval,
             orphan_sweep_every: settings.orphan_sweep_interval,
-            owner,
+            owner: format!("logport-{}", instance_id()),
         },
-        Arc::clone(&wake),
-        shutdown.clone(),
-    );
+        wake,
+        shutdown,
+    )
+}
 
-    let retention = tokio::spawn(retention_schedule(
-        store.clone(),
-        Arc::clone(&catalog),
-        settings.retention_interval,
-        shutdown.clone(),
-    ));
-    // Answers kept for Idempotency-Key retries are forgotten once they expire.
-    let purge_keys = {
-        let (keys, clock, shutdown) = (
-            Arc::clone(&ingest_keys),
-            Arc::clone(&clock),
-            shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-                }
-                match keys.purge_ingest_keys(clock.now_ms()).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(keys = n, "expired ingest keys purged"),
-                    Err(e) => tracing::warn!(error = %e, "cannot purge expired ingest keys"),
-                }
+/// Runs `tick` every `period`, the first time one period from now, until `shutdown`.
+fn spawn_every<F, Fut>(
+    period: Duration,
+    shutdown: CancellationToken,
+    mut tick: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(period) => tick().await,
             }
-        })
-    };
-    // Histograms are kept in buckets that need draining now and then.
-    let upkeep = {
-        let metrics = metrics.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => metrics.run_upkeep(),
-                }
-            }
-        })
-    };
+        }
+    })
+}
 
+/// Answers kept for Idempotency-Key retries are forgotten once they expire.
+fn spawn_key_purge(
+    keys: Arc<dyn IngestKeys>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    spawn_every(Duration::from_secs(60), shutdown, move || {
+        let (keys, now) = (Arc::clone(&keys), clock.now_ms());
+        async move {
+            match keys.purge_ingest_keys(now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(keys = n, "expired ingest keys purged"),
+                Err(e) => tracing::warn!(error = %e, "cannot purge expired ingest keys"),
+            }
+        }
+    })
+}
+
+/// Histograms are kept in buckets that need draining now and then.
+fn spawn_metrics_upkeep(
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    spawn_every(Duration::from_secs(5), shutdown, move || {
+        metrics.run_upkeep();
+        std::future::ready(())
+    })
+}
+
+/// What every request handler shares.
+fn app_state(
+    settings: &Settings,
+    backends: Backends,
+    tokens: Tokens,
+    wake: Arc<Notify>,
+    clock: Arc<dyn Clock>,
+    metrics: &PrometheusHandle,
+) -> AppState {
+    let raw = &settings.raw;
+    let Backends {
+        catalog,
+        store,
+        stores,
+        files,
+    } = backends;
     let inserter = Inserter::new(
         store.clone(),
         InserterConfig {
@@ -370,18 +486,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             ..InserterConfig::default()
         },
     );
-    let state = web::Data::new(AppState {
+    AppState {
         inserter,
         ingest_budget: Arc::new(logport_api::admission::IngestBudget::new(
             raw.ingest_max_inflight_bytes,
             raw.ingest_tenant_share,
         )),
-        ingest_keys: Arc::clone(&ingest_keys),
+        ingest_keys: stores.ingest_keys,
         ingest_key_ttl: settings.ingest_key_ttl,
         catalog,
         store,
-        jobs,
-        compat_jobs,
+        jobs: stores.jobs,
+        compat_jobs: stores.compat,
         files,
         tokens,
         limits: ApiLimits {
@@ -425,20 +541,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             token: raw.metrics_token.clone(),
         }),
         readiness: Default::default(),
-    });
-    // Activity rows recorded by `logport token …` wait in the job store until moved.
-    logport_api::activity::spawn_outbox_mover(
-        token_store,
-        Arc::clone(&state.catalog),
-        Arc::clone(&state.inserter),
-        Arc::clone(&state.clock),
-        format!(
-            "outbox-{}-{}",
-            std::process::id(),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ),
-    );
-    let server = HttpServer::new(move || {
+    }
+}
+
+/// The HTTP server, bound and running (it answers once awaited).
+fn http_server(
+    settings: &Settings,
+    state: web::Data<AppState>,
+) -> anyhow::Result<actix_web::dev::Server> {
+    let raw = &settings.raw;
+    Ok(HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(logport_api::limits::guard))
             .app_data(state.clone())
@@ -457,32 +569,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // work nobody will read. HTTP/1 half-closing clients are not supported.
     .h1_allow_half_closed(false)
     .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
-    .run();
-    tracing::info!(listen = %raw.listen, workers = raw.workers, "logport serving");
-
-    // SIGTERM or Ctrl-C: stop accepting requests and claiming jobs at once; running
-    // exports get the grace period, then go back to the queue.
-    let handle = server.handle();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested: no new requests or jobs; finishing running exports");
-        on_signal.cancel();
-        handle.stop(true).await;
-    });
-    let result = server.await;
-    shutdown.cancel();
-    let _ = upkeep.await;
-    let _ = purge_keys.await;
-    retention.abort();
-    let bound = settings.shutdown_grace + Duration::from_secs(10);
-    if tokio::time::timeout(bound, workers.join()).await.is_err() {
-        tracing::warn!(
-            "exports still running after the grace period; their leases will expire and they will be retried"
-        );
-    }
-    tracing::info!("logport stopped");
-    result.context("the HTTP server failed")
+    .run())
 }
 
 async fn wait_for_signal() {

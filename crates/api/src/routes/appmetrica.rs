@@ -114,24 +114,32 @@ pub struct CacheControl {
 }
 
 impl CacheControl {
+    /// Read through actix-web's typed header. Its directive names are case-sensitive,
+    /// so `No-Cache` or `max-age = 5` (RFC 9111 §5.2 names are case-insensitive)
+    /// arrive as extensions and are read here; a `max-age` past `u32` (136 years) is
+    /// no number to it and counts as absent.
     pub fn parse(req: &HttpRequest) -> CacheControl {
+        use header::{CacheDirective, Header};
         let mut cc = CacheControl::default();
-        for value in req.headers().get_all(header::CACHE_CONTROL) {
-            let Ok(text) = value.to_str() else { continue };
-            for directive in text.split(',').map(str::trim) {
-                let (name, arg) = match directive.split_once('=') {
-                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                    None => (directive, None),
-                };
-                match name.to_ascii_lowercase().as_str() {
-                    "no-cache" | "no-store" => cc.no_cache = true,
-                    "max-age" => {
-                        if let Some(n) = arg.and_then(|a| a.parse().ok()) {
-                            cc.max_age = Some(cc.max_age.map_or(n, |m: u64| m.min(n)));
-                        }
+        let directives = header::CacheControl::parse(req).map_or_else(|_| Vec::new(), |h| h.0);
+        for directive in directives {
+            let (name, arg) = match directive {
+                CacheDirective::NoCache | CacheDirective::NoStore => ("no-cache".to_string(), None),
+                CacheDirective::MaxAge(n) => ("max-age".to_string(), Some(u64::from(n))),
+                CacheDirective::Extension(name, arg) => (
+                    name.trim().to_ascii_lowercase(),
+                    arg.and_then(|a| a.trim().trim_matches('"').parse().ok()),
+                ),
+                _ => continue,
+            };
+            match name.as_str() {
+                "no-cache" | "no-store" => cc.no_cache = true,
+                "max-age" => {
+                    if let Some(n) = arg {
+                        cc.max_age = Some(cc.max_age.map_or(n, |m: u64| m.min(n)));
                     }
-                    _ => {}
                 }
+                _ => {}
             }
         }
         cc

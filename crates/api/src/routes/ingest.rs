@@ -85,8 +85,65 @@ pub async fn ingest(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let (slice, skip_bad) = target(&req, &caller, &state)?;
+    let csv = is_csv(&req)?;
+    let key = idempotency_key(&req)?;
+
+    // Admission (crate::admission): the request is charged for the memory it holds as
+    // it comes to hold it; first for its parsing state, before its body is read.
+    let mut charge = state.ingest_budget.charge(&caller.tenant);
+    charge.grow(admission::REQUEST_BASE)?;
+    let wire = read_ingest_body(
+        &req,
+        payload,
+        state.limits.ingest_max_bytes,
+        &state.limits.ingest_pace,
+        &mut charge,
+    )
+    .await?;
+    let now_ms = state.clock.now_ms();
+    let parse = Parse {
+        slice: slice.clone(),
+        tenant: caller.tenant.clone(),
+        apps: caller.apps.clone(),
+        key: key.clone(),
+        csv,
+        skip_bad,
+        now_ms,
+    };
+    // `held`: the block stays charged until the request answers (it is held until
+    // ClickHouse committed it).
+    let (mut batch, held) = parse.run(wire, state.limits.clone(), charge).await?;
+    refuse_bad(&mut batch, skip_bad)?;
+
+    let ledger = match (key, batch.digest.take()) {
+        (Some(key), Some(digest)) => Some(IngestKey {
+            tenant: caller.tenant.clone(),
+            slice: slice.name.clone(),
+            key,
+            digest,
+        }),
+        _ => None,
+    };
+    if let Some(lk) = &ledger {
+        if let Some(answer) = claim_key(&state, lk, now_ms).await? {
+            tracing::info!(tenant = %caller.tenant, slice = %slice.name, "ingest request repeats a committed one; answered from the job store");
+            return Ok(HttpResponse::Ok().json(answer));
+        }
+    }
+
+    // Once here the request runs to its end even if its client goes away (the route
+    // is wrapped in `to_the_end`): the batch is committed and its answer recorded.
+    let answer = commit(&state, &caller, &slice, batch, ledger).await?;
+    drop(held);
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// The slice a request writes to (checked against the caller's scope and slices) and
+/// whether it skips bad records (`?on_error=skip`).
+fn target(req: &HttpRequest, caller: &Caller, state: &AppState) -> Result<(Slice, bool), ApiError> {
     caller.require(logport_queue::Scope::Ingest)?;
-    let name = param(&req, "slice");
+    let name = param(req, "slice");
     let slice = state
         .catalog
         .slice(name)
@@ -105,58 +162,62 @@ pub async fn ingest(
             ))
         }
     };
-    let csv = is_csv(&req)?;
-    let key = idempotency_key(&req)?;
+    Ok((slice, skip_bad))
+}
 
-    // Admission (crate::admission): the request is charged for the memory it holds as
-    // it comes to hold it; first for its parsing state, before its body is read.
-    let mut charge = state.ingest_budget.charge(&caller.tenant);
-    charge.grow(admission::REQUEST_BASE)?;
+/// What decoding and validating one request's body needs, moved to a blocking thread.
+struct Parse {
+    slice: Slice,
+    tenant: String,
+    apps: Option<Vec<u64>>,
+    key: Option<String>,
+    csv: bool,
+    skip_bad: bool,
+    now_ms: i64,
+}
 
-    let wire = read_ingest_body(
-        &req,
-        payload,
-        state.limits.ingest_max_bytes,
-        &state.limits.ingest_pace,
-        &mut charge,
-    )
-    .await?;
-    let now_ms = state.clock.now_ms();
-    let limits = state.limits.clone();
-    let tenant = caller.tenant.clone();
-    let seed = key
-        .as_ref()
-        .map(|k| format!("{tenant}\0{}\0{k}", slice.name));
-    let slice_for_parse = slice.clone();
-    let apps = caller.apps.clone();
-    let keyed = key.is_some();
-    // `held`: the block stays charged until the request answers (it is held until
-    // ClickHouse committed it).
-    let (mut batch, held) = web::block(move || {
-        let body = wire.decode(limits.ingest_max_bytes, &mut charge)?;
-        let block = IngestBlock::new(&slice_for_parse, &tenant, now_ms)?;
-        let ctx = block.context(seed.as_deref().map(str::as_bytes));
-        let mut enc = Encoded::new(block.received_time());
-        enc.allowed_apps = apps;
-        if keyed {
-            enc.digest = Some(body_digest(csv, skip_bad, &body));
-        }
-        let enc = (enc, block);
-        let encoded = if csv {
-            encode_csv(enc, &slice_for_parse, &body, &ctx, &limits, &mut charge)
-        } else {
-            encode_ndjson(enc, &slice_for_parse, &body, &ctx, &limits, &mut charge)
-        }?;
-        let text = body.capacity();
-        drop(body);
-        charge.shrink(text);
-        Ok::<_, ApiError>((encoded, charge))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("ingest worker: {e}")))??;
+impl Parse {
+    /// Decodes the body and validates every record into one block, on a blocking
+    /// thread; answers the batch and the charge that still holds its block.
+    async fn run(
+        self,
+        wire: super::WireBody,
+        limits: ApiLimits,
+        mut charge: Charge,
+    ) -> Result<(Encoded, Charge), ApiError> {
+        web::block(move || {
+            let body = wire.decode(limits.ingest_max_bytes, &mut charge)?;
+            let block = IngestBlock::new(&self.slice, &self.tenant, self.now_ms)?;
+            let seed = self
+                .key
+                .as_ref()
+                .map(|k| format!("{}\0{}\0{k}", self.tenant, self.slice.name));
+            let ctx = block.context(seed.as_deref().map(str::as_bytes));
+            let mut enc = Encoded::new(block.received_time());
+            enc.allowed_apps = self.apps;
+            if self.key.is_some() {
+                enc.digest = Some(body_digest(self.csv, self.skip_bad, &body));
+            }
+            let enc = (enc, block);
+            let encoded = if self.csv {
+                encode_csv(enc, &self.slice, &body, &ctx, &limits, &mut charge)
+            } else {
+                encode_ndjson(enc, &self.slice, &body, &ctx, &limits, &mut charge)
+            }?;
+            let text = body.capacity();
+            drop(body);
+            charge.shrink(text);
+            Ok::<_, ApiError>((encoded, charge))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("ingest worker: {e}")))?
+    }
+}
 
-    if !batch.errors.is_empty() && !skip_bad {
-        let first = &batch.errors[0];
+/// Strict mode's 422 for a batch with bad records, and the 422 for a body without
+/// events.
+fn refuse_bad(batch: &mut Encoded, skip_bad: bool) -> Result<(), ApiError> {
+    if let Some(first) = batch.errors.first().filter(|_| !skip_bad) {
         let more = batch.rejected.saturating_sub(1);
         return Err(ApiError::Invalid {
             field: first.field.clone(),
@@ -170,7 +231,7 @@ pub async fn ingest(
                     String::new()
                 }
             ),
-            errors: batch.errors,
+            errors: std::mem::take(&mut batch.errors),
         });
     }
     if batch.accepted == 0 && batch.errors.is_empty() {
@@ -182,43 +243,36 @@ pub async fn ingest(
             errors: Vec::new(),
         });
     }
+    Ok(())
+}
 
-    let ledger = match (key, batch.digest.take()) {
-        (Some(key), Some(digest)) => Some(IngestKey {
-            tenant: caller.tenant.clone(),
-            slice: slice.name.clone(),
-            key,
-            digest,
-        }),
-        _ => None,
-    };
-    if let Some(lk) = &ledger {
-        let expires = now_ms + state.ingest_key_ttl.as_millis() as i64;
-        match state.ingest_keys.begin_keyed_ingest(lk, now_ms, expires).await? {
-            KeyedIngest::Conflict => {
-                return Err(ApiError::Conflict(
-                    "this Idempotency-Key was used for a different body; send new events under a new key"
-                        .into(),
-                ))
-            }
-            KeyedIngest::Same {
-                answer: Some(answer),
-            } => {
-                let mut answer: serde_json::Value = serde_json::from_str(&answer)
-                    .map_err(|e| ApiError::Internal(format!("stored ingest answer: {e}")))?;
-                answer["duplicate"] = json!(true);
-                tracing::info!(tenant = %caller.tenant, slice = %slice.name, "ingest request repeats a committed one; answered from the job store");
-                return Ok(HttpResponse::Ok().json(answer));
-            }
-            KeyedIngest::New | KeyedIngest::Same { answer: None } => {}
+/// Claims a keyed request's `Idempotency-Key` in the job store: the answer of the
+/// committed request it repeats (marked `duplicate`), or `None` to go on and commit.
+async fn claim_key(
+    state: &AppState,
+    lk: &IngestKey,
+    now_ms: i64,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let expires = now_ms + state.ingest_key_ttl.as_millis() as i64;
+    match state
+        .ingest_keys
+        .begin_keyed_ingest(lk, now_ms, expires)
+        .await?
+    {
+        KeyedIngest::Conflict => Err(ApiError::Conflict(
+            "this Idempotency-Key was used for a different body; send new events under a new key"
+                .into(),
+        )),
+        KeyedIngest::Same {
+            answer: Some(answer),
+        } => {
+            let mut answer: serde_json::Value = serde_json::from_str(&answer)
+                .map_err(|e| ApiError::Internal(format!("stored ingest answer: {e}")))?;
+            answer["duplicate"] = json!(true);
+            Ok(Some(answer))
         }
+        KeyedIngest::New | KeyedIngest::Same { answer: None } => Ok(None),
     }
-
-    // Once here the request runs to its end even if its client goes away (the route
-    // is wrapped in `to_the_end`): the batch is committed and its answer recorded.
-    let answer = commit(&state, &caller, &slice, batch, ledger).await?;
-    drop(held);
-    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// Stores a validated batch, records the answer of a keyed request and the activity

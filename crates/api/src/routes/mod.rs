@@ -19,119 +19,147 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 
+/// The paths that handlers' `#[utoipa::path(path = …)]` declare (through the
+/// `__path_*` types utoipa generates beside each handler): each path is written once,
+/// there, and both the router and /openapi.json read it.
+macro_rules! documented {
+    ($($module:ident :: $doc:ident),+ $(,)?) => {
+        &[$(<$module::$doc as utoipa::Path>::path()),+]
+    };
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Every resource answers other methods with a 405 that lists the allowed ones; GET
     // routes answer HEAD too.
-    let resource = |path: &str, allow: &'static str| {
+    let resource = |paths: &[String], allow: &'static str| {
+        let path = paths.first().map_or("", String::as_str);
+        assert!(
+            paths.iter().all(|p| p == path),
+            "the handlers of one resource declare different paths: {paths:?}"
+        );
         web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
             method_not_allowed(req, allow)
         }))
     };
     // The web UI (ui.rs): the page and its assets need no token; the API they call does.
     cfg.service(
-        resource("/", "GET, HEAD")
+        resource(documented!(docs::__path_ui_index_doc), "GET, HEAD")
             .route(web::get().to(crate::ui::index))
             .route(web::head().to(crate::ui::index)),
     )
     .service(
-        resource("/ui/{file}", "GET, HEAD")
+        resource(documented!(docs::__path_ui_asset_doc), "GET, HEAD")
             .route(web::get().to(crate::ui::asset))
             .route(web::head().to(crate::ui::asset)),
     );
     cfg.service(
-        resource("/healthz", "GET, HEAD")
+        resource(documented!(health::__path_healthz), "GET, HEAD")
             .route(web::get().to(health::healthz))
             .route(web::head().to(health::healthz)),
     )
     .service(
-        resource("/readyz", "GET, HEAD")
+        resource(documented!(health::__path_readyz), "GET, HEAD")
             .route(web::get().to(health::readyz))
             .route(web::head().to(health::readyz)),
     )
     .service(
-        resource("/metrics", "GET, HEAD")
+        resource(documented!(docs::__path_metrics_doc), "GET, HEAD")
             .route(web::get().to(health::metrics))
             .route(web::head().to(health::metrics)),
     )
     .service(
-        resource("/openapi.json", "GET, HEAD")
+        resource(documented!(docs::__path_openapi_json), "GET, HEAD")
             .route(web::get().to(docs::openapi_json))
             .route(web::head().to(docs::openapi_json)),
     )
     .service(
-        resource("/docs", "GET, HEAD")
+        resource(documented!(docs::__path_docs_page), "GET, HEAD")
             .route(web::get().to(docs::docs_page))
             .route(web::head().to(docs::docs_page)),
     )
     .service(
-        resource("/v1/slices", "GET, HEAD")
+        resource(documented!(slices::__path_list), "GET, HEAD")
             .route(web::get().to(slices::list))
             .route(web::head().to(slices::list)),
     )
     .service(
-        resource("/v1/slices/{slice}", "GET, HEAD")
+        resource(documented!(slices::__path_get), "GET, HEAD")
             .route(web::get().to(slices::get))
             .route(web::head().to(slices::get)),
     )
-    .service(resource("/v1/ingest/{slice}", "POST").route(web::post().to(
-        |req: HttpRequest, caller: Caller, state: web::Data<AppState>, body: web::Payload| {
-            to_the_end(ingest::ingest(req, caller, state, body))
-        },
-    )))
     .service(
-        resource("/v1/exports", "GET, HEAD, POST")
-            .route(web::post().to(exports::create))
-            .route(web::get().to(exports::list))
-            .route(web::head().to(exports::list)),
+        resource(documented!(ingest::__path_ingest), "POST").route(web::post().to(
+            |req: HttpRequest, caller: Caller, state: web::Data<AppState>, body: web::Payload| {
+                to_the_end(ingest::ingest(req, caller, state, body))
+            },
+        )),
     )
-    .service(resource("/v1/exports/evaluate", "POST").route(web::post().to(exports::evaluate)))
     .service(
-        resource("/v1/exports/{id}", "GET, HEAD, DELETE")
-            .route(web::get().to(exports::get))
-            .route(web::head().to(exports::get))
-            .route(web::delete().to(
-                |req: HttpRequest, caller: Caller, state: web::Data<AppState>| {
-                    to_the_end(exports::delete(req, caller, state))
-                },
-            )),
+        resource(
+            documented!(exports::__path_create, exports::__path_list),
+            "GET, HEAD, POST",
+        )
+        .route(web::post().to(exports::create))
+        .route(web::get().to(exports::list))
+        .route(web::head().to(exports::list)),
     )
-    .service(resource("/v1/exports/{id}/cancel", "POST").route(web::post().to(exports::cancel)))
     .service(
-        resource("/v1/exports/{id}/manifest", "GET, HEAD")
+        resource(documented!(exports::__path_evaluate), "POST")
+            .route(web::post().to(exports::evaluate)),
+    )
+    .service(
+        resource(
+            documented!(exports::__path_get, exports::__path_delete),
+            "GET, HEAD, DELETE",
+        )
+        .route(web::get().to(exports::get))
+        .route(web::head().to(exports::get))
+        .route(web::delete().to(
+            |req: HttpRequest, caller: Caller, state: web::Data<AppState>| {
+                to_the_end(exports::delete(req, caller, state))
+            },
+        )),
+    )
+    .service(
+        resource(documented!(exports::__path_cancel), "POST")
+            .route(web::post().to(exports::cancel)),
+    )
+    .service(
+        resource(documented!(exports::__path_manifest), "GET, HEAD")
             .route(web::get().to(exports::manifest))
             .route(web::head().to(exports::manifest)),
     )
     .service(
-        resource("/v1/exports/{id}/parts/{n}", "GET, HEAD")
+        resource(documented!(exports::__path_part), "GET, HEAD")
             .route(web::get().to(exports::part))
             .route(web::head().to(exports::part)),
     )
-    .service(resource("/v1/logs/{slice}/preview", "POST").route(web::post().to(exports::preview)));
+    .service(
+        resource(documented!(exports::__path_preview), "POST")
+            .route(web::post().to(exports::preview)),
+    );
     // The public Logs API protocols (routes/appmetrica.rs, routes/metrica.rs); bodies
     // are gzip-compressed when the client accepts it.
     let compress = actix_web::middleware::Compress::default;
     cfg.service(
-        resource("/logs/v1/export/{file}", "GET, HEAD")
+        resource(documented!(appmetrica::__path_export), "GET, HEAD")
             .route(web::get().to(appmetrica::export))
             .route(web::head().to(appmetrica::export))
             .wrap(compress()),
     )
     .service(
-        resource("/management/v1/logsapi/status", "GET, HEAD")
+        resource(documented!(appmetrica::__path_status), "GET, HEAD")
             .route(web::get().to(appmetrica::status))
             .route(web::head().to(appmetrica::status)),
     )
     .service(
-        resource(
-            "/management/v1/counter/{counter_id}/logrequests/evaluate",
-            "GET, HEAD",
-        )
-        .route(web::get().to(metrica::evaluate))
-        .route(web::head().to(metrica::evaluate)),
+        resource(documented!(metrica::__path_evaluate), "GET, HEAD")
+            .route(web::get().to(metrica::evaluate))
+            .route(web::head().to(metrica::evaluate)),
     )
     .service(
         resource(
-            "/management/v1/counter/{counter_id}/logrequests",
+            documented!(metrica::__path_create, metrica::__path_list),
             "GET, HEAD, POST",
         )
         .route(web::post().to(metrica::create))
@@ -139,37 +167,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(web::head().to(metrica::list)),
     )
     .service(
-        resource(
-            "/management/v1/counter/{counter_id}/logrequest/{request_id}",
-            "GET, HEAD",
-        )
-        .route(web::get().to(metrica::info))
-        .route(web::head().to(metrica::info)),
+        resource(documented!(metrica::__path_info), "GET, HEAD")
+            .route(web::get().to(metrica::info))
+            .route(web::head().to(metrica::info)),
     )
     .service(
-        resource(
-            "/management/v1/counter/{counter_id}/logrequest/{request_id}/part/{part_number}/download",
-            "GET, HEAD",
-        )
-        .route(web::get().to(metrica::download))
-        .route(web::head().to(metrica::download))
-        .wrap(compress()),
+        resource(documented!(metrica::__path_download), "GET, HEAD")
+            .route(web::get().to(metrica::download))
+            .route(web::head().to(metrica::download))
+            .wrap(compress()),
     )
-    .service(
-        resource(
-            "/management/v1/counter/{counter_id}/logrequest/{request_id}/clean",
-            "POST",
-        )
-        .route(web::post().to(|req: HttpRequest, state: web::Data<AppState>| {
+    .service(resource(documented!(metrica::__path_clean), "POST").route(
+        web::post().to(|req: HttpRequest, state: web::Data<AppState>| {
             to_the_end(metrica::clean(req, state))
-        })),
-    )
+        }),
+    ))
     .service(
-        resource(
-            "/management/v1/counter/{counter_id}/logrequest/{request_id}/cancel",
-            "POST",
-        )
-        .route(web::post().to(metrica::cancel)),
+        resource(documented!(metrica::__path_cancel), "POST")
+            .route(web::post().to(metrica::cancel)),
     );
 }
 
@@ -206,18 +221,18 @@ fn method_not_allowed(req: HttpRequest, allow: &'static str) -> Result<HttpRespo
     })
 }
 
-/// Whether `If-None-Match` names `etag` (or is `*`), by the weak comparison of RFC 9110
-/// §13.1.2: `W/"x"` matches a strong `"x"`.
+/// Whether `If-None-Match` names `etag` (a quoted entity tag) or is `*`, by the weak
+/// comparison of RFC 9110 §13.1.2: `W/"x"` matches a strong `"x"`.
 pub(crate) fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
-    req.headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',').map(str::trim).any(|t| {
-                let t = t.strip_prefix("W/").unwrap_or(t);
-                t == etag || t == "*"
-            })
-        })
+    use header::{EntityTag, Header, IfNoneMatch};
+    let Ok(ours) = etag.parse::<EntityTag>() else {
+        return false;
+    };
+    match IfNoneMatch::parse(req) {
+        Ok(IfNoneMatch::Any) => true,
+        Ok(IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&ours)),
+        Err(_) => false,
+    }
 }
 
 /// Longest accepted `Idempotency-Key`.
@@ -596,4 +611,54 @@ fn zstd_is_complete(raw: &[u8]) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::appmetrica::CacheControl;
+    use super::if_none_match;
+
+    #[test]
+    fn if_none_match_compares_weakly_and_takes_lists_and_any() {
+        let etag = "\"abc\"";
+        for (sent, fresh) in [
+            ("\"abc\"", true),
+            ("W/\"abc\"", true),
+            ("\"x\", \"abc\"", true),
+            ("*", true),
+            ("\"stale\"", false),
+            ("abc", false),
+        ] {
+            let req = TestRequest::default()
+                .insert_header(("if-none-match", sent))
+                .to_http_request();
+            assert_eq!(if_none_match(&req, etag), fresh, "{sent}");
+        }
+        assert!(!if_none_match(
+            &TestRequest::default().to_http_request(),
+            etag
+        ));
+    }
+
+    #[test]
+    fn cache_control_reads_no_cache_and_the_smallest_max_age() {
+        let cc = |values: &[&str]| {
+            let mut req = TestRequest::default();
+            for v in values {
+                req = req.append_header(("cache-control", *v));
+            }
+            CacheControl::parse(&req.to_http_request())
+        };
+        let age = |no_cache, max_age| CacheControl { no_cache, max_age };
+        assert_eq!(cc(&[]), age(false, None));
+        assert_eq!(cc(&["no-cache"]), age(true, None));
+        assert_eq!(cc(&["no-store"]), age(true, None));
+        assert_eq!(cc(&["No-Cache"]), age(true, None));
+        assert_eq!(cc(&["max-age=60"]), age(false, Some(60)));
+        assert_eq!(cc(&["max-age=\"60\", max-age=5"]), age(false, Some(5)));
+        assert_eq!(cc(&["Max-Age = 7", "private"]), age(false, Some(7)));
+        assert_eq!(cc(&["max-age=soon"]), age(false, None));
+    }
 }
