@@ -1,4 +1,4 @@
-//! The public Logs API protocols (shared/logs-api/COMPAT.md), used the way an existing
+//! The public Logs API protocols (docs/logs-api-protocols.md), used the way an existing
 //! client uses them: plain HTTP requests, step by step, reading only what the protocol
 //! answers (status, headers, body). The `/v1` API is read only to count the jobs a
 //! protocol request made.
