@@ -255,106 +255,17 @@ fn parse_slice(file: &str, text: &str) -> Result<Slice, SchemaError> {
             .unwrap_or_else(|| "-".into());
         err(key, e.message().to_string())
     })?;
-
-    if !is_identifier(&raw.name) {
-        return Err(err(
-            "name".into(),
-            format!(
-                "`{}` must match [a-z][a-z0-9_]* (at most 64 characters)",
-                raw.name
-            ),
-        ));
-    }
-    let stem = Path::new(file).file_stem().and_then(|s| s.to_str());
-    if stem != Some(raw.name.as_str()) {
-        return Err(err(
-            "name".into(),
-            format!(
-                "slice `{}` must live in a file named {}.toml",
-                raw.name, raw.name
-            ),
-        ));
-    }
-    if raw.description.trim().is_empty() {
-        return Err(err("description".into(), "must not be empty".into()));
-    }
-    if !GROUPS.contains(&raw.group.as_str()) {
-        return Err(err(
-            "group".into(),
-            format!("`{}` is not one of {}", raw.group, GROUPS.join(", ")),
-        ));
-    }
-    if raw.retention_days == Some(0) {
-        return Err(err(
-            "retention_days".into(),
-            "must be at least 1 (leave it out to keep rows forever)".into(),
-        ));
-    }
+    check_header(file, &raw).map_err(|(key, m)| err(key, m))?;
 
     let event_time_description = raw
         .event_time_description
         .unwrap_or_else(|| "When the event happened (UTC).".into());
     let mut fields = common_fields(&event_time_description);
     for (i, f) in raw.fields.into_iter().enumerate() {
-        let key = |k: &str| format!("fields[{i}].{k}");
-        if !is_identifier(&f.name) {
-            return Err(err(
-                key("name"),
-                format!(
-                    "`{}` must match [a-z][a-z0-9_]* (at most 64 characters)",
-                    f.name
-                ),
-            ));
-        }
-        if COMMON_FIELDS.contains(&f.name.as_str()) {
-            return Err(err(
-                key("name"),
-                format!("`{}` is a common field the catalog adds itself", f.name),
-            ));
-        }
-        if fields.iter().any(|g: &Field| g.name == f.name) {
-            return Err(err(
-                key("name"),
-                format!("field `{}` is listed twice", f.name),
-            ));
-        }
-        let ty = ColumnType::parse(&f.ty).map_err(|m| err(key("type"), m))?;
-        if f.description.trim().is_empty() {
-            return Err(err(key("description"), "must not be empty".into()));
-        }
-        if f.required && ty.is_nullable() {
-            return Err(err(
-                key("required"),
-                "a Nullable field cannot be required".into(),
-            ));
-        }
-        fields.push(Field {
-            name: f.name,
-            ty,
-            description: f.description,
-            filterable: f.filterable,
-            default: f.default,
-            required: f.required,
-        });
+        let field = parse_field(f, &fields).map_err(|(k, m)| err(format!("fields[{i}].{k}"), m))?;
+        fields.push(field);
     }
-
-    for (i, k) in raw.sort_key.iter().enumerate() {
-        match fields.iter().find(|f| &f.name == k) {
-            None => {
-                return Err(err(
-                    format!("sort_key[{i}]"),
-                    format!("`{k}` is not a field of this slice"),
-                ))
-            }
-            Some(f) if f.ty.is_nullable() => {
-                return Err(err(
-                    format!("sort_key[{i}]"),
-                    format!("`{k}` is Nullable and cannot be in the sort key"),
-                ))
-            }
-            Some(_) => {}
-        }
-    }
+    check_sort_key(&raw.sort_key, &fields).map_err(|(key, m)| err(key, m))?;
 
     let index = fields
         .iter()
@@ -371,6 +282,103 @@ fn parse_slice(file: &str, text: &str) -> Result<Slice, SchemaError> {
         fields,
         index,
     })
+}
+
+/// A problem in a slice file: the key it is about and what is wrong.
+type Problem = (String, String);
+
+fn not_an_identifier(name: &str) -> String {
+    format!("`{name}` must match [a-z][a-z0-9_]* (at most 64 characters)")
+}
+
+/// The slice's own keys: name (and its file's name), description, group, retention.
+fn check_header(file: &str, raw: &SliceFile) -> Result<(), Problem> {
+    if !is_identifier(&raw.name) {
+        return Err(("name".into(), not_an_identifier(&raw.name)));
+    }
+    let stem = Path::new(file).file_stem().and_then(|s| s.to_str());
+    if stem != Some(raw.name.as_str()) {
+        return Err((
+            "name".into(),
+            format!(
+                "slice `{}` must live in a file named {}.toml",
+                raw.name, raw.name
+            ),
+        ));
+    }
+    if raw.description.trim().is_empty() {
+        return Err(("description".into(), "must not be empty".into()));
+    }
+    if !GROUPS.contains(&raw.group.as_str()) {
+        return Err((
+            "group".into(),
+            format!("`{}` is not one of {}", raw.group, GROUPS.join(", ")),
+        ));
+    }
+    if raw.retention_days == Some(0) {
+        return Err((
+            "retention_days".into(),
+            "must be at least 1 (leave it out to keep rows forever)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One `[[fields]]` entry, checked against the fields before it; the problem's key is
+/// relative to the entry (`name`, `type`, …).
+fn parse_field(f: FieldFile, before: &[Field]) -> Result<Field, Problem> {
+    if !is_identifier(&f.name) {
+        return Err(("name".into(), not_an_identifier(&f.name)));
+    }
+    if COMMON_FIELDS.contains(&f.name.as_str()) {
+        return Err((
+            "name".into(),
+            format!("`{}` is a common field the catalog adds itself", f.name),
+        ));
+    }
+    if before.iter().any(|g| g.name == f.name) {
+        return Err(("name".into(), format!("field `{}` is listed twice", f.name)));
+    }
+    let ty = ColumnType::parse(&f.ty).map_err(|m| ("type".to_string(), m))?;
+    if f.description.trim().is_empty() {
+        return Err(("description".into(), "must not be empty".into()));
+    }
+    if f.required && ty.is_nullable() {
+        return Err((
+            "required".into(),
+            "a Nullable field cannot be required".into(),
+        ));
+    }
+    Ok(Field {
+        name: f.name,
+        ty,
+        description: f.description,
+        filterable: f.filterable,
+        default: f.default,
+        required: f.required,
+    })
+}
+
+/// Every sort key is a field of the slice and not Nullable.
+fn check_sort_key(sort_key: &[String], fields: &[Field]) -> Result<(), Problem> {
+    for (i, k) in sort_key.iter().enumerate() {
+        match fields.iter().find(|f| &f.name == k) {
+            None => {
+                return Err((
+                    format!("sort_key[{i}]"),
+                    format!("`{k}` is not a field of this slice"),
+                ))
+            }
+            Some(f) if f.ty.is_nullable() => {
+                return Err((
+                    format!("sort_key[{i}]"),
+                    format!("`{k}` is Nullable and cannot be in the sort key"),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn common_fields(event_time_description: &str) -> Vec<Field> {
