@@ -430,7 +430,7 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<()> {
 
 /// Percent-encodes a path segment or query value (slice names are identifiers, but a
 /// typo need not be): everything but RFC 3986's unreserved characters.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'.')

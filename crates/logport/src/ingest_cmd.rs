@@ -65,50 +65,10 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         Some(other) => bail!("--format must be ndjson or csv, not `{other}`"),
         None => name.ends_with(".csv") || name.ends_with(".csv.gz"),
     };
-    let (reader, size): (Box<dyn Read + Send>, u64) = if name == "-" {
-        (Box::new(std::io::stdin()), 0)
-    } else {
-        let f = std::fs::File::open(&args.file).with_context(|| format!("cannot open {name}"))?;
-        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-        (Box::new(f), size)
-    };
-    let mut reader = BufReader::with_capacity(1 << 20, reader);
-    let gz = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    let lines: Box<dyn BufRead + Send> = if gz {
-        Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::bufread::MultiGzDecoder::new(reader),
-        ))
-    } else {
-        Box::new(reader)
-    };
+    let (lines, size) = open_input(&args.file, &name)?;
     // Keys are stable for the same file, so running the command again resumes safely.
-    let identity = {
-        let mut h = Sha256::new();
-        h.update(args.slice.as_bytes());
-        h.update(
-            std::fs::canonicalize(&args.file)
-                .map(|p| p.display().to_string())
-                .unwrap_or(name.clone()),
-        );
-        h.update(size.to_le_bytes());
-        h.update((args.batch_rows as u64).to_le_bytes());
-        hex::encode(&h.finalize()[..12])
-    };
-
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {elapsed_precise} {human_pos} events sent ({per_sec}) {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        b.enable_steady_tick(Duration::from_millis(200));
-        b
-    };
+    let identity = identity(&args, &name, size);
+    let bar = progress(args.quiet);
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(300))
@@ -116,66 +76,14 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let url = format!(
         "{}/v1/ingest/{}{}",
         args.url.trim_end_matches('/'),
-        args.slice,
+        crate::client::encode(&args.slice),
         if args.skip_bad { "?on_error=skip" } else { "" }
     );
     let (tx, rx) = tokio::sync::mpsc::channel::<anyhow::Result<Batch>>(args.concurrency * 2);
-    let batch_rows = args.batch_rows;
     // Reading and splitting happen on a blocking thread; requests on the runtime.
-    let reader_task = tokio::task::spawn_blocking(move || {
-        let mut lines = lines;
-        let mut header: Option<Vec<u8>> = None;
-        let mut n = 0u64;
-        loop {
-            let mut body = Vec::with_capacity(1 << 20);
-            if let Some(h) = &header {
-                body.extend_from_slice(h);
-            }
-            let mut records = 0u64;
-            let mut line = Vec::new();
-            while records < batch_rows as u64 {
-                line.clear();
-                match lines.read_until(b'\n', &mut line) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx
-                            .blocking_send(Err(anyhow::Error::new(e).context("reading the file")));
-                        return;
-                    }
-                }
-                if !line.ends_with(b"\n") {
-                    line.push(b'\n');
-                }
-                if csv && header.is_none() {
-                    header = Some(line.clone());
-                    body.extend_from_slice(&line);
-                    continue;
-                }
-                // A CSV record may span lines inside quotes: keep reading until the
-                // quotes balance.
-                if csv {
-                    while line.iter().filter(|b| **b == b'"').count() % 2 == 1 {
-                        match lines.read_until(b'\n', &mut line) {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => {}
-                        }
-                    }
-                }
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                body.extend_from_slice(&line);
-                records += 1;
-            }
-            if records == 0 {
-                return;
-            }
-            n += 1;
-            if tx.blocking_send(Ok(Batch { n, body, records })).is_err() {
-                return;
-            }
-        }
+    let reader_task = tokio::task::spawn_blocking({
+        let batch_rows = args.batch_rows as u64;
+        move || split_batches(lines, csv, batch_rows, &tx)
     });
 
     let content_type = if csv {
@@ -214,6 +122,124 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     eprintln!("logport: {accepted} events stored, {rejected} rejected, from {name}");
     Ok(())
+}
+
+/// The file (or standard input for `-`), gunzipped when it starts as gzip does, and
+/// its size on disk (0 for standard input).
+fn open_input(
+    file: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<(Box<dyn BufRead + Send>, u64)> {
+    let (reader, size): (Box<dyn Read + Send>, u64) = if name == "-" {
+        (Box::new(std::io::stdin()), 0)
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("cannot open {name}"))?;
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        (Box::new(f), size)
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let gz = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    let lines: Box<dyn BufRead + Send> = if gz {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::bufread::MultiGzDecoder::new(reader),
+        ))
+    } else {
+        Box::new(reader)
+    };
+    Ok((lines, size))
+}
+
+/// What names this run's batches: the slice, the file, its size and the batch size.
+fn identity(args: &IngestArgs, name: &str, size: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(args.slice.as_bytes());
+    h.update(
+        std::fs::canonicalize(&args.file)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| name.to_string()),
+    );
+    h.update(size.to_le_bytes());
+    h.update((args.batch_rows as u64).to_le_bytes());
+    hex::encode(&h.finalize()[..12])
+}
+
+fn progress(quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new_spinner();
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} {human_pos} events sent ({per_sec}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    b.enable_steady_tick(Duration::from_millis(200));
+    b
+}
+
+/// Cuts the input into batches of `batch_rows` records (a CSV header starts each
+/// batch; a quoted CSV record may span lines) and sends them until the input ends,
+/// a read fails (sent as the last item) or the receiver is gone.
+fn split_batches(
+    mut lines: Box<dyn BufRead + Send>,
+    csv: bool,
+    batch_rows: u64,
+    tx: &tokio::sync::mpsc::Sender<anyhow::Result<Batch>>,
+) {
+    let mut header: Option<Vec<u8>> = None;
+    let mut n = 0u64;
+    loop {
+        let mut body = Vec::with_capacity(1 << 20);
+        if let Some(h) = &header {
+            body.extend_from_slice(h);
+        }
+        let mut records = 0u64;
+        let mut line = Vec::new();
+        while records < batch_rows {
+            line.clear();
+            match lines.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    let _ =
+                        tx.blocking_send(Err(anyhow::Error::new(e).context("reading the file")));
+                    return;
+                }
+            }
+            if !line.ends_with(b"\n") {
+                line.push(b'\n');
+            }
+            if csv && header.is_none() {
+                header = Some(line.clone());
+                body.extend_from_slice(&line);
+                continue;
+            }
+            // A CSV record may span lines inside quotes: keep reading until the
+            // quotes balance.
+            if csv {
+                while line.iter().filter(|b| **b == b'"').count() % 2 == 1 {
+                    match lines.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            body.extend_from_slice(&line);
+            records += 1;
+        }
+        if records == 0 {
+            return;
+        }
+        n += 1;
+        if tx.blocking_send(Ok(Batch { n, body, records })).is_err() {
+            return;
+        }
+    }
 }
 
 /// Sends one batch until it is acknowledged; returns (accepted, rejected).

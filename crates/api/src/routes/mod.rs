@@ -29,18 +29,26 @@ macro_rules! documented {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    // Every resource answers other methods with a 405 that lists the allowed ones; GET
-    // routes answer HEAD too.
-    let resource = |paths: &[String], allow: &'static str| {
-        let path = paths.first().map_or("", String::as_str);
-        assert!(
-            paths.iter().all(|p| p == path),
-            "the handlers of one resource declare different paths: {paths:?}"
-        );
-        web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
-            method_not_allowed(req, allow)
-        }))
-    };
+    site(cfg);
+    v1(cfg);
+    protocols(cfg);
+}
+
+/// A resource at the one path its handlers declare. Every resource answers other
+/// methods with a 405 that lists the allowed ones; GET routes answer HEAD too.
+fn resource(paths: &[String], allow: &'static str) -> actix_web::Resource {
+    let path = paths.first().map_or("", String::as_str);
+    assert!(
+        paths.iter().all(|p| p == path),
+        "the handlers of one resource declare different paths: {paths:?}"
+    );
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        method_not_allowed(req, allow)
+    }))
+}
+
+/// The web UI, health, metrics and this API's own description.
+fn site(cfg: &mut web::ServiceConfig) {
     // The web UI (ui.rs): the page and its assets need no token; the API they call does.
     cfg.service(
         resource(documented!(docs::__path_ui_index_doc), "GET, HEAD")
@@ -76,8 +84,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         resource(documented!(docs::__path_docs_page), "GET, HEAD")
             .route(web::get().to(docs::docs_page))
             .route(web::head().to(docs::docs_page)),
-    )
-    .service(
+    );
+}
+
+/// The `/v1` API: catalog, ingest, exports.
+fn v1(cfg: &mut web::ServiceConfig) {
+    cfg.service(
         resource(documented!(slices::__path_list), "GET, HEAD")
             .route(web::get().to(slices::list))
             .route(web::head().to(slices::list)),
@@ -138,8 +150,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         resource(documented!(exports::__path_preview), "POST")
             .route(web::post().to(exports::preview)),
     );
-    // The public Logs API protocols (routes/appmetrica.rs, routes/metrica.rs); bodies
-    // are gzip-compressed when the client accepts it.
+}
+
+/// The public Logs API protocols (routes/appmetrica.rs, routes/metrica.rs); bodies are
+/// gzip-compressed when the client accepts it.
+fn protocols(cfg: &mut web::ServiceConfig) {
     let compress = actix_web::middleware::Compress::default;
     cfg.service(
         resource(documented!(appmetrica::__path_export), "GET, HEAD")
