@@ -283,6 +283,46 @@ pub mod schemas {
     }
 }
 
+/// What every authenticated `/v1` operation may answer besides its own responses:
+/// written once here, named in each operation's `responses(…)`.
+#[derive(utoipa::IntoResponses)]
+pub enum V1Errors {
+    #[response(
+        status = 401,
+        description = "Missing, unknown, revoked or expired token"
+    )]
+    Unauthorized,
+    #[response(
+        status = 429,
+        description = "The token's request rate is used up (Retry-After), or a quota"
+    )]
+    TooManyRequests,
+    #[response(
+        status = 503,
+        description = "A backend is unavailable; retry after Retry-After"
+    )]
+    Unavailable,
+}
+
+/// What every Metrica Logs API operation may answer besides its own responses, each
+/// with Metrica's error body.
+#[derive(utoipa::IntoResponses)]
+pub enum MetricaErrors {
+    #[response(status = 400, description = "A bad or missing parameter")]
+    BadRequest(schemas::MetricaError),
+    #[response(status = 401, description = "No token")]
+    Unauthorized(schemas::MetricaError),
+    #[response(
+        status = 403,
+        description = "Invalid token; or no export scope, or a counter outside the token's apps"
+    )]
+    Forbidden(schemas::MetricaError),
+    #[response(status = 429, description = "A quota, or the token's rate limit")]
+    TooManyRequests(schemas::MetricaError),
+    #[response(status = 503, description = "A backend is unavailable")]
+    Unavailable(schemas::MetricaError),
+}
+
 /// Adds the security schemes and what every operation may answer regardless of its
 /// handler (the limits middleware's 431 and 504).
 pub struct Common;

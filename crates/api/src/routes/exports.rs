@@ -66,10 +66,8 @@ fn check_access(caller: &Caller, spec: &ExportSpec) -> Result<(), ApiError> {
         (status = 413, description = "The body is too large"),
         (status = 415, description = "Unsupported Content-Encoding or Content-Type"),
         (status = 422, description = "Well-formed but not acceptable: unknown field, bad date, filter or value; or part_max_rows/part_max_bytes so small that the export would pass LOGPORT_EXPORT_MAX_PARTS parts (`field` names which)"),
-        (status = 401, description = "Missing, unknown, revoked or expired token"),
-        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
-        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
         (status = 504, description = "Counting the rows (for a quota or the part cap) took longer than LOGPORT_QUERY_TIMEOUT"),
+        crate::openapi::V1Errors,
     )
 )]
 pub async fn create(
@@ -129,9 +127,7 @@ struct ListParams {
         (status = 200, description = "A page", body = crate::openapi::schemas::JobList),
         (status = 400, description = "Malformed query string, header or body"),
         (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
-        (status = 401, description = "Missing, unknown, revoked or expired token"),
-        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
-        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+        crate::openapi::V1Errors,
     )
 )]
 pub async fn list(
@@ -224,9 +220,7 @@ async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<logport_que
         (status = 200, description = "The export", body = crate::views::JobView),
         (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
         (status = 404, description = "No such export (or not this token's)"),
-        (status = 401, description = "Missing, unknown, revoked or expired token"),
-        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
-        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+        crate::openapi::V1Errors,
     )
 )]
 pub async fn get(
@@ -253,9 +247,7 @@ pub async fn get(
         (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
         (status = 404, description = "No such export (or not this token's)"),
         (status = 409, description = "The export already finished"),
-        (status = 401, description = "Missing, unknown, revoked or expired token"),
-        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
-        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+        crate::openapi::V1Errors,
     )
 )]
 pub async fn cancel(
@@ -292,9 +284,7 @@ pub async fn cancel(
         (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
         (status = 404, description = "No such export, or it has not succeeded"),
         (status = 410, description = "The export expired"),
-        (status = 401, description = "Missing, unknown, revoked or expired token"),
-        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
-        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+        crate::openapi::V1Errors,
     )
 )]
 pub async fn manifest(
@@ -404,9 +394,7 @@ fn position(digits: &str) -> Result<u64, ()> {
         (status = 404, description = "No such export or part"),
         (status = 410, description = "The export expired"),
         (status = 416, description = "The range is not satisfiable"),
-        (status = 401, description = "Missing, unknown, revoked or expired token"),
-        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
-        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+        crate::openapi::V1Errors,
     )
 )]
 pub async fn part(
@@ -529,9 +517,7 @@ pub async fn part(
         (status = 403, description = "The token lacks the scope, the slice (activity needs admin) or the app"),
         (status = 404, description = "No such export (or not this token's)"),
         (status = 410, description = "The files are already gone"),
-        (status = 401, description = "Missing, unknown, revoked or expired token"),
-        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
-        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+        crate::openapi::V1Errors,
     )
 )]
 pub async fn delete(
@@ -614,10 +600,8 @@ async fn retire(
         (status = 413, description = "The body is too large"),
         (status = 415, description = "Unsupported Content-Encoding or Content-Type"),
         (status = 422, description = "Well-formed but not acceptable: unknown field, bad date, filter or value"),
-        (status = 401, description = "Missing, unknown, revoked or expired token"),
-        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
-        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
         (status = 504, description = "The estimate took longer than LOGPORT_QUERY_TIMEOUT"),
+        crate::openapi::V1Errors,
     )
 )]
 pub async fn evaluate(
@@ -682,10 +666,8 @@ fn evaluation_reason(quota: &Quota) -> String {
         (status = 413, description = "The body is too large"),
         (status = 415, description = "Unsupported Content-Encoding or Content-Type"),
         (status = 422, description = "Well-formed but not acceptable: unknown field, bad date, filter or value"),
-        (status = 401, description = "Missing, unknown, revoked or expired token"),
-        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
-        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
         (status = 504, description = "The preview took longer than LOGPORT_PREVIEW_TIMEOUT"),
+        crate::openapi::V1Errors,
     )
 )]
 pub async fn preview(

@@ -253,11 +253,7 @@ async fn quota_room(
     security(("bearer" = []), ("oauth" = []), ("oauth_token" = [])),
     responses(
         (status = 200, description = "The evaluation", body = crate::openapi::schemas::LogRequestEvaluationAnswer),
-        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
-        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
-        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
-        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
-        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+        crate::openapi::MetricaErrors,
     )
 )]
 pub async fn evaluate(
@@ -307,11 +303,7 @@ pub async fn evaluate(
     security(("bearer" = []), ("oauth" = []), ("oauth_token" = [])),
     responses(
         (status = 200, description = "Created", body = crate::openapi::schemas::LogRequestAnswer),
-        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
-        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
-        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
-        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
-        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+        crate::openapi::MetricaErrors,
     )
 )]
 pub async fn create(
@@ -380,11 +372,7 @@ pub async fn create(
     security(("bearer" = []), ("oauth" = []), ("oauth_token" = [])),
     responses(
         (status = 200, description = "The requests", body = crate::openapi::schemas::LogRequestList),
-        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
-        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
-        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
-        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
-        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+        crate::openapi::MetricaErrors,
     )
 )]
 pub async fn list(
@@ -447,11 +435,7 @@ async fn load_from_path(
     responses(
         (status = 200, description = "The request", body = crate::openapi::schemas::LogRequestAnswer),
         (status = 404, description = "No such request of this counter", body = crate::openapi::schemas::MetricaError),
-        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
-        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
-        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
-        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
-        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+        crate::openapi::MetricaErrors,
     )
 )]
 pub async fn info(
@@ -478,11 +462,7 @@ pub async fn info(
     responses(
         (status = 200, description = "The part", body = String, content_type = "text/tab-separated-values"),
         (status = 404, description = "No such request of this counter", body = crate::openapi::schemas::MetricaError),
-        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
-        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
-        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
-        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
-        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+        crate::openapi::MetricaErrors,
     )
 )]
 pub async fn download(
@@ -523,11 +503,7 @@ pub async fn download(
     responses(
         (status = 200, description = "Cleaned", body = crate::openapi::schemas::LogRequestAnswer),
         (status = 404, description = "No such request of this counter", body = crate::openapi::schemas::MetricaError),
-        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
-        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
-        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
-        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
-        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+        crate::openapi::MetricaErrors,
     )
 )]
 pub async fn clean(
@@ -581,11 +557,7 @@ pub async fn clean(
     responses(
         (status = 200, description = "Canceled", body = crate::openapi::schemas::LogRequestAnswer),
         (status = 404, description = "No such request of this counter", body = crate::openapi::schemas::MetricaError),
-        (status = 400, description = "A bad or missing parameter", body = crate::openapi::schemas::MetricaError),
-        (status = 401, description = "No token", body = crate::openapi::schemas::MetricaError),
-        (status = 403, description = "Invalid token; or no export scope, or a counter outside the token's apps", body = crate::openapi::schemas::MetricaError),
-        (status = 429, description = "A quota, or the token's rate limit", body = crate::openapi::schemas::MetricaError),
-        (status = 503, description = "A backend is unavailable", body = crate::openapi::schemas::MetricaError),
+        crate::openapi::MetricaErrors,
     )
 )]
 pub async fn cancel(

@@ -19,9 +19,7 @@ use crate::AppState;
     security(("bearer" = []), ("oauth" = [])),
     responses(
         (status = 200, description = "The catalog", body = crate::openapi::schemas::SliceList),
-        (status = 401, description = "Missing, unknown, revoked or expired token"),
-        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
-        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+        crate::openapi::V1Errors,
     )
 )]
 pub async fn list(_caller: Caller, state: web::Data<AppState>) -> HttpResponse {
@@ -53,9 +51,7 @@ pub async fn list(_caller: Caller, state: web::Data<AppState>) -> HttpResponse {
     responses(
         (status = 200, description = "The slice", body = crate::openapi::schemas::SliceInfo),
         (status = 404, description = "Unknown slice"),
-        (status = 401, description = "Missing, unknown, revoked or expired token"),
-        (status = 429, description = "The token's request rate is used up (Retry-After), or a quota"),
-        (status = 503, description = "A backend is unavailable; retry after Retry-After"),
+        crate::openapi::V1Errors,
     )
 )]
 pub async fn get(
