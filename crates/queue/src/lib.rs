@@ -491,10 +491,13 @@ pub fn parse_request(text: &str) -> Result<ExportRequest, QueueError> {
 /// A stable digest of a request, for idempotency comparisons: the SHA-256 of its
 /// stored text, so a retry matches a job stored before the request was typed.
 pub fn request_hash(request: &ExportRequest) -> Result<String, QueueError> {
+    Ok(text_hash(&request_text(request)?))
+}
+
+/// The digest [`request_hash`] gives, of a request's stored text already at hand.
+pub(crate) fn text_hash(text: &str) -> String {
     use sha2::Digest;
-    Ok(hex::encode(sha2::Sha256::digest(
-        request_text(request)?.as_bytes(),
-    )))
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// `text` with the password of every URL in it masked: `postgres://user:secret@host/db`

@@ -259,7 +259,7 @@ where
     async fn create(&self, new: NewJob, now: i64) -> Result<Created, QueueError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let text = crate::request_text(&new.request)?;
-        let hash = crate::request_hash(&new.request)?;
+        let hash = crate::text_hash(&text);
         // A unique index on (tenant, idempotency_key) decides races between duplicates.
         // `watermark` (the creation second) is no longer read; it is written because
         // the column is NOT NULL.
